@@ -1,0 +1,110 @@
+"""The ``broker`` command: scope tooling, the service, and operator actions.
+
+Subcommands live with the feature they drive; this module only assembles them. Every
+command turns :class:`BrokerError` into a one-line message and a non-zero exit code; no
+traceback reaches the terminal.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+import click
+
+from broker.errors import BrokerError, InvalidFileError
+
+EXIT_PROBLEMS = 1
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+def cli() -> None:
+    """Least-privilege, short-lived credentials for AI agents."""
+
+
+def _scopes_context(config: Path | None) -> tuple[object, object]:
+    from broker.config import load_settings
+    from broker.policy.iam_actions import iam_database
+    from broker.scopes.lint import LintContext
+
+    settings = load_settings(config) if config else None
+    return settings, LintContext(iam=iam_database(), directory=settings)
+
+
+@cli.group()
+def scopes() -> None:
+    """Validate, plan and apply scope files."""
+
+
+@scopes.command("validate")
+@click.argument("path", type=click.Path(path_type=Path), default=Path("scopes"))
+@click.option("--config", type=click.Path(path_type=Path, exists=True, dir_okay=False),
+              help="Broker config, to check that approvers and groups exist.")
+def scopes_validate(path: Path, config: Path | None) -> None:
+    """Check every scope file under PATH; print file:line:column: reason per problem."""
+    from broker.scopes.registry import load_scope_set
+
+    _, ctx = _scopes_context(config)
+    result = load_scope_set(path, ctx)  # type: ignore[arg-type]
+    for problem in result.problems:
+        click.echo(str(problem))
+    if result.problems:
+        click.echo(f"{len(result.problems)} problem(s) in {result.files} file(s).", err=True)
+        sys.exit(EXIT_PROBLEMS)
+    click.echo(f"OK: {len(result.scope_set.scopes)} scope(s) in {result.files} file(s).")
+
+
+@scopes.command("plan")
+@click.argument("path", type=click.Path(path_type=Path), default=Path("scopes"))
+@click.option("--json", "as_json", is_flag=True, help="Print the compiled documents as JSON.")
+@click.option("--against", metavar="DIR|GIT-REF",
+              help="Print the change in granted permissions from this version to PATH.")
+@click.option("--config", type=click.Path(path_type=Path, exists=True, dir_okay=False))
+def scopes_plan(path: Path, as_json: bool, against: str | None, config: Path | None) -> None:
+    """Show what each tier of each environment grants, or what a change would grant."""
+    from broker.policy.grants import diff_facts, scope_facts
+    from broker.scopes.plan import checkout, render_changes, render_json, render_plan
+    from broker.scopes.registry import load_scope_set
+
+    _, ctx = _scopes_context(config)
+    result = load_scope_set(path, ctx)  # type: ignore[arg-type]
+    if result.problems:
+        for problem in result.problems:
+            click.echo(str(problem), err=True)
+        click.echo("Refusing to plan scopes with problems (see above).", err=True)
+        sys.exit(EXIT_PROBLEMS)
+    scopes_now = list(result.scope_set.scopes.values())
+    iam = ctx.iam  # type: ignore[attr-defined]
+    if against is None:
+        click.echo(render_json(scopes_now, iam) if as_json else render_plan(scopes_now, iam), nl=False)
+        return
+    with checkout(against, path) as old_path:
+        old = load_scope_set(old_path, ctx)  # type: ignore[arg-type]
+    if old.problems and old.files:
+        click.echo(f"note: the version at '{against}' has {len(old.problems)} problem(s); "
+                   "its invalid scopes count as granting nothing", err=True)
+    changes = diff_facts(
+        scope_facts(old.scope_set.scopes.values(), iam),
+        scope_facts(scopes_now, iam),
+    )
+    click.echo(render_changes(changes), nl=False)
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    try:
+        cli.main(args=list(argv) if argv is not None else None, prog_name="broker",
+                 standalone_mode=False)
+    except click.exceptions.Abort:
+        click.echo("Aborted.", err=True)
+        sys.exit(130)
+    except click.ClickException as e:
+        e.show()
+        sys.exit(e.exit_code)
+    except InvalidFileError as e:
+        for problem in e.problems:
+            click.echo(str(problem), err=True)
+        sys.exit(EXIT_PROBLEMS)
+    except BrokerError as e:
+        click.echo(f"error: {e.message}", err=True)
+        sys.exit(EXIT_PROBLEMS)

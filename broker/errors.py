@@ -1,0 +1,180 @@
+"""The broker's exception root and its subclasses.
+
+Every error the broker raises on purpose derives from :class:`BrokerError`. Each class
+carries the HTTP status and the stable machine-readable ``code`` the API returns, so one
+error handler turns any of them into ``{error, message, request_id}``. Messages must never
+contain a secret: they are shown to clients and written to logs.
+
+Third-party errors (botocore, hvac, SQLAlchemy) are translated at the boundary that calls
+the library, with ``raise ... from e``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+class BrokerError(Exception):
+    """Root of every error the broker raises deliberately."""
+
+    status: int = 500
+    code: str = "internal_error"
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+    def body(self) -> dict[str, object]:
+        """Extra JSON fields for the error response (besides error, message, request_id)."""
+        return {}
+
+
+@dataclass(frozen=True)
+class Problem:
+    """One problem found in a file, positioned for `file:line:column: reason` output."""
+
+    path: str
+    line: int
+    column: int
+    reason: str
+
+    def __str__(self) -> str:
+        return f"{self.path}:{self.line}:{self.column}: {self.reason}"
+
+
+class InvalidFileError(BrokerError):
+    """A scope or config file has problems; carries all of them, not only the first."""
+
+    status = 400
+    code = "invalid_file"
+
+    def __init__(self, problems: list[Problem]) -> None:
+        super().__init__("; ".join(str(p) for p in problems[:5]))
+        self.problems = problems
+
+
+class ConfigError(BrokerError):
+    """The broker's own settings are invalid: the broker refuses to start."""
+
+    code = "invalid_config"
+
+
+class BadRequest(BrokerError):
+    status = 400
+    code = "bad_request"
+
+    def __init__(self, message: str, field: str | None = None) -> None:
+        super().__init__(message)
+        self.field = field
+
+    def body(self) -> dict[str, object]:
+        return {"field": self.field} if self.field else {}
+
+
+class NotFound(BrokerError):
+    status = 404
+    code = "not_found"
+
+    def __init__(self, message: str, field: str | None = None) -> None:
+        super().__init__(message)
+        self.field = field
+
+    def body(self) -> dict[str, object]:
+        return {"field": self.field} if self.field else {}
+
+
+class Unauthenticated(BrokerError):
+    status = 401
+    code = "unauthenticated"
+
+
+class Forbidden(BrokerError):
+    status = 403
+    code = "forbidden"
+
+
+class Frozen(Forbidden):
+    """The agent or scope is frozen by the kill switch or the circuit breaker."""
+
+    code = "frozen"
+
+
+class ChangeFreeze(Forbidden):
+    """A write/delete request falls inside a change-freeze window of the scope."""
+
+    code = "change_freeze"
+
+    def __init__(self, message: str, window: str) -> None:
+        super().__init__(message)
+        self.window = window
+
+    def body(self) -> dict[str, object]:
+        return {"window": self.window}
+
+
+class BlastRadiusExceeded(Forbidden):
+    code = "blast_radius_exceeded"
+
+
+class Conflict(BrokerError):
+    status = 409
+    code = "conflict"
+
+
+class RequestNotReady(Conflict):
+    """Credentials of an escalation cannot be collected yet (pending, delay running...)."""
+
+    code = "not_ready"
+
+
+class Gone(BrokerError):
+    status = 410
+    code = "gone"
+
+
+class PayloadTooLarge(BrokerError):
+    status = 413
+    code = "payload_too_large"
+
+
+class UnsupportedMediaType(BrokerError):
+    status = 415
+    code = "unsupported_media_type"
+
+
+class RateLimited(BrokerError):
+    status = 429
+    code = "rate_limited"
+
+    def __init__(self, message: str, retry_after: int) -> None:
+        super().__init__(message)
+        self.retry_after = max(1, retry_after)
+
+    def body(self) -> dict[str, object]:
+        return {"retry_after": self.retry_after}
+
+
+class UpstreamUnavailable(BrokerError):
+    """An upstream (STS, Vault, the database engine) failed; nothing was issued."""
+
+    status = 503
+    code = "upstream_unavailable"
+
+    def __init__(self, message: str, backend: str) -> None:
+        super().__init__(message)
+        self.backend = backend
+
+    def body(self) -> dict[str, object]:
+        return {"backend": self.backend}
+
+
+class PolicyTooLarge(BrokerError):
+    """A compiled session policy does not fit STS's limit; it is never truncated."""
+
+    status = 400
+    code = "policy_too_large"
+
+
+class StoreUnavailable(BrokerError):
+    status = 503
+    code = "store_unavailable"

@@ -1,0 +1,149 @@
+"""What a tier grants, as flat human-readable facts, and the difference between two versions.
+
+Reviewers and approvers read permissions, not JSON: "s3:PutObject on
+arn:aws:s3:::payments-prod-invoices/*". Both the plan diff and the approval page use the
+same flattening so they always agree.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from broker.policy.compiler import (
+    DATABASE_PRIVILEGES,
+    database_role,
+    role_policy,
+    vault_policy,
+)
+from broker.policy.iam_actions import IamDatabase
+from broker.scopes.model import Environment, Scope, TierName
+from broker.yamldoc import format_duration
+
+TierKey = tuple[str, str, str]  # service, environment, tier
+
+
+def policy_grants(policy: Mapping[str, Any] | None) -> set[str]:
+    """'action on resource' for every pair an IAM policy allows (regions noted when limited)."""
+    if not policy:
+        return set()
+    grants = set()
+    for statement in policy["Statement"]:
+        if statement.get("Effect") != "Allow":
+            continue
+        regions = statement.get("Condition", {}).get("StringEquals", {}).get("aws:RequestedRegion")
+        suffix = f" in {', '.join(regions)}" if regions else ""
+        for action in _as_list(statement["Action"]):
+            for resource in _as_list(statement["Resource"]):
+                grants.add(f"{action} on {resource}{suffix}")
+    return grants
+
+
+def _as_list(value: str | list[str]) -> list[str]:
+    return [value] if isinstance(value, str) else list(value)
+
+
+def vault_grants(hcl: str | None) -> set[str]:
+    """'vault read, list on secret/metadata/x/*' per path block of a generated policy."""
+    if not hcl:
+        return set()
+    grants = set()
+    path = None
+    for line in hcl.splitlines():
+        line = line.strip()
+        if line.startswith('path "'):
+            path = line.split('"')[1]
+        elif line.startswith("capabilities") and path:
+            capabilities = [c.strip().strip('"') for c in line.split("[", 1)[1].rstrip("]").split(",")]
+            grants.update(f"vault {c} on {path}" for c in capabilities)
+    return grants
+
+
+def database_grants(scope: Scope, env: Environment, tier: TierName) -> set[str]:
+    role = database_role(scope, env, tier)
+    if role is None or env.database is None:
+        return set()
+    grants = {
+        f"database {privilege} on {obj}"
+        for obj in env.database.objects
+        for privilege in DATABASE_PRIVILEGES[tier]
+    }
+    if tier == "delete" and env.database.owner_role:
+        grants.add(f"database DROP (as {env.database.owner_role}) on what that role owns")
+    return grants
+
+
+@dataclass(frozen=True)
+class TierFacts:
+    """What one tier of one environment grants and under which conditions."""
+
+    grants: frozenset[str]
+    settings: Mapping[str, str] = field(default_factory=dict)
+
+
+def tier_facts(scope: Scope, env: Environment, tier: TierName, iam: IamDatabase) -> TierFacts:
+    spec = scope.tiers[tier]
+    grants = (
+        policy_grants(role_policy(scope, env, tier, iam))
+        | vault_grants(vault_policy(scope, env, tier))
+        | database_grants(scope, env, tier)
+    )
+    settings = {"ttl": format_duration(spec.ttl_seconds)}
+    if env.aws is not None:
+        settings["regions"] = ", ".join(env.aws.regions)
+        if tier in env.aws.roles:
+            settings["role"] = env.aws.roles[tier]
+    if spec.approval is not None:
+        settings["approval"] = describe_approval(spec.approval.required, spec.approval.approvers,
+                                                 spec.approval.groups,
+                                                 spec.approval.delay_seconds)
+    else:
+        settings["approval"] = "none: granted at once"
+    if spec.max_resources is not None:
+        settings["max_resources"] = str(spec.max_resources)
+    if spec.rate_limit is not None:
+        settings["rate_limit"] = str(spec.rate_limit)
+    return TierFacts(frozenset(grants), settings)
+
+
+def describe_approval(required: int, approvers: Iterable[str], groups: Iterable[str], delay: int) -> str:
+    who = ", ".join([*approvers, *(f"group {g}" for g in groups)])
+    text = f"{required} distinct approval{'s' if required != 1 else ''} from {who}"
+    if delay:
+        text += f", then a {format_duration(delay)} delay"
+    return text
+
+
+def scope_facts(scopes: Iterable[Scope], iam: IamDatabase) -> dict[TierKey, TierFacts]:
+    return {
+        (scope.service, env_name, tier): tier_facts(scope, env, tier, iam)
+        for scope in scopes
+        for env_name, env in sorted(scope.environments.items())
+        for tier in scope.tiers
+    }
+
+
+@dataclass(frozen=True)
+class Change:
+    key: TierKey
+    kind: str  # "adds", "removes", "changes"
+    text: str
+
+    def __str__(self) -> str:
+        return f"{'/'.join(self.key)}: {self.kind} {self.text}"
+
+
+def diff_facts(old: Mapping[TierKey, TierFacts], new: Mapping[TierKey, TierFacts]) -> list[Change]:
+    """Granted-permission and settings changes from ``old`` to ``new``, sorted."""
+    changes: list[Change] = []
+    for key in sorted(set(old) | set(new)):
+        before = old.get(key, TierFacts(frozenset()))
+        after = new.get(key, TierFacts(frozenset()))
+        changes.extend(Change(key, "adds", g) for g in sorted(after.grants - before.grants))
+        changes.extend(Change(key, "removes", g) for g in sorted(before.grants - after.grants))
+        for setting in sorted(set(before.settings) | set(after.settings)):
+            was, now = before.settings.get(setting), after.settings.get(setting)
+            if was != now and was is not None and now is not None:
+                changes.append(Change(key, "changes", f"{setting} from {was} to {now}"))
+    return changes

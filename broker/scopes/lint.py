@@ -1,0 +1,330 @@
+"""Fail-closed policy rules over loaded scopes.
+
+Each rule is a function from a loaded scope to problems, so each can be tested alone.
+A scope with any problem is refused as a whole: the broker never serves a scope that
+would grant more than it says on its face.
+"""
+
+from __future__ import annotations
+
+import re
+
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
+from typing import Protocol
+
+from broker.errors import Problem
+from broker.policy.destructive import destructive_reason, is_destructive
+from broker.policy.globs import covers, overlaps, substitute
+from broker.policy.iam_actions import READ_LEVELS, IamDatabase, is_wildcard
+from broker.scopes.loader import LoadedScope
+from broker.scopes.model import TierName
+
+STS_MIN_SECONDS = 900
+STS_MAX_SECONDS = 12 * 3600  # AssumeRole's ceiling (the role's MaxSessionDuration may be lower)
+VAULT_MAX_SECONDS = 768 * 3600  # Vault's default max_lease_ttl
+MIN_DELETE_APPROVALS = 2
+
+
+class ApproverDirectory(Protocol):
+    """What the lint needs to know of the broker config's approvers and groups."""
+
+    def has_approver(self, name: str) -> bool: ...
+
+    def has_group(self, name: str) -> bool: ...
+
+
+@dataclass(frozen=True)
+class LintContext:
+    iam: IamDatabase
+    directory: ApproverDirectory | None = None
+
+
+Rule = Callable[[LoadedScope, LintContext], Iterator[Problem]]
+
+
+def _problem(loaded: LoadedScope, key: tuple[object, ...], rule: str, reason: str) -> Problem:
+    position = loaded.position(*key)
+    return Problem(position.path, position.line, position.column, f"{reason} [{rule}]")
+
+
+def _actions(loaded: LoadedScope) -> Iterator[tuple[TierName, int, int, str, tuple[str, ...]]]:
+    """(tier, statement index, action index, action, statement resources) for every action."""
+    for tier_name, tier in loaded.scope.tiers.items():
+        for s_index, statement in enumerate(tier.aws):
+            for a_index, action in enumerate(statement.actions):
+                yield tier_name, s_index, a_index, action, statement.resources
+
+
+def known_actions(loaded: LoadedScope, ctx: LintContext) -> Iterator[Problem]:
+    """Every action names a real IAM action (or a pattern matching at least one)."""
+    for tier, s, a, action, _ in _actions(loaded):
+        if action == "*":
+            continue  # reported by the wildcard rule
+        service = action.split(":", 1)[0]
+        key = ("tiers", tier, "aws", s, "actions", a)
+        if not ctx.iam.has_service(service):
+            yield _problem(loaded, key, "unknown-action", f"unknown AWS service prefix '{service}'")
+        elif not ctx.iam.expand(action):
+            yield _problem(loaded, key, "unknown-action", f"'{action}' matches no IAM action")
+
+
+def read_access_level(loaded: LoadedScope, ctx: LintContext) -> Iterator[Problem]:
+    """Every action of ``read``, wildcards expanded, has access level List or Read."""
+    for tier, s, a, action, _ in _actions(loaded):
+        if tier != "read":
+            continue
+        offending = [i for i in ctx.iam.expand(action) if i.access_level not in READ_LEVELS]
+        if offending:
+            first = offending[0]
+            more = f" and {len(offending) - 1} more" if len(offending) > 1 else ""
+            yield _problem(
+                loaded, ("tiers", tier, "aws", s, "actions", a), "read-access-level",
+                f"'{action}' in tier read grants {first.full_name} "
+                f"(access level {first.access_level}){more}; read allows only List and Read",
+            )
+
+
+def wildcard_actions(loaded: LoadedScope, ctx: LintContext) -> Iterator[Problem]:
+    """No wildcard action in write or delete (and never a bare '*')."""
+    for tier, s, a, action, _ in _actions(loaded):
+        if action == "*" or (tier != "read" and is_wildcard(action)):
+            yield _problem(
+                loaded, ("tiers", tier, "aws", s, "actions", a), "wildcard-action",
+                f"wildcard action '{action}' in tier {tier}: name each action",
+            )
+
+
+# Services whose ARN resource part starts with the resource's own name, not its type.
+_NAME_FIRST_SERVICES = frozenset({"s3"})
+
+
+def _is_wildcard_resource(resource: str) -> bool:
+    """'*', or an ARN whose partition/service/region/account or resource name is a wildcard.
+
+    The resource name is the first segment of the resource part for S3 (the bucket) and the
+    segment after the resource type elsewhere ('table/*' names every table).
+    """
+    if resource.replace("?", "*").strip("*") == "":
+        return True
+    parts = resource.split(":", 5)
+    if len(parts) < 6:
+        return True  # not an ARN: cannot be narrowed safely
+    if any(is_wildcard(part) for part in parts[1:5]):
+        return True
+    segments = re.split(r"[/:]", parts[5])
+    name_first = parts[2] in _NAME_FIRST_SERVICES or len(segments) == 1
+    name = segments[0] if name_first else segments[1]
+    return name.replace("?", "*").strip("*") == ""
+
+
+def wildcard_resources(loaded: LoadedScope, ctx: LintContext) -> Iterator[Problem]:
+    """No '*'-like resource in write/delete; in read only for actions taking no ARN."""
+    for tier_name, tier in loaded.scope.tiers.items():
+        for s_index, statement in enumerate(tier.aws):
+            for r_index, resource in enumerate(statement.resources):
+                if not _is_wildcard_resource(resource):
+                    continue
+                key = ("tiers", tier_name, "aws", s_index, "resources", r_index)
+                if tier_name != "read":
+                    yield _problem(
+                        loaded, key, "wildcard-resource",
+                        f"resource '{resource}' in tier {tier_name} names everything; "
+                        "name the resources",
+                    )
+                    continue
+                scoped = [
+                    info.full_name
+                    for action in statement.actions
+                    for info in ctx.iam.expand(action)
+                    if info.supports_resources
+                ]
+                if scoped:
+                    yield _problem(
+                        loaded, key, "wildcard-resource",
+                        f"resource '{resource}' with {scoped[0]}, which can be limited to "
+                        "named resources; '*' is only for actions that take no resource ARN",
+                    )
+
+
+def destructive_outside_delete(loaded: LoadedScope, ctx: LintContext) -> Iterator[Problem]:
+    """Destructive actions (Delete*, Terminate*, the documented list) only in ``delete``."""
+    for tier, s, a, action, _ in _actions(loaded):
+        if tier == "delete":
+            continue
+        for info in ctx.iam.expand(action):
+            if is_destructive(info.service, info.name):
+                reason = destructive_reason(info.service, info.name)
+                yield _problem(
+                    loaded, ("tiers", tier, "aws", s, "actions", a), "destructive-outside-delete",
+                    f"{info.full_name} is destructive ({reason}); it belongs in tier delete",
+                )
+                break
+
+
+def environment_overlap(loaded: LoadedScope, ctx: LintContext) -> Iterator[Problem]:
+    """No resource pattern of one environment matches another environment's resources."""
+    scope = loaded.scope
+    expanded: dict[str, list[tuple[str, tuple[object, ...]]]] = {}
+    for env in scope.environments.values():
+        regions = env.aws.regions if env.aws else (None,)
+        rows = expanded.setdefault(env.name, [])
+        for tier_name, tier in scope.tiers.items():
+            for s_index, statement in enumerate(tier.aws):
+                for r_index, pattern in enumerate(statement.resources):
+                    key = ("tiers", tier_name, "aws", s_index, "resources", r_index)
+                    for region in regions:
+                        values = env.placeholders(region)
+                        try:
+                            rows.append((substitute(pattern, values), key))
+                        except KeyError:
+                            continue  # a placeholder this environment lacks: see placeholders rule
+    names = sorted(expanded)
+    reported: set[tuple[object, ...]] = set()
+    for i, first in enumerate(names):
+        for second in names[i + 1 :]:
+            for resource_a, key_a in expanded[first]:
+                for resource_b, key_b in expanded[second]:
+                    if "*" in (resource_a, resource_b) or not overlaps(resource_a, resource_b):
+                        continue  # a bare '*' is only allowed for actions without resources
+                    # Blame the broader pattern: it is the one reaching across environments.
+                    if covers(resource_b, resource_a) and not covers(resource_a, resource_b):
+                        blamed, broad, broad_env, other, other_env = (
+                            key_b, resource_b, second, resource_a, first)
+                    else:
+                        blamed, broad, broad_env, other, other_env = (
+                            key_a, resource_a, first, resource_b, second)
+                    if blamed in reported:
+                        continue
+                    reported.add(blamed)
+                    yield _problem(
+                        loaded, blamed, "environment-overlap",
+                        f"'{broad}' ({broad_env}) also matches '{other}' ({other_env}); "
+                        "use ${env} or the account to keep environments apart",
+                    )
+
+
+def placeholders_resolvable(loaded: LoadedScope, ctx: LintContext) -> Iterator[Problem]:
+    """${account} and ${region} need an aws block in every environment the pattern serves."""
+    scope = loaded.scope
+    for tier_name, tier in scope.tiers.items():
+        for s_index, statement in enumerate(tier.aws):
+            for r_index, pattern in enumerate(statement.resources):
+                for env in scope.environments.values():
+                    if env.aws is None:
+                        continue
+                    try:
+                        substitute(pattern, env.placeholders(env.aws.regions[0]))
+                    except KeyError as e:
+                        yield _problem(
+                            loaded, ("tiers", tier_name, "aws", s_index, "resources", r_index),
+                            "placeholder", f"placeholder ${{{e.args[0]}}} has no value in "
+                            f"environment {env.name}",
+                        )
+
+
+def ttl_bounds(loaded: LoadedScope, ctx: LintContext) -> Iterator[Problem]:
+    """TTLs between STS's 900 s minimum and what STS (12 h) and Vault allow."""
+    maximum = min(STS_MAX_SECONDS, VAULT_MAX_SECONDS)
+    for name, tier in loaded.scope.tiers.items():
+        if not STS_MIN_SECONDS <= tier.ttl_seconds <= maximum:
+            yield _problem(
+                loaded, ("tiers", name, "ttl"), "ttl-bounds",
+                f"tier {name} ttl {tier.ttl_seconds}s is outside {STS_MIN_SECONDS}s..{maximum}s "
+                "(STS AssumeRole allows 15 minutes to 12 hours)",
+            )
+
+
+def delete_approvals(loaded: LoadedScope, ctx: LintContext) -> Iterator[Problem]:
+    """``delete`` needs 2 or more distinct approvers unless the scope visibly opts out."""
+    tier = loaded.scope.tiers.get("delete")
+    if tier is None or tier.approval is None:
+        return
+    if tier.approval.required < MIN_DELETE_APPROVALS and not tier.approval.unsafe_single_approver:
+        yield _problem(
+            loaded, ("tiers", "delete", "approval", "required"), "delete-approvals",
+            f"tier delete requires {tier.approval.required} approval; at least "
+            f"{MIN_DELETE_APPROVALS} distinct approvers are required unless "
+            "'unsafe_single_approver: <reason>' says why not",
+        )
+
+
+def approvals_satisfiable(loaded: LoadedScope, ctx: LintContext) -> Iterator[Problem]:
+    """Approvers and groups exist in the broker config (when a config is given)."""
+    if ctx.directory is None:
+        return
+    for name, tier in loaded.scope.tiers.items():
+        if tier.approval is None:
+            continue
+        for approver in tier.approval.approvers:
+            if not ctx.directory.has_approver(approver):
+                yield _problem(
+                    loaded, ("tiers", name, "approval", "approvers", approver), "unknown-approver",
+                    f"approver '{approver}' is not defined in the broker config",
+                )
+        for group in tier.approval.groups:
+            if not ctx.directory.has_group(group):
+                yield _problem(
+                    loaded, ("tiers", name, "approval", "groups", group), "unknown-group",
+                    f"group '{group}' is not defined in the broker config",
+                )
+
+
+def backends_complete(loaded: LoadedScope, ctx: LintContext) -> Iterator[Problem]:
+    """Each tier has a role (and database role) in every environment that uses that backend."""
+    scope = loaded.scope
+    for env in scope.environments.values():
+        env_key = ("environments", env.name)
+        if env.aws is not None:
+            for tier_name in scope.tiers:
+                if tier_name not in env.aws.roles:
+                    yield _problem(
+                        loaded, env_key, "missing-role",
+                        f"environment {env.name} has no aws role for tier {tier_name}",
+                    )
+            for tier_name, arn in env.aws.roles.items():
+                account = arn.split(":")[4]
+                if account not in ("${account}", env.aws.account):
+                    yield _problem(
+                        loaded, env_key, "role-account",
+                        f"environment {env.name}: role for {tier_name} is in account {account}, "
+                        f"not {env.aws.account}",
+                    )
+                if tier_name not in scope.tiers:
+                    yield _problem(
+                        loaded, env_key, "missing-role",
+                        f"environment {env.name} has a role for tier {tier_name}, "
+                        "which the scope does not define",
+                    )
+        if env.database is not None:
+            for tier_name in scope.tiers:
+                if tier_name not in env.database.roles:
+                    yield _problem(
+                        loaded, env_key, "missing-role",
+                        f"environment {env.name} has no database role for tier {tier_name}",
+                    )
+    has_aws_statements = any(tier.aws for tier in scope.tiers.values())
+    if has_aws_statements and not any(e.aws for e in scope.environments.values()):
+        yield _problem(loaded, ("tiers",), "missing-role",
+                       "tiers grant AWS actions but no environment configures aws")
+
+
+RULES: tuple[Rule, ...] = (
+    known_actions,
+    read_access_level,
+    wildcard_actions,
+    wildcard_resources,
+    destructive_outside_delete,
+    environment_overlap,
+    placeholders_resolvable,
+    ttl_bounds,
+    delete_approvals,
+    approvals_satisfiable,
+    backends_complete,
+)
+
+
+def lint(loaded: LoadedScope, ctx: LintContext, rules: Iterable[Rule] = RULES) -> list[Problem]:
+    """All problems of one scope, in file order."""
+    problems = [problem for rule in rules for problem in rule(loaded, ctx)]
+    return sorted(set(problems), key=lambda p: (p.path, p.line, p.column, p.reason))

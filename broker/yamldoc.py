@@ -1,0 +1,324 @@
+"""Safe, positioned YAML reading shared by scope files and the broker's config.
+
+Why not ``yaml.safe_load``: we need the line and column of every value to report
+``file:line:column: reason`` for *all* problems, and we must survive hostile input
+(alias bombs, deep nesting, huge or binary files) with a clear error, bounded memory and
+no hang. So a file is read with a size cap, decoded strictly, pre-scanned as a stream of
+events (no anchors or aliases, bounded depth and node count), then composed into nodes
+that keep their positions. :class:`Reader` turns nodes into typed values while collecting
+problems instead of stopping at the first.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Iterable
+from pathlib import Path
+from typing import Any, TypeVar
+
+import yaml
+
+from broker.errors import Problem
+
+MAX_FILE_BYTES = 1024 * 1024
+MAX_DEPTH = 32
+MAX_EVENTS = 200_000
+
+STANDARD_TAGS = frozenset(
+    f"tag:yaml.org,2002:{name}"
+    for name in ("str", "int", "bool", "null", "float", "timestamp", "seq", "map")
+)
+
+_Loader: Any = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+_constructor = yaml.constructor.SafeConstructor()
+
+T = TypeVar("T")
+
+
+class DocumentError(Exception):
+    """The file cannot be read as YAML at all; carries one positioned problem."""
+
+    def __init__(self, problem: Problem) -> None:
+        super().__init__(str(problem))
+        self.problem = problem
+
+
+def read_text(path: Path, max_bytes: int = MAX_FILE_BYTES) -> str:
+    """Read a file as UTF-8 text, refusing files over the cap without reading them whole."""
+    name = str(path)
+    try:
+        with path.open("rb") as handle:
+            raw = handle.read(max_bytes + 1)
+    except OSError as e:
+        raise DocumentError(Problem(name, 1, 1, f"cannot read file: {e.strerror}")) from e
+    if len(raw) > max_bytes:
+        raise DocumentError(
+            Problem(name, 1, 1, f"file is larger than the {max_bytes // 1024} KiB limit")
+        )
+    if b"\x00" in raw:
+        raise DocumentError(Problem(name, 1, 1, "file is binary (contains NUL bytes)"))
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError as e:
+        line = raw[: e.start].count(b"\n") + 1
+        raise DocumentError(Problem(name, line, 1, "file is not valid UTF-8")) from e
+
+
+def parse(text: str, name: str) -> yaml.Node | None:
+    """Parse one YAML document into positioned nodes, refusing hostile structures."""
+    _prescan(text, name)
+    try:
+        loader = _Loader(text)
+        try:
+            node: yaml.Node | None = loader.get_single_node()
+        finally:
+            loader.dispose()
+    except yaml.MarkedYAMLError as e:
+        raise DocumentError(_problem_from_yaml_error(e, name)) from e
+    except yaml.YAMLError as e:
+        raise DocumentError(Problem(name, 1, 1, f"invalid YAML: {e}")) from e
+    return node
+
+
+def _prescan(text: str, name: str) -> None:
+    """Walk the event stream once: no aliases or custom tags, bounded depth and size, one document."""
+    depth = 0
+    events = 0
+    documents = 0
+    try:
+        for event in yaml.parse(text, Loader=_Loader):
+            events += 1
+            if events > MAX_EVENTS:
+                raise DocumentError(_at(name, event, f"more than {MAX_EVENTS} YAML nodes"))
+            if isinstance(event, yaml.AliasEvent) or getattr(event, "anchor", None):
+                raise DocumentError(
+                    _at(name, event, "YAML anchors and aliases are not allowed in this file")
+                )
+            tag = getattr(event, "tag", None)
+            if tag and tag not in STANDARD_TAGS:
+                raise DocumentError(_at(name, event, f"YAML tag '{tag}' is not allowed"))
+            if isinstance(event, yaml.DocumentStartEvent):
+                documents += 1
+                if documents > 1:
+                    raise DocumentError(_at(name, event, "only one YAML document per file"))
+            if isinstance(event, (yaml.MappingStartEvent, yaml.SequenceStartEvent)):
+                depth += 1
+                if depth > MAX_DEPTH:
+                    raise DocumentError(
+                        _at(name, event, f"nesting deeper than {MAX_DEPTH} levels")
+                    )
+            elif isinstance(event, (yaml.MappingEndEvent, yaml.SequenceEndEvent)):
+                depth -= 1
+    except yaml.MarkedYAMLError as e:
+        raise DocumentError(_problem_from_yaml_error(e, name)) from e
+    except yaml.YAMLError as e:
+        raise DocumentError(Problem(name, 1, 1, f"invalid YAML: {e}")) from e
+
+
+def _at(name: str, event: yaml.Event, reason: str) -> Problem:
+    mark = event.start_mark
+    return Problem(name, mark.line + 1, mark.column + 1, reason)
+
+
+def _problem_from_yaml_error(e: yaml.MarkedYAMLError, name: str) -> Problem:
+    mark = e.problem_mark or e.context_mark
+    line, column = (mark.line + 1, mark.column + 1) if mark else (1, 1)
+    reason = e.problem or e.context or "invalid YAML"
+    return Problem(name, line, column, f"invalid YAML: {reason}")
+
+
+_DURATION = re.compile(r"^(?:(\d+)d)?(?:(\d+)h)?(?:(\d+)m)?(?:(\d+)s)?$")
+
+
+def parse_duration(text: str) -> int | None:
+    """'1h30m' / '900s' / '900' -> seconds; None when the text is not a duration."""
+    text = text.strip()
+    if text.isdigit():
+        return int(text)
+    match = _DURATION.match(text)
+    if not match or not text:
+        return None
+    days, hours, minutes, seconds = (int(g) if g else 0 for g in match.groups())
+    return days * 86400 + hours * 3600 + minutes * 60 + seconds
+
+
+def format_duration(seconds: int) -> str:
+    """Seconds -> the shortest '1h30m' style text."""
+    if seconds == 0:
+        return "0s"
+    parts = []
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60), ("s", 1)):
+        amount, seconds = divmod(seconds, size)
+        if amount:
+            parts.append(f"{amount}{unit}")
+    return "".join(parts)
+
+
+class Reader:
+    """Typed access to positioned nodes that records every problem it meets.
+
+    Each accessor returns ``None`` (after recording a problem) when the value is unusable, so
+    callers keep walking and report everything in one pass.
+    """
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.problems: list[Problem] = []
+
+    def error(self, node: yaml.Node | None, reason: str) -> None:
+        if node is None:
+            self.problems.append(Problem(self.name, 1, 1, reason))
+            return
+        mark = node.start_mark
+        self.problems.append(Problem(self.name, mark.line + 1, mark.column + 1, reason))
+
+    def mapping(
+        self,
+        node: yaml.Node | None,
+        what: str,
+        allowed: Iterable[str],
+        required: Iterable[str] = (),
+    ) -> dict[str, yaml.Node] | None:
+        """A mapping with string keys; unknown, duplicate and missing keys are problems."""
+        if not isinstance(node, yaml.MappingNode):
+            self.error(node, f"{what} must be a mapping")
+            return None
+        allowed_set = set(allowed)
+        result: dict[str, yaml.Node] = {}
+        for key_node, value_node in node.value:
+            if not isinstance(key_node, yaml.ScalarNode) or not key_node.tag.endswith(":str"):
+                self.error(key_node, f"{what}: keys must be strings")
+                continue
+            key = key_node.value
+            if key in result:
+                self.error(key_node, f"{what}: duplicate key '{key}'")
+                continue
+            if allowed_set and key not in allowed_set:
+                self.error(key_node, f"{what}: unknown key '{key}'{_suggest(key, allowed_set)}")
+                continue
+            result[key] = value_node
+        for key in required:
+            if key not in result:
+                self.error(node, f"{what}: missing required key '{key}'")
+        return result
+
+    def free_mapping(self, node: yaml.Node | None, what: str) -> dict[str, yaml.Node] | None:
+        """A mapping whose keys are names chosen by the author (environments, tiers...)."""
+        return self.mapping(node, what, allowed=())
+
+    def sequence(self, node: yaml.Node | None, what: str) -> list[yaml.Node] | None:
+        if not isinstance(node, yaml.SequenceNode):
+            self.error(node, f"{what} must be a list")
+            return None
+        return list(node.value)
+
+    def scalar(self, node: yaml.Node | None) -> object:
+        assert isinstance(node, yaml.ScalarNode)
+        return _constructor.construct_object(node, deep=True)
+
+    def string(
+        self,
+        node: yaml.Node | None,
+        what: str,
+        pattern: re.Pattern[str] | None = None,
+        hint: str = "",
+        max_length: int = 2048,
+    ) -> str | None:
+        if not isinstance(node, yaml.ScalarNode) or not node.tag.endswith(":str"):
+            self.error(node, f"{what} must be a string{hint and ' (' + hint + ')'}")
+            return None
+        value: str = node.value
+        if len(value) > max_length:
+            self.error(node, f"{what} is longer than {max_length} characters")
+            return None
+        if pattern is not None and not pattern.fullmatch(value):
+            self.error(node, f"{what} '{_clip(value)}' is invalid{hint and ': ' + hint}")
+            return None
+        return value
+
+    def integer(
+        self, node: yaml.Node | None, what: str, minimum: int = 0, maximum: int | None = None
+    ) -> int | None:
+        if not isinstance(node, yaml.ScalarNode) or not node.tag.endswith(":int"):
+            self.error(node, f"{what} must be an integer")
+            return None
+        value = self.scalar(node)
+        assert isinstance(value, int)
+        if value < minimum or (maximum is not None and value > maximum):
+            bound = f"between {minimum} and {maximum}" if maximum is not None else f">= {minimum}"
+            self.error(node, f"{what} must be {bound}, got {value}")
+            return None
+        return value
+
+    def boolean(self, node: yaml.Node | None, what: str) -> bool | None:
+        if not isinstance(node, yaml.ScalarNode) or not node.tag.endswith(":bool"):
+            self.error(node, f"{what} must be true or false")
+            return None
+        return bool(self.scalar(node))
+
+    def duration(self, node: yaml.Node | None, what: str) -> int | None:
+        """A duration: an integer number of seconds or text like '15m', '1h30m', '2d'."""
+        if isinstance(node, yaml.ScalarNode) and node.tag.endswith(":int"):
+            return self.integer(node, what)
+        if isinstance(node, yaml.ScalarNode) and node.tag.endswith(":str"):
+            seconds = parse_duration(node.value)
+            if seconds is not None:
+                return seconds
+        self.error(node, f"{what} must be a duration such as 900, '15m', '1h' or '2d'")
+        return None
+
+    def strings(
+        self,
+        node: yaml.Node | None,
+        what: str,
+        pattern: re.Pattern[str] | None = None,
+        hint: str = "",
+        allow_empty: bool = False,
+    ) -> list[tuple[str, yaml.Node]] | None:
+        """A list of strings, each returned with its node for later positioned checks."""
+        items = self.sequence(node, what)
+        if items is None:
+            return None
+        if not items and not allow_empty:
+            self.error(node, f"{what} must not be empty")
+        result = []
+        seen: set[str] = set()
+        for item in items:
+            value = self.string(item, f"{what} entry", pattern, hint)
+            if value is None:
+                continue
+            if value in seen:
+                self.error(item, f"{what}: duplicate entry '{_clip(value)}'")
+                continue
+            seen.add(value)
+            result.append((value, item))
+        return result
+
+    def each(
+        self,
+        nodes: dict[str, yaml.Node],
+        key: str,
+        read: Callable[[yaml.Node], T | None],
+        default: T,
+    ) -> T:
+        """Read an optional key with ``read``; fall back to ``default`` when absent or bad."""
+        if key not in nodes:
+            return default
+        value = read(nodes[key])
+        return default if value is None else value
+
+
+def _clip(value: str, length: int = 80) -> str:
+    printable = value.encode("unicode_escape").decode("ascii")
+    return printable if len(printable) <= length else printable[: length - 3] + "..."
+
+
+def _suggest(key: str, allowed: set[str]) -> str:
+    import difflib
+
+    close = difflib.get_close_matches(key, sorted(allowed), n=1)
+    return f" (did you mean '{close[0]}'?)" if close else f" (expected one of: {', '.join(sorted(allowed))})"
+
+
+def line_of(node: yaml.Node) -> tuple[int, int]:
+    return node.start_mark.line + 1, node.start_mark.column + 1
