@@ -39,14 +39,17 @@ def scopes() -> None:
 
 @scopes.command("validate")
 @click.argument("path", type=click.Path(path_type=Path), default=Path("scopes"))
-@click.option("--config", type=click.Path(path_type=Path, exists=True, dir_okay=False),
-              help="Broker config, to check that approvers and groups exist.")
+@click.option(
+    "--config",
+    type=click.Path(path_type=Path, exists=True, dir_okay=False),
+    help="Broker config, to check that approvers and groups exist.",
+)
 def scopes_validate(path: Path, config: Path | None) -> None:
     """Check every scope file under PATH; print file:line:column: reason per problem."""
-    from broker.scopes.registry import load_scope_set
+    from broker.scopes.registry import default_workers, load_scope_set
 
     _, ctx = _scopes_context(config)
-    result = load_scope_set(path, ctx)  # type: ignore[arg-type]
+    result = load_scope_set(path, ctx, workers=default_workers())  # type: ignore[arg-type]
     for problem in result.problems:
         click.echo(str(problem))
     if result.problems:
@@ -58,17 +61,20 @@ def scopes_validate(path: Path, config: Path | None) -> None:
 @scopes.command("plan")
 @click.argument("path", type=click.Path(path_type=Path), default=Path("scopes"))
 @click.option("--json", "as_json", is_flag=True, help="Print the compiled documents as JSON.")
-@click.option("--against", metavar="DIR|GIT-REF",
-              help="Print the change in granted permissions from this version to PATH.")
+@click.option(
+    "--against",
+    metavar="DIR|GIT-REF",
+    help="Print the change in granted permissions from this version to PATH.",
+)
 @click.option("--config", type=click.Path(path_type=Path, exists=True, dir_okay=False))
 def scopes_plan(path: Path, as_json: bool, against: str | None, config: Path | None) -> None:
     """Show what each tier of each environment grants, or what a change would grant."""
     from broker.policy.grants import diff_facts, scope_facts
     from broker.scopes.plan import checkout, render_changes, render_json, render_plan
-    from broker.scopes.registry import load_scope_set
+    from broker.scopes.registry import default_workers, load_scope_set
 
     _, ctx = _scopes_context(config)
-    result = load_scope_set(path, ctx)  # type: ignore[arg-type]
+    result = load_scope_set(path, ctx, workers=default_workers())  # type: ignore[arg-type]
     if result.problems:
         for problem in result.problems:
             click.echo(str(problem), err=True)
@@ -77,13 +83,18 @@ def scopes_plan(path: Path, as_json: bool, against: str | None, config: Path | N
     scopes_now = list(result.scope_set.scopes.values())
     iam = ctx.iam  # type: ignore[attr-defined]
     if against is None:
-        click.echo(render_json(scopes_now, iam) if as_json else render_plan(scopes_now, iam), nl=False)
+        click.echo(
+            render_json(scopes_now, iam) if as_json else render_plan(scopes_now, iam), nl=False
+        )
         return
     with checkout(against, path) as old_path:
         old = load_scope_set(old_path, ctx)  # type: ignore[arg-type]
     if old.problems and old.files:
-        click.echo(f"note: the version at '{against}' has {len(old.problems)} problem(s); "
-                   "its invalid scopes count as granting nothing", err=True)
+        click.echo(
+            f"note: the version at '{against}' has {len(old.problems)} problem(s); "
+            "its invalid scopes count as granting nothing",
+            err=True,
+        )
     changes = diff_facts(
         scope_facts(old.scope_set.scopes.values(), iam),
         scope_facts(scopes_now, iam),
@@ -93,8 +104,9 @@ def scopes_plan(path: Path, as_json: bool, against: str | None, config: Path | N
 
 def main(argv: Sequence[str] | None = None) -> None:
     try:
-        cli.main(args=list(argv) if argv is not None else None, prog_name="broker",
-                 standalone_mode=False)
+        cli.main(
+            args=list(argv) if argv is not None else None, prog_name="broker", standalone_mode=False
+        )
     except click.exceptions.Abort:
         click.echo("Aborted.", err=True)
         sys.exit(130)

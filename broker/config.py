@@ -33,7 +33,18 @@ SECRET_OVERRIDES = {
 
 NAME = re.compile(r"[a-z][a-z0-9_.-]{0,63}")
 SLACK_USER = re.compile(r"[UW][A-Z0-9]{2,20}")
-ALGORITHMS = {"RS256", "RS384", "RS512", "ES256", "ES384", "ES512", "PS256", "PS384", "PS512", "EdDSA"}
+ALGORITHMS = {
+    "RS256",
+    "RS384",
+    "RS512",
+    "ES256",
+    "ES384",
+    "ES512",
+    "PS256",
+    "PS384",
+    "PS512",
+    "EdDSA",
+}
 
 
 @dataclass(frozen=True)
@@ -185,9 +196,25 @@ class Settings:
 
 
 TOP_KEYS = {
-    "scopes_dir", "state_dir", "public_url", "listen", "workers", "threads", "store", "identity",
-    "admins", "approvers", "groups", "aws", "vault", "slack", "approvals", "breaker", "cache",
-    "limits", "audit",
+    "scopes_dir",
+    "state_dir",
+    "public_url",
+    "listen",
+    "workers",
+    "threads",
+    "store",
+    "identity",
+    "admins",
+    "approvers",
+    "groups",
+    "aws",
+    "vault",
+    "slack",
+    "approvals",
+    "breaker",
+    "cache",
+    "limits",
+    "audit",
 }
 
 
@@ -257,8 +284,10 @@ def _check_semantics(settings: Settings, name: str) -> list[Problem]:
     if url.scheme == "http" and url.hostname not in ("127.0.0.1", "localhost", "::1"):
         problem("public_url must use https (approval links carry personal tokens)")
     if settings.slack.bot_token and not settings.slack.signing_secret:
-        problem("slack.bot_token is set but slack.signing_secret is not: button clicks could "
-                "not be verified (set BROKER_SLACK_SIGNING_SECRET)")
+        problem(
+            "slack.bot_token is set but slack.signing_secret is not: button clicks could "
+            "not be verified (set BROKER_SLACK_SIGNING_SECRET)"
+        )
     store = settings.store_url or ""
     if store and not store.startswith(("sqlite:", "postgresql")):
         problem("store.url must be a sqlite:/// or postgresql+psycopg:// URL")
@@ -286,23 +315,40 @@ class _ConfigReader(Reader):
         if top is None:
             return Settings()
         defaults = Settings()
+        margin, ratio = self._cache(top.get("cache"), defaults)
+        max_body, deadline = self._limits(top.get("limits"), defaults)
         return Settings(
-            scopes_dir=self.each(top, "scopes_dir", lambda n: self._path(n, "scopes_dir"),
-                                 self.base / "scopes"),
-            state_dir=self.each(top, "state_dir", lambda n: self._path(n, "state_dir"),
-                                self.base / ".broker"),
-            public_url=self.each(top, "public_url", lambda n: self._url(n, "public_url"),
-                                 defaults.public_url).rstrip("/"),
-            listen=self.each(top, "listen", lambda n: self.string(
-                n, "listen", re.compile(r"[\w.:\[\]-]+:\d{1,5}"), "host:port"), defaults.listen),
-            workers=self.each(top, "workers", lambda n: self.integer(n, "workers", 1, 64),
-                              defaults.workers),
-            threads=self.each(top, "threads", lambda n: self.integer(n, "threads", 1, 256),
-                              defaults.threads),
+            scopes_dir=self.each(
+                top, "scopes_dir", lambda n: self._path(n, "scopes_dir"), self.base / "scopes"
+            ),
+            state_dir=self.each(
+                top, "state_dir", lambda n: self._path(n, "state_dir"), self.base / ".broker"
+            ),
+            public_url=self.each(
+                top, "public_url", lambda n: self._url(n, "public_url"), defaults.public_url
+            ).rstrip("/"),
+            listen=self.each(
+                top,
+                "listen",
+                lambda n: self.string(
+                    n, "listen", re.compile(r"[\w.:\[\]-]+:\d{1,5}"), "host:port"
+                ),
+                defaults.listen,
+            ),
+            workers=self.each(
+                top, "workers", lambda n: self.integer(n, "workers", 1, 64), defaults.workers
+            ),
+            threads=self.each(
+                top, "threads", lambda n: self.integer(n, "threads", 1, 256), defaults.threads
+            ),
             store_url=self._store(top.get("store")),
             identity=self.each(top, "identity", self._identity, IdentitySettings()),
-            admins=tuple(v for v, _ in self.each(top, "admins", lambda n: self.strings(
-                n, "admins", allow_empty=True), [])),
+            admins=tuple(
+                v
+                for v, _ in self.each(
+                    top, "admins", lambda n: self.strings(n, "admins", allow_empty=True), []
+                )
+            ),
             approvers=self.each(top, "approvers", self._approvers, {}),
             groups=self.each(top, "groups", self._groups, {}),
             aws=self.each(top, "aws", self._aws, AwsSettings()),
@@ -310,8 +356,10 @@ class _ConfigReader(Reader):
             slack=self.each(top, "slack", self._slack, SlackSettings()),
             approvals=self.each(top, "approvals", self._approvals, ApprovalSettings()),
             breaker=self.each(top, "breaker", self._breaker, BreakerSettings()),
-            **self._cache(top.get("cache")),
-            **self._limits(top.get("limits")),
+            cache_margin_seconds=margin,
+            cache_margin_ratio=ratio,
+            max_body_bytes=max_body,
+            upstream_deadline_seconds=deadline,
             audit_stream=self._audit(top.get("audit")),
         )
 
@@ -324,21 +372,42 @@ class _ConfigReader(Reader):
         return self.string(fields["url"], "store.url")
 
     def _identity(self, node: yaml.Node) -> IdentitySettings | None:
-        fields = self.mapping(node, "identity", {
-            "local", "oidc", "max_token_bytes", "leeway", "jwks_cache", "jwks_min_refresh"})
+        fields = self.mapping(
+            node,
+            "identity",
+            {"local", "oidc", "max_token_bytes", "leeway", "jwks_cache", "jwks_min_refresh"},
+        )
         if fields is None:
             return None
         defaults = IdentitySettings()
         local = defaults.local
         if "local" in fields:
-            lf = self.mapping(fields["local"], "identity.local",
-                              {"enabled", "issuer", "audience", "max_ttl"})
+            lf = self.mapping(
+                fields["local"], "identity.local", {"enabled", "issuer", "audience", "max_ttl"}
+            )
             if lf is not None:
                 local = LocalIssuer(
-                    enabled=self.each(lf, "enabled", lambda n: self.boolean(n, "identity.local.enabled"), True),
-                    issuer=self.each(lf, "issuer", lambda n: self.string(n, "identity.local.issuer"), local.issuer),
-                    audience=self.each(lf, "audience", lambda n: self.string(n, "identity.local.audience"), local.audience),
-                    max_ttl_seconds=self.each(lf, "max_ttl", lambda n: self.duration(n, "identity.local.max_ttl"), local.max_ttl_seconds),
+                    enabled=self.each(
+                        lf, "enabled", lambda n: self.boolean(n, "identity.local.enabled"), True
+                    ),
+                    issuer=self.each(
+                        lf,
+                        "issuer",
+                        lambda n: self.string(n, "identity.local.issuer"),
+                        local.issuer,
+                    ),
+                    audience=self.each(
+                        lf,
+                        "audience",
+                        lambda n: self.string(n, "identity.local.audience"),
+                        local.audience,
+                    ),
+                    max_ttl_seconds=self.each(
+                        lf,
+                        "max_ttl",
+                        lambda n: self.duration(n, "identity.local.max_ttl"),
+                        local.max_ttl_seconds,
+                    ),
                 )
         issuers = []
         for item in self.each(fields, "oidc", lambda n: self.sequence(n, "identity.oidc"), []):
@@ -348,37 +417,82 @@ class _ConfigReader(Reader):
         return IdentitySettings(
             local=local,
             oidc=tuple(issuers),
-            max_token_bytes=self.each(fields, "max_token_bytes", lambda n: self.integer(
-                n, "identity.max_token_bytes", 512, 65536), defaults.max_token_bytes),
-            leeway_seconds=self.each(fields, "leeway", lambda n: self.duration(
-                n, "identity.leeway"), defaults.leeway_seconds),
-            jwks_cache_seconds=self.each(fields, "jwks_cache", lambda n: self.duration(
-                n, "identity.jwks_cache"), defaults.jwks_cache_seconds),
-            jwks_min_refresh_seconds=self.each(fields, "jwks_min_refresh", lambda n: self.duration(
-                n, "identity.jwks_min_refresh"), defaults.jwks_min_refresh_seconds),
+            max_token_bytes=self.each(
+                fields,
+                "max_token_bytes",
+                lambda n: self.integer(n, "identity.max_token_bytes", 512, 65536),
+                defaults.max_token_bytes,
+            ),
+            leeway_seconds=self.each(
+                fields,
+                "leeway",
+                lambda n: self.duration(n, "identity.leeway"),
+                defaults.leeway_seconds,
+            ),
+            jwks_cache_seconds=self.each(
+                fields,
+                "jwks_cache",
+                lambda n: self.duration(n, "identity.jwks_cache"),
+                defaults.jwks_cache_seconds,
+            ),
+            jwks_min_refresh_seconds=self.each(
+                fields,
+                "jwks_min_refresh",
+                lambda n: self.duration(n, "identity.jwks_min_refresh"),
+                defaults.jwks_min_refresh_seconds,
+            ),
         )
 
     def _oidc_issuer(self, node: yaml.Node) -> OidcIssuer | None:
-        fields = self.mapping(node, "identity.oidc entry", {
-            "name", "issuer", "audience", "jwks_url", "algorithms", "subject_claim",
-            "identity_claims", "required_claims"}, ("name", "issuer", "audience", "jwks_url"))
+        fields = self.mapping(
+            node,
+            "identity.oidc entry",
+            {
+                "name",
+                "issuer",
+                "audience",
+                "jwks_url",
+                "algorithms",
+                "subject_claim",
+                "identity_claims",
+                "required_claims",
+            },
+            ("name", "issuer", "audience", "jwks_url"),
+        )
         if fields is None:
             return None
         name = self.string(fields.get("name"), "oidc name", NAME)
         issuer = self.string(fields.get("issuer"), "oidc issuer")
         audience = self.string(fields.get("audience"), "oidc audience")
         jwks_url = self._url(fields["jwks_url"], "oidc jwks_url") if "jwks_url" in fields else None
-        algorithms = self.each(fields, "algorithms", lambda n: self.strings(
-            n, "oidc algorithms", re.compile("|".join(sorted(ALGORITHMS))),
-            "asymmetric algorithms only: " + ", ".join(sorted(ALGORITHMS))), [("RS256", None)])
-        subject_claim = self.each(fields, "subject_claim", lambda n: self.string(n, "oidc subject_claim"), "sub")
-        identity_claims = self.each(fields, "identity_claims", lambda n: self.strings(n, "oidc identity_claims"), [])
-        required = self.each(fields, "required_claims", lambda n: self.strings(n, "oidc required_claims"), [])
+        algorithms = self.each(
+            fields,
+            "algorithms",
+            lambda n: self.strings(
+                n,
+                "oidc algorithms",
+                re.compile("|".join(sorted(ALGORITHMS))),
+                "asymmetric algorithms only: " + ", ".join(sorted(ALGORITHMS)),
+            ),
+            [("RS256", None)],
+        )
+        subject_claim = self.each(
+            fields, "subject_claim", lambda n: self.string(n, "oidc subject_claim"), "sub"
+        )
+        identity_claims = self.each(
+            fields, "identity_claims", lambda n: self.strings(n, "oidc identity_claims"), []
+        )
+        required = self.each(
+            fields, "required_claims", lambda n: self.strings(n, "oidc required_claims"), []
+        )
         if None in (name, issuer, audience, jwks_url):
             return None
         claims = tuple(v for v, _ in identity_claims) or (subject_claim,)
         return OidcIssuer(
-            name=name or "", issuer=issuer or "", audience=audience or "", jwks_url=jwks_url or "",
+            name=name or "",
+            issuer=issuer or "",
+            audience=audience or "",
+            jwks_url=jwks_url or "",
             algorithms=tuple(v for v, _ in algorithms),
             subject_claim=subject_claim,
             identity_claims=claims,
@@ -392,22 +506,48 @@ class _ConfigReader(Reader):
         result = {}
         for name, value in entries.items():
             if not NAME.fullmatch(name):
-                self.error(value, f"approver name '{name}' must be lower-case letters, digits, '.', '_' or '-'")
+                self.error(
+                    value,
+                    f"approver name '{name}' must be lower-case letters, digits, '.', '_' or '-'",
+                )
                 continue
-            fields = self.mapping(value, f"approver '{name}'", {
-                "name", "email", "slack_user_id", "oidc_subject", "notify_directly"})
+            fields = self.mapping(
+                value,
+                f"approver '{name}'",
+                {"name", "email", "slack_user_id", "oidc_subject", "notify_directly"},
+            )
             if fields is None:
                 continue
             result[name] = Approver(
                 name=name,
-                display_name=self.each(fields, "name", lambda n: self.string(n, "approver name"), name),
-                email=self.each(fields, "email", lambda n: self.string(
-                    n, "approver email", re.compile(r"[^@\s]+@[^@\s]+"), "an email address"), None),
-                slack_user_id=self.each(fields, "slack_user_id", lambda n: self.string(
-                    n, "approver slack_user_id", SLACK_USER, "a Slack user id such as U024BE7LH"), None),
-                oidc_subject=self.each(fields, "oidc_subject", lambda n: self.string(n, "approver oidc_subject"), None),
-                notify_directly=self.each(fields, "notify_directly", lambda n: self.boolean(
-                    n, "approver notify_directly"), False),
+                display_name=self.each(
+                    fields, "name", lambda n: self.string(n, "approver name"), name
+                ),
+                email=self.each(
+                    fields,
+                    "email",
+                    lambda n: self.string(
+                        n, "approver email", re.compile(r"[^@\s]+@[^@\s]+"), "an email address"
+                    ),
+                    None,
+                ),
+                slack_user_id=self.each(
+                    fields,
+                    "slack_user_id",
+                    lambda n: self.string(
+                        n, "approver slack_user_id", SLACK_USER, "a Slack user id such as U024BE7LH"
+                    ),
+                    None,
+                ),
+                oidc_subject=self.each(
+                    fields, "oidc_subject", lambda n: self.string(n, "approver oidc_subject"), None
+                ),
+                notify_directly=self.each(
+                    fields,
+                    "notify_directly",
+                    lambda n: self.boolean(n, "approver notify_directly"),
+                    False,
+                ),
             )
         return result
 
@@ -423,15 +563,35 @@ class _ConfigReader(Reader):
         return result
 
     def _aws(self, node: yaml.Node) -> AwsSettings | None:
-        fields = self.mapping(node, "aws", {"endpoint_url", "default_region", "broker_principal_arn", "regional_sts"})
+        fields = self.mapping(
+            node, "aws", {"endpoint_url", "default_region", "broker_principal_arn", "regional_sts"}
+        )
         if fields is None:
             return None
         return AwsSettings(
-            endpoint_url=self.each(fields, "endpoint_url", lambda n: self._url(n, "aws.endpoint_url"), None),
-            default_region=self.each(fields, "default_region", lambda n: self.string(n, "aws.default_region"), "us-east-1"),
-            broker_principal_arn=self.each(fields, "broker_principal_arn", lambda n: self.string(
-                n, "aws.broker_principal_arn", re.compile(r"arn:aws[\w-]*:(iam|sts)::\d{12}:[\w+=,.@/-]+"), "an IAM ARN"), None),
-            regional_sts=self.each(fields, "regional_sts", lambda n: self.boolean(n, "aws.regional_sts"), True),
+            endpoint_url=self.each(
+                fields, "endpoint_url", lambda n: self._url(n, "aws.endpoint_url"), None
+            ),
+            default_region=self.each(
+                fields,
+                "default_region",
+                lambda n: self.string(n, "aws.default_region"),
+                "us-east-1",
+            ),
+            broker_principal_arn=self.each(
+                fields,
+                "broker_principal_arn",
+                lambda n: self.string(
+                    n,
+                    "aws.broker_principal_arn",
+                    re.compile(r"arn:aws[\w-]*:(iam|sts)::\d{12}:[\w+=,.@/-]+"),
+                    "an IAM ARN",
+                ),
+                None,
+            ),
+            regional_sts=self.each(
+                fields, "regional_sts", lambda n: self.boolean(n, "aws.regional_sts"), True
+            ),
         )
 
     def _vault(self, node: yaml.Node) -> VaultSettings | None:
@@ -439,24 +599,45 @@ class _ConfigReader(Reader):
         if fields is None:
             return None
         if "token" in fields:
-            self.error(fields["token"], "vault.token must not be written in the file; set BROKER_VAULT_TOKEN")
+            self.error(
+                fields["token"],
+                "vault.token must not be written in the file; set BROKER_VAULT_TOKEN",
+            )
         return VaultSettings(
             url=self.each(fields, "url", lambda n: self._url(n, "vault.url"), None),
-            namespace=self.each(fields, "namespace", lambda n: self.string(n, "vault.namespace"), None),
-            verify_tls=self.each(fields, "verify_tls", lambda n: self.boolean(n, "vault.verify_tls"), True),
+            namespace=self.each(
+                fields, "namespace", lambda n: self.string(n, "vault.namespace"), None
+            ),
+            verify_tls=self.each(
+                fields, "verify_tls", lambda n: self.boolean(n, "vault.verify_tls"), True
+            ),
         )
 
     def _slack(self, node: yaml.Node) -> SlackSettings | None:
-        fields = self.mapping(node, "slack", {"api_base_url", "default_channel", "bot_token", "signing_secret", "webhook_url"})
+        fields = self.mapping(
+            node,
+            "slack",
+            {"api_base_url", "default_channel", "bot_token", "signing_secret", "webhook_url"},
+        )
         if fields is None:
             return None
         for secret in ("bot_token", "signing_secret", "webhook_url"):
             if secret in fields:
                 variable = SECRET_OVERRIDES[f"slack.{secret}"]
-                self.error(fields[secret], f"slack.{secret} is a secret: set {variable} instead of writing it here")
+                self.error(
+                    fields[secret],
+                    f"slack.{secret} is a secret: set {variable} instead of writing it here",
+                )
         return SlackSettings(
-            api_base_url=self.each(fields, "api_base_url", lambda n: self._url(n, "slack.api_base_url"), SlackSettings.api_base_url),
-            default_channel=self.each(fields, "default_channel", lambda n: self.string(n, "slack.default_channel"), None),
+            api_base_url=self.each(
+                fields,
+                "api_base_url",
+                lambda n: self._url(n, "slack.api_base_url"),
+                SlackSettings.api_base_url,
+            ),
+            default_channel=self.each(
+                fields, "default_channel", lambda n: self.string(n, "slack.default_channel"), None
+            ),
         )
 
     def _approvals(self, node: yaml.Node) -> ApprovalSettings | None:
@@ -466,69 +647,112 @@ class _ConfigReader(Reader):
         defaults = ApprovalSettings()
         oidc = None
         if "oidc" in fields:
-            of = self.mapping(fields["oidc"], "approvals.oidc", {"issuer", "client_id", "approver_claim"}, ("issuer", "client_id"))
+            of = self.mapping(
+                fields["oidc"],
+                "approvals.oidc",
+                {"issuer", "client_id", "approver_claim"},
+                ("issuer", "client_id"),
+            )
             if of is not None:
-                issuer = self._url(of["issuer"], "approvals.oidc.issuer") if "issuer" in of else None
+                issuer = (
+                    self._url(of["issuer"], "approvals.oidc.issuer") if "issuer" in of else None
+                )
                 client_id = self.string(of.get("client_id"), "approvals.oidc.client_id")
                 if issuer and client_id:
-                    oidc = OidcSignIn(issuer=issuer, client_id=client_id, approver_claim=self.each(
-                        of, "approver_claim", lambda n: self.string(n, "approvals.oidc.approver_claim"), "email"))
+                    oidc = OidcSignIn(
+                        issuer=issuer,
+                        client_id=client_id,
+                        approver_claim=self.each(
+                            of,
+                            "approver_claim",
+                            lambda n: self.string(n, "approvals.oidc.approver_claim"),
+                            "email",
+                        ),
+                    )
         return ApprovalSettings(
-            link_ttl_seconds=self.each(fields, "link_ttl", lambda n: self.duration(n, "approvals.link_ttl"), defaults.link_ttl_seconds),
-            collect_window_seconds=self.each(fields, "collect_window", lambda n: self.duration(n, "approvals.collect_window"), defaults.collect_window_seconds),
+            link_ttl_seconds=self.each(
+                fields,
+                "link_ttl",
+                lambda n: self.duration(n, "approvals.link_ttl"),
+                defaults.link_ttl_seconds,
+            ),
+            collect_window_seconds=self.each(
+                fields,
+                "collect_window",
+                lambda n: self.duration(n, "approvals.collect_window"),
+                defaults.collect_window_seconds,
+            ),
             oidc=oidc,
         )
 
     def _breaker(self, node: yaml.Node) -> BreakerSettings | None:
-        fields = self.mapping(node, "breaker", {"window", "max_denials", "max_destructive_requests", "max_out_of_scope"})
+        fields = self.mapping(
+            node,
+            "breaker",
+            {"window", "max_denials", "max_destructive_requests", "max_out_of_scope"},
+        )
         if fields is None:
             return None
         d = BreakerSettings()
         return BreakerSettings(
-            window_seconds=self.each(fields, "window", lambda n: self.duration(n, "breaker.window"), d.window_seconds),
-            max_denials=self.each(fields, "max_denials", lambda n: self.integer(n, "breaker.max_denials", 1), d.max_denials),
-            max_destructive_requests=self.each(fields, "max_destructive_requests", lambda n: self.integer(n, "breaker.max_destructive_requests", 1), d.max_destructive_requests),
-            max_out_of_scope=self.each(fields, "max_out_of_scope", lambda n: self.integer(n, "breaker.max_out_of_scope", 1), d.max_out_of_scope),
+            window_seconds=self.each(
+                fields, "window", lambda n: self.duration(n, "breaker.window"), d.window_seconds
+            ),
+            max_denials=self.each(
+                fields,
+                "max_denials",
+                lambda n: self.integer(n, "breaker.max_denials", 1),
+                d.max_denials,
+            ),
+            max_destructive_requests=self.each(
+                fields,
+                "max_destructive_requests",
+                lambda n: self.integer(n, "breaker.max_destructive_requests", 1),
+                d.max_destructive_requests,
+            ),
+            max_out_of_scope=self.each(
+                fields,
+                "max_out_of_scope",
+                lambda n: self.integer(n, "breaker.max_out_of_scope", 1),
+                d.max_out_of_scope,
+            ),
         )
 
-    def _cache(self, node: yaml.Node | None) -> dict[str, object]:
-        if node is None:
-            return {}
-        fields = self.mapping(node, "cache", {"margin", "margin_ratio"})
-        if fields is None:
-            return {}
-        result: dict[str, object] = {}
-        if "margin" in fields:
-            margin = self.duration(fields["margin"], "cache.margin")
-            if margin is not None:
-                result["cache_margin_seconds"] = margin
+    def _cache(self, node: yaml.Node | None, defaults: Settings) -> tuple[int, float]:
+        margin, ratio = defaults.cache_margin_seconds, defaults.cache_margin_ratio
+        fields = self.mapping(node, "cache", {"margin", "margin_ratio"}) if node else None
+        if not fields:
+            return margin, ratio
+        margin = self.each(fields, "margin", lambda n: self.duration(n, "cache.margin"), margin)
         if "margin_ratio" in fields:
-            value = self.scalar(fields["margin_ratio"]) if isinstance(fields["margin_ratio"], yaml.ScalarNode) else None
-            if not isinstance(value, float | int) or not 0 <= float(value) < 1:
-                self.error(fields["margin_ratio"], "cache.margin_ratio must be a number from 0 to 1")
+            value_node = fields["margin_ratio"]
+            value = self.scalar(value_node) if isinstance(value_node, yaml.ScalarNode) else None
+            if isinstance(value, float | int) and not isinstance(value, bool) and 0 <= value < 1:
+                ratio = float(value)
             else:
-                result["cache_margin_ratio"] = float(value)
-        return result
+                self.error(value_node, "cache.margin_ratio must be a number from 0 to 1")
+        return margin, ratio
 
-    def _limits(self, node: yaml.Node | None) -> dict[str, object]:
-        if node is None:
-            return {}
-        fields = self.mapping(node, "limits", {"max_body_bytes", "upstream_deadline"})
-        if fields is None:
-            return {}
-        result: dict[str, object] = {}
-        if "max_body_bytes" in fields:
-            value = self.integer(fields["max_body_bytes"], "limits.max_body_bytes", 1024, 10 * 1024 * 1024)
-            if value is not None:
-                result["max_body_bytes"] = value
+    def _limits(self, node: yaml.Node | None, defaults: Settings) -> tuple[int, float]:
+        max_body, deadline = defaults.max_body_bytes, defaults.upstream_deadline_seconds
+        fields = (
+            self.mapping(node, "limits", {"max_body_bytes", "upstream_deadline"}) if node else None
+        )
+        if not fields:
+            return max_body, deadline
+        max_body = self.each(
+            fields,
+            "max_body_bytes",
+            lambda n: self.integer(n, "limits.max_body_bytes", 1024, 10 * 1024 * 1024),
+            max_body,
+        )
         if "upstream_deadline" in fields:
-            deadline = self.duration(fields["upstream_deadline"], "limits.upstream_deadline")
-            if deadline is not None:
-                if not 1 <= deadline <= 120:
-                    self.error(fields["upstream_deadline"], "limits.upstream_deadline must be 1s to 2m")
-                else:
-                    result["upstream_deadline_seconds"] = float(deadline)
-        return result
+            seconds = self.duration(fields["upstream_deadline"], "limits.upstream_deadline")
+            if seconds is not None and not 1 <= seconds <= 120:
+                self.error(fields["upstream_deadline"], "limits.upstream_deadline must be 1s to 2m")
+            elif seconds is not None:
+                deadline = float(seconds)
+        return max_body, deadline
 
     def _audit(self, node: yaml.Node | None) -> str | None:
         if node is None:

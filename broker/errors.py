@@ -174,6 +174,10 @@ class PolicyTooLarge(BrokerError):
     status = 400
     code = "policy_too_large"
 
+    def __init__(self, message: str, tier: str) -> None:
+        super().__init__(message)
+        self.tier = tier
+
 
 class StoreUnavailable(BrokerError):
     status = 503

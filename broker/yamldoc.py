@@ -23,16 +23,37 @@ from broker.errors import Problem
 MAX_FILE_BYTES = 1024 * 1024
 MAX_DEPTH = 32
 MAX_EVENTS = 200_000
+MAX_FLOW_BRACKETS = 2_000
+ALIAS_REASON = "YAML anchors and aliases are not allowed in this file"
 
 STANDARD_TAGS = frozenset(
     f"tag:yaml.org,2002:{name}"
     for name in ("str", "int", "bool", "null", "float", "timestamp", "seq", "map")
 )
 
-_Loader: Any = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+
+class _FastResolverLoader(getattr(yaml, "CSafeLoader", yaml.SafeLoader)):  # type: ignore[misc]
+    """The safe loader with implicit-tag resolution memoized: scope files repeat scalars."""
+
+    _resolved: dict[tuple[object, str, object], str] = {}
+
+    def resolve(self, kind: Any, value: Any, implicit: Any) -> Any:
+        if kind is not yaml.ScalarNode or not isinstance(value, str) or len(value) > 256:
+            return super().resolve(kind, value, implicit)
+        key = (kind, value, tuple(implicit))
+        tag = self._resolved.get(key)
+        if tag is None:
+            if len(self._resolved) > 100_000:
+                self._resolved.clear()
+            tag = self._resolved[key] = super().resolve(kind, value, implicit)
+        return tag
+
+
+_Loader: Any = _FastResolverLoader
 _constructor = yaml.constructor.SafeConstructor()
 
 T = TypeVar("T")
+D = TypeVar("D")
 
 
 class DocumentError(Exception):
@@ -65,8 +86,17 @@ def read_text(path: Path, max_bytes: int = MAX_FILE_BYTES) -> str:
 
 
 def parse(text: str, name: str) -> yaml.Node | None:
-    """Parse one YAML document into positioned nodes, refusing hostile structures."""
-    _prescan(text, name)
+    """Parse one YAML document into positioned nodes, refusing hostile structures.
+
+    Files that could hold anchors, aliases, custom tags or deep flow nesting go through an
+    event-by-event scan first, which refuses them with a precise position: libyaml composes
+    recursively and shares aliased nodes, so neither may reach it. Ordinary scope files
+    hold none of these and are composed directly, at C speed. (An alias without an anchor
+    is an error libyaml reports itself.)
+    """
+    # Without an anchor (&) there can be no valid alias, and without '!' no tag.
+    if "&" in text or "!" in text or text.count("[") + text.count("{") > MAX_FLOW_BRACKETS:
+        _prescan(text, name)
     try:
         loader = _Loader(text)
         try:
@@ -81,7 +111,7 @@ def parse(text: str, name: str) -> yaml.Node | None:
 
 
 def _prescan(text: str, name: str) -> None:
-    """Walk the event stream once: no aliases or custom tags, bounded depth and size, one document."""
+    """Walk the event stream: no aliases or custom tags, bounded depth and size, one document."""
     depth = 0
     events = 0
     documents = 0
@@ -91,9 +121,7 @@ def _prescan(text: str, name: str) -> None:
             if events > MAX_EVENTS:
                 raise DocumentError(_at(name, event, f"more than {MAX_EVENTS} YAML nodes"))
             if isinstance(event, yaml.AliasEvent) or getattr(event, "anchor", None):
-                raise DocumentError(
-                    _at(name, event, "YAML anchors and aliases are not allowed in this file")
-                )
+                raise DocumentError(_at(name, event, ALIAS_REASON))
             tag = getattr(event, "tag", None)
             if tag and tag not in STANDARD_TAGS:
                 raise DocumentError(_at(name, event, f"YAML tag '{tag}' is not allowed"))
@@ -104,9 +132,7 @@ def _prescan(text: str, name: str) -> None:
             if isinstance(event, (yaml.MappingStartEvent, yaml.SequenceStartEvent)):
                 depth += 1
                 if depth > MAX_DEPTH:
-                    raise DocumentError(
-                        _at(name, event, f"nesting deeper than {MAX_DEPTH} levels")
-                    )
+                    raise DocumentError(_at(name, event, f"nesting deeper than {MAX_DEPTH} levels"))
             elif isinstance(event, (yaml.MappingEndEvent, yaml.SequenceEndEvent)):
                 depth -= 1
     except yaml.MarkedYAMLError as e:
@@ -117,6 +143,8 @@ def _prescan(text: str, name: str) -> None:
 
 def _at(name: str, event: yaml.Event, reason: str) -> Problem:
     mark = event.start_mark
+    if mark is None:
+        return Problem(name, 1, 1, reason)
     return Problem(name, mark.line + 1, mark.column + 1, reason)
 
 
@@ -299,8 +327,8 @@ class Reader:
         nodes: dict[str, yaml.Node],
         key: str,
         read: Callable[[yaml.Node], T | None],
-        default: T,
-    ) -> T:
+        default: D,
+    ) -> T | D:
         """Read an optional key with ``read``; fall back to ``default`` when absent or bad."""
         if key not in nodes:
             return default
@@ -317,7 +345,11 @@ def _suggest(key: str, allowed: set[str]) -> str:
     import difflib
 
     close = difflib.get_close_matches(key, sorted(allowed), n=1)
-    return f" (did you mean '{close[0]}'?)" if close else f" (expected one of: {', '.join(sorted(allowed))})"
+    return (
+        f" (did you mean '{close[0]}'?)"
+        if close
+        else f" (expected one of: {', '.join(sorted(allowed))})"
+    )
 
 
 def line_of(node: yaml.Node) -> tuple[int, int]:

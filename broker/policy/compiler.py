@@ -16,11 +16,12 @@ from __future__ import annotations
 import json
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import Any
 
 from broker.errors import BadRequest, PolicyTooLarge
 from broker.policy.globs import covers, substitute
-from broker.policy.iam_actions import GLOBAL_SERVICES, IamDatabase, service_of
+from broker.policy.iam_actions import GLOBAL_SERVICES, IamDatabase
 from broker.scopes.model import (
     AwsStatement,
     Environment,
@@ -43,12 +44,44 @@ def dumps(document: Any) -> str:
 
 
 def _expanded_actions(statement: AwsStatement, iam: IamDatabase) -> list[str]:
-    names = {info.full_name for action in statement.actions for info in iam.expand(action)}
-    return sorted(names)
+    return list(_expand_all(iam, statement.actions))
 
 
-def _concrete(patterns: Iterable[str], env: Environment, regions: Sequence[str | None]) -> list[str]:
-    return sorted({substitute(p, env.placeholders(region)) for p in patterns for region in regions})
+@lru_cache(maxsize=4096)
+def _expand_all(iam: IamDatabase, actions: tuple[str, ...]) -> tuple[str, ...]:
+    """Concrete, sorted action names of a statement's action list (wildcards expanded)."""
+    return tuple(sorted({info.full_name for action in actions for info in iam.expand(action)}))
+
+
+def _concrete(
+    patterns: Iterable[str], env: Environment, regions: Sequence[str | None]
+) -> list[str]:
+    account = env.aws.account if env.aws else None
+    values = tuple(_placeholder_values(env.name, account, region) for region in regions)
+    return list(_concrete_cached(tuple(patterns), values))
+
+
+@lru_cache(maxsize=4096)
+def _placeholder_values(
+    env: str, account: str | None, region: str | None
+) -> tuple[tuple[str, str], ...]:
+    values = {"env": env}
+    if account is not None:
+        values["account"] = account
+    if region is not None:
+        values["region"] = region
+    return tuple(sorted(values.items()))
+
+
+@lru_cache(maxsize=65536)
+def _concrete_cached(
+    patterns: tuple[str, ...], values: tuple[tuple[tuple[str, str], ...], ...]
+) -> tuple[str, ...]:
+    """Patterns with placeholders filled for each set of values, sorted and de-duplicated.
+
+    Memoized: cumulative tiers and per-region documents fill the same patterns many times.
+    """
+    return tuple(sorted({substitute(p, dict(v)) for p in patterns for v in values}))
 
 
 def _statements(
@@ -61,15 +94,15 @@ def _statements(
     """
     merged: dict[tuple[tuple[str, ...], bool], set[str]] = {}
     for actions, resources in rows:
+        key = tuple(resources)
         for action in actions:
-            regional = service_of(action) not in GLOBAL_SERVICES
-            merged.setdefault((tuple(resources), regional), set()).add(action)
+            merged.setdefault((key, _is_regional(action)), set()).add(action)
     statements = []
-    for (resources, regional), actions in sorted(merged.items()):
+    for (resource_key, regional), action_set in sorted(merged.items()):
         statement: Policy = {
             "Effect": "Allow",
-            "Action": sorted(actions),
-            "Resource": list(resources),
+            "Action": sorted(action_set),
+            "Resource": list(resource_key),
         }
         if regional and regions:
             statement["Condition"] = {"StringEquals": {"aws:RequestedRegion": sorted(regions)}}
@@ -77,6 +110,11 @@ def _statements(
     # Identical action lists on different resources could merge further, but keeping one
     # statement per resource set is what a reviewer reads most easily.
     return statements
+
+
+@lru_cache(maxsize=16384)
+def _is_regional(action: str) -> bool:
+    return action.split(":", 1)[0] not in GLOBAL_SERVICES
 
 
 def role_policy(scope: Scope, env: Environment, tier: TierName, iam: IamDatabase) -> Policy | None:
@@ -131,12 +169,13 @@ def session_policy(
             "resources",
         )
     document = {"Version": POLICY_VERSION, "Statement": _statements(rows, [region])}
-    size = len(dumps(document))
+    size = len(json.dumps(document, separators=(",", ":")))  # key order does not change size
     if size > SESSION_POLICY_MAX_CHARS:
         raise PolicyTooLarge(
             f"the session policy for {scope.service}/{env.name}/{region}/{tier} is {size} "
             f"characters; STS accepts at most {SESSION_POLICY_MAX_CHARS}. Name fewer resources "
-            "or split the tier's statements"
+            "or split the tier's statements",
+            tier,
         )
     return document
 
@@ -146,8 +185,12 @@ def session_policy(
 KV2_CAPABILITIES: dict[TierName, dict[str, tuple[str, ...]]] = {
     "read": {"data": ("read",), "metadata": ("list", "read")},
     "write": {"data": ("create", "update")},
-    "delete": {"data": ("delete",), "delete": ("update",), "destroy": ("update",),
-               "metadata": ("delete",)},
+    "delete": {
+        "data": ("delete",),
+        "delete": ("update",),
+        "destroy": ("update",),
+        "metadata": ("delete",),
+    },
 }
 KV1_CAPABILITIES: dict[TierName, tuple[str, ...]] = {
     "read": ("list", "read"),
@@ -178,11 +221,12 @@ def vault_policy(scope: Scope, env: Environment, tier: TierName) -> str | None:
                     grants.setdefault(f"{kv.mount}/{prefix}/{path}", set()).update(capabilities)
             else:
                 grants.setdefault(f"{kv.mount}/{path}", set()).update(KV1_CAPABILITIES[name])
-    header = f"# {vault_policy_name(scope.service, env.name, tier)}: generated by the broker from {scope.service}; do not edit\n"
+    policy_name = vault_policy_name(scope.service, env.name, tier)
+    header = f"# {policy_name}: generated by the broker from scope {scope.service}; do not edit\n"
     blocks = []
     for path in sorted(grants):
-        capabilities = sorted(grants[path], key=CAPABILITY_ORDER.index)
-        rendered = ", ".join(f'"{c}"' for c in capabilities)
+        ordered = sorted(grants[path], key=CAPABILITY_ORDER.index)
+        rendered = ", ".join(f'"{c}"' for c in ordered)
         blocks.append(f'path "{path}" {{\n  capabilities = [{rendered}]\n}}\n')
     return header + "\n".join(blocks)
 
@@ -248,14 +292,17 @@ def database_role(scope: Scope, env: Environment, tier: TierName) -> DatabaseRol
         f"CREATE ROLE {user} WITH LOGIN PASSWORD '{{{{password}}}}' "
         "VALID UNTIL '{{expiration}}';",
         *[f"GRANT USAGE ON SCHEMA {schema} TO {user};" for schema in schemas],
-        *[f"GRANT {privileges} ON {_object_sql(obj)[1]} TO {user};"
-          for obj in sorted(database.objects)],
+        *[
+            f"GRANT {privileges} ON {_object_sql(obj)[1]} TO {user};"
+            for obj in sorted(database.objects)
+        ],
     ]
     revocation = [
-        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
-        "WHERE usename = '{{name}}';",
-        *[f"REVOKE ALL PRIVILEGES ON {_object_sql(obj)[1]} FROM {user};"
-          for obj in sorted(database.objects)],
+        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE usename = '{{name}}';",
+        *[
+            f"REVOKE ALL PRIVILEGES ON {_object_sql(obj)[1]} FROM {user};"
+            for obj in sorted(database.objects)
+        ],
         *[f"REVOKE USAGE ON SCHEMA {schema} FROM {user};" for schema in schemas],
     ]
     if tier == "delete" and database.owner_role:
@@ -290,7 +337,8 @@ def compile_scope(scope: Scope, iam: IamDatabase) -> dict[str, Any]:
             if env.aws is not None:
                 entry["aws"] = {
                     "role_arn": substitute(env.aws.roles[tier], env.placeholders(None))
-                    if tier in env.aws.roles else None,
+                    if tier in env.aws.roles
+                    else None,
                     "role_policy": role_policy(scope, env, tier, iam),
                     "session_policies": {
                         region: session_policy(scope, env, region, tier, iam)

@@ -20,7 +20,13 @@ def placeholders_in(pattern: str) -> list[str]:
 
 def substitute(pattern: str, values: Mapping[str, str]) -> str:
     """Replace ${name} placeholders; unknown names raise KeyError (the loader forbids them)."""
-    return PLACEHOLDER.sub(lambda m: values[m.group(1)], pattern)
+    if "${" not in pattern:
+        return pattern
+    for name, value in values.items():
+        pattern = pattern.replace("${" + name + "}", value)
+    if "${" in pattern:
+        raise KeyError(PLACEHOLDER.findall(pattern)[0])
+    return pattern
 
 
 @lru_cache(maxsize=16384)
@@ -48,8 +54,27 @@ def covers(pattern: str, requested: str) -> bool:
     return _covering_regex(pattern).fullmatch(requested) is not None
 
 
+def _literal_ends_conflict(first: str, second: str) -> bool:
+    """Quick refusal: the literal text before the first and after the last wildcard differs."""
+    for a, b in zip(first, second, strict=False):
+        if a in "*?" or b in "*?":
+            break
+        if a != b:
+            return True
+    for a, b in zip(reversed(first), reversed(second), strict=False):
+        if a in "*?" or b in "*?":
+            break
+        if a != b:
+            return True
+    return False
+
+
 def overlaps(first: str, second: str) -> bool:
     """Can some concrete resource match both patterns? (glob intersection is non-empty)"""
+    if _literal_ends_conflict(first, second):
+        return False
+    if "*" not in first and "?" not in first and "*" not in second and "?" not in second:
+        return first == second
     seen: set[tuple[int, int]] = set()
     stack = [(0, 0)]
     while stack:

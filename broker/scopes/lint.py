@@ -8,7 +8,6 @@ would grant more than it says on its face.
 from __future__ import annotations
 
 import re
-
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Protocol
@@ -79,7 +78,9 @@ def read_access_level(loaded: LoadedScope, ctx: LintContext) -> Iterator[Problem
             first = offending[0]
             more = f" and {len(offending) - 1} more" if len(offending) > 1 else ""
             yield _problem(
-                loaded, ("tiers", tier, "aws", s, "actions", a), "read-access-level",
+                loaded,
+                ("tiers", tier, "aws", s, "actions", a),
+                "read-access-level",
                 f"'{action}' in tier read grants {first.full_name} "
                 f"(access level {first.access_level}){more}; read allows only List and Read",
             )
@@ -90,7 +91,9 @@ def wildcard_actions(loaded: LoadedScope, ctx: LintContext) -> Iterator[Problem]
     for tier, s, a, action, _ in _actions(loaded):
         if action == "*" or (tier != "read" and is_wildcard(action)):
             yield _problem(
-                loaded, ("tiers", tier, "aws", s, "actions", a), "wildcard-action",
+                loaded,
+                ("tiers", tier, "aws", s, "actions", a),
+                "wildcard-action",
                 f"wildcard action '{action}' in tier {tier}: name each action",
             )
 
@@ -128,7 +131,9 @@ def wildcard_resources(loaded: LoadedScope, ctx: LintContext) -> Iterator[Proble
                 key = ("tiers", tier_name, "aws", s_index, "resources", r_index)
                 if tier_name != "read":
                     yield _problem(
-                        loaded, key, "wildcard-resource",
+                        loaded,
+                        key,
+                        "wildcard-resource",
                         f"resource '{resource}' in tier {tier_name} names everything; "
                         "name the resources",
                     )
@@ -141,7 +146,9 @@ def wildcard_resources(loaded: LoadedScope, ctx: LintContext) -> Iterator[Proble
                 ]
                 if scoped:
                     yield _problem(
-                        loaded, key, "wildcard-resource",
+                        loaded,
+                        key,
+                        "wildcard-resource",
                         f"resource '{resource}' with {scoped[0]}, which can be limited to "
                         "named resources; '*' is only for actions that take no resource ARN",
                     )
@@ -156,7 +163,9 @@ def destructive_outside_delete(loaded: LoadedScope, ctx: LintContext) -> Iterato
             if is_destructive(info.service, info.name):
                 reason = destructive_reason(info.service, info.name)
                 yield _problem(
-                    loaded, ("tiers", tier, "aws", s, "actions", a), "destructive-outside-delete",
+                    loaded,
+                    ("tiers", tier, "aws", s, "actions", a),
+                    "destructive-outside-delete",
                     f"{info.full_name} is destructive ({reason}); it belongs in tier delete",
                 )
                 break
@@ -165,40 +174,53 @@ def destructive_outside_delete(loaded: LoadedScope, ctx: LintContext) -> Iterato
 def environment_overlap(loaded: LoadedScope, ctx: LintContext) -> Iterator[Problem]:
     """No resource pattern of one environment matches another environment's resources."""
     scope = loaded.scope
-    expanded: dict[str, list[tuple[str, tuple[object, ...]]]] = {}
+    # environment -> concrete resource -> the first pattern (its key) that produced it
+    expanded: dict[str, dict[str, tuple[object, ...]]] = {}
     for env in scope.environments.values():
         regions = env.aws.regions if env.aws else (None,)
-        rows = expanded.setdefault(env.name, [])
+        rows = expanded.setdefault(env.name, {})
         for tier_name, tier in scope.tiers.items():
             for s_index, statement in enumerate(tier.aws):
                 for r_index, pattern in enumerate(statement.resources):
                     key = ("tiers", tier_name, "aws", s_index, "resources", r_index)
                     for region in regions:
-                        values = env.placeholders(region)
                         try:
-                            rows.append((substitute(pattern, values), key))
+                            resource = substitute(pattern, env.placeholders(region))
                         except KeyError:
                             continue  # a placeholder this environment lacks: see placeholders rule
+                        rows.setdefault(resource, key)
     names = sorted(expanded)
     reported: set[tuple[object, ...]] = set()
     for i, first in enumerate(names):
         for second in names[i + 1 :]:
-            for resource_a, key_a in expanded[first]:
-                for resource_b, key_b in expanded[second]:
+            for resource_a, key_a in expanded[first].items():
+                for resource_b, key_b in expanded[second].items():
                     if "*" in (resource_a, resource_b) or not overlaps(resource_a, resource_b):
                         continue  # a bare '*' is only allowed for actions without resources
                     # Blame the broader pattern: it is the one reaching across environments.
                     if covers(resource_b, resource_a) and not covers(resource_a, resource_b):
                         blamed, broad, broad_env, other, other_env = (
-                            key_b, resource_b, second, resource_a, first)
+                            key_b,
+                            resource_b,
+                            second,
+                            resource_a,
+                            first,
+                        )
                     else:
                         blamed, broad, broad_env, other, other_env = (
-                            key_a, resource_a, first, resource_b, second)
+                            key_a,
+                            resource_a,
+                            first,
+                            resource_b,
+                            second,
+                        )
                     if blamed in reported:
                         continue
                     reported.add(blamed)
                     yield _problem(
-                        loaded, blamed, "environment-overlap",
+                        loaded,
+                        blamed,
+                        "environment-overlap",
                         f"'{broad}' ({broad_env}) also matches '{other}' ({other_env}); "
                         "use ${env} or the account to keep environments apart",
                     )
@@ -217,9 +239,10 @@ def placeholders_resolvable(loaded: LoadedScope, ctx: LintContext) -> Iterator[P
                         substitute(pattern, env.placeholders(env.aws.regions[0]))
                     except KeyError as e:
                         yield _problem(
-                            loaded, ("tiers", tier_name, "aws", s_index, "resources", r_index),
-                            "placeholder", f"placeholder ${{{e.args[0]}}} has no value in "
-                            f"environment {env.name}",
+                            loaded,
+                            ("tiers", tier_name, "aws", s_index, "resources", r_index),
+                            "placeholder",
+                            f"placeholder ${{{e.args[0]}}} has no value in environment {env.name}",
                         )
 
 
@@ -229,7 +252,9 @@ def ttl_bounds(loaded: LoadedScope, ctx: LintContext) -> Iterator[Problem]:
     for name, tier in loaded.scope.tiers.items():
         if not STS_MIN_SECONDS <= tier.ttl_seconds <= maximum:
             yield _problem(
-                loaded, ("tiers", name, "ttl"), "ttl-bounds",
+                loaded,
+                ("tiers", name, "ttl"),
+                "ttl-bounds",
                 f"tier {name} ttl {tier.ttl_seconds}s is outside {STS_MIN_SECONDS}s..{maximum}s "
                 "(STS AssumeRole allows 15 minutes to 12 hours)",
             )
@@ -242,7 +267,9 @@ def delete_approvals(loaded: LoadedScope, ctx: LintContext) -> Iterator[Problem]
         return
     if tier.approval.required < MIN_DELETE_APPROVALS and not tier.approval.unsafe_single_approver:
         yield _problem(
-            loaded, ("tiers", "delete", "approval", "required"), "delete-approvals",
+            loaded,
+            ("tiers", "delete", "approval", "required"),
+            "delete-approvals",
             f"tier delete requires {tier.approval.required} approval; at least "
             f"{MIN_DELETE_APPROVALS} distinct approvers are required unless "
             "'unsafe_single_approver: <reason>' says why not",
@@ -259,13 +286,17 @@ def approvals_satisfiable(loaded: LoadedScope, ctx: LintContext) -> Iterator[Pro
         for approver in tier.approval.approvers:
             if not ctx.directory.has_approver(approver):
                 yield _problem(
-                    loaded, ("tiers", name, "approval", "approvers", approver), "unknown-approver",
+                    loaded,
+                    ("tiers", name, "approval", "approvers", approver),
+                    "unknown-approver",
                     f"approver '{approver}' is not defined in the broker config",
                 )
         for group in tier.approval.groups:
             if not ctx.directory.has_group(group):
                 yield _problem(
-                    loaded, ("tiers", name, "approval", "groups", group), "unknown-group",
+                    loaded,
+                    ("tiers", name, "approval", "groups", group),
+                    "unknown-group",
                     f"group '{group}' is not defined in the broker config",
                 )
 
@@ -279,20 +310,26 @@ def backends_complete(loaded: LoadedScope, ctx: LintContext) -> Iterator[Problem
             for tier_name in scope.tiers:
                 if tier_name not in env.aws.roles:
                     yield _problem(
-                        loaded, env_key, "missing-role",
+                        loaded,
+                        env_key,
+                        "missing-role",
                         f"environment {env.name} has no aws role for tier {tier_name}",
                     )
             for tier_name, arn in env.aws.roles.items():
                 account = arn.split(":")[4]
                 if account not in ("${account}", env.aws.account):
                     yield _problem(
-                        loaded, env_key, "role-account",
+                        loaded,
+                        env_key,
+                        "role-account",
                         f"environment {env.name}: role for {tier_name} is in account {account}, "
                         f"not {env.aws.account}",
                     )
                 if tier_name not in scope.tiers:
                     yield _problem(
-                        loaded, env_key, "missing-role",
+                        loaded,
+                        env_key,
+                        "missing-role",
                         f"environment {env.name} has a role for tier {tier_name}, "
                         "which the scope does not define",
                     )
@@ -300,13 +337,19 @@ def backends_complete(loaded: LoadedScope, ctx: LintContext) -> Iterator[Problem
             for tier_name in scope.tiers:
                 if tier_name not in env.database.roles:
                     yield _problem(
-                        loaded, env_key, "missing-role",
+                        loaded,
+                        env_key,
+                        "missing-role",
                         f"environment {env.name} has no database role for tier {tier_name}",
                     )
     has_aws_statements = any(tier.aws for tier in scope.tiers.values())
     if has_aws_statements and not any(e.aws for e in scope.environments.values()):
-        yield _problem(loaded, ("tiers",), "missing-role",
-                       "tiers grant AWS actions but no environment configures aws")
+        yield _problem(
+            loaded,
+            ("tiers",),
+            "missing-role",
+            "tiers grant AWS actions but no environment configures aws",
+        )
 
 
 RULES: tuple[Rule, ...] = (

@@ -76,8 +76,14 @@ DATABASE_KEYS = {"mount", "connection", "objects", "roles", "owner_role"}
 TIER_KEYS = {"ttl", "aws", "approval", "max_resources", "rate_limit", "vault"}
 STATEMENT_KEYS = {"actions", "resources"}
 APPROVAL_KEYS = {
-    "approvers", "groups", "required", "delay", "allow_slack_approval", "pending_expiry",
-    "channel", "unsafe_single_approver",
+    "approvers",
+    "groups",
+    "required",
+    "delay",
+    "allow_slack_approval",
+    "pending_expiry",
+    "channel",
+    "unsafe_single_approver",
 }
 TIER_VAULT_KEYS = {"num_uses"}
 FREEZE_KEYS = {"name", "tiers", "timezone", "start", "end", "recurring"}
@@ -149,7 +155,9 @@ class _ScopeReader(Reader):
         owners: list[str] = []
         if metadata is not None:
             service = self.string(
-                metadata.get("service"), "metadata.service", NAME,
+                metadata.get("service"),
+                "metadata.service",
+                NAME,
                 "lower-case letters, digits and '-', starting with a letter, at most 40",
             )
             if "service" in metadata:
@@ -157,9 +165,12 @@ class _ScopeReader(Reader):
             description = self.each(
                 metadata, "description", lambda n: self.string(n, "metadata.description"), ""
             )
-            owners = [v for v, _ in self.each(
-                metadata, "owners", lambda n: self.strings(n, "metadata.owners"), []
-            )]
+            owners = [
+                v
+                for v, _ in self.each(
+                    metadata, "owners", lambda n: self.strings(n, "metadata.owners"), []
+                )
+            ]
         requesters = self._requesters(top.get("requesters"))
         environments = self._environments(top.get("environments"))
         tiers = self._tiers(top.get("tiers"))
@@ -226,8 +237,10 @@ class _ScopeReader(Reader):
                 self.mark(key_node, "environments", key_node.value)
         for name, env_node in envs.items():
             if not NAME.fullmatch(name):
-                self.error(env_node, f"environment name '{name}' must be lower-case letters, "
-                           "digits and '-'")
+                self.error(
+                    env_node,
+                    f"environment name '{name}' must be lower-case letters, digits and '-'",
+                )
                 continue
             env = self._environment(name, env_node)
             if env is not None:
@@ -244,8 +257,7 @@ class _ScopeReader(Reader):
         aws = self._aws_environment(where, fields["aws"]) if "aws" in fields else None
         vault = self._vault_environment(where, fields["vault"]) if "vault" in fields else None
         database = (
-            self._database_environment(where, fields["database"])
-            if "database" in fields else None
+            self._database_environment(where, fields["database"]) if "database" in fields else None
         )
         return Environment(name=name, aws=aws, vault=vault, database=database)
 
@@ -256,19 +268,25 @@ class _ScopeReader(Reader):
         account = None
         if "account" in fields:
             account = self.string(
-                fields["account"], f"{where} aws.account", ACCOUNT,
+                fields["account"],
+                f"{where} aws.account",
+                ACCOUNT,
                 "a quoted string of 12 digits; unquoted numbers lose leading zeros",
             )
         partition = self.each(
-            fields, "partition",
-            lambda n: self.string(n, f"{where} aws.partition", PARTITION, "aws, aws-cn or aws-us-gov"),
+            fields,
+            "partition",
+            lambda n: self.string(
+                n, f"{where} aws.partition", PARTITION, "aws, aws-cn or aws-us-gov"
+            ),
             "aws",
         )
         regions = self.strings(
             fields.get("regions"), f"{where} aws.regions", REGION, "an AWS region such as us-east-1"
         )
         roles = self._per_tier(
-            fields.get("roles"), f"{where} aws.roles",
+            fields.get("roles"),
+            f"{where} aws.roles",
             lambda n, what: self.string(
                 n, what, ROLE_ARN, "an IAM role ARN: arn:aws:iam::<account>:role/<name>"
             ),
@@ -311,7 +329,9 @@ class _ScopeReader(Reader):
             kv, "version", lambda n: self.integer(n, f"{where} vault.kv.version", 1, 2), 2
         )
         paths = self.strings(
-            kv.get("paths"), f"{where} vault.kv.paths", VAULT_PATH,
+            kv.get("paths"),
+            f"{where} vault.kv.paths",
+            VAULT_PATH,
             "a KV path such as payments/${env}/* (no leading '/')",
         )
         if paths is not None:
@@ -330,23 +350,29 @@ class _ScopeReader(Reader):
         if fields is None:
             return None
         mount = self.each(
-            fields, "mount", lambda n: self.string(n, f"{where} database.mount", VAULT_MOUNT),
+            fields,
+            "mount",
+            lambda n: self.string(n, f"{where} database.mount", VAULT_MOUNT),
             "database",
         )
         connection = self.string(
             fields.get("connection"), f"{where} database.connection", DB_ROLE_NAME
         )
         objects = self.strings(
-            fields.get("objects"), f"{where} database.objects", SQL_OBJECT,
+            fields.get("objects"),
+            f"{where} database.objects",
+            SQL_OBJECT,
             "schema.table or schema.* in lower case",
         )
         owner_role = self.each(
-            fields, "owner_role",
+            fields,
+            "owner_role",
             lambda n: self.string(n, f"{where} database.owner_role", SQL_IDENT, "a role name"),
             None,
         )
         roles = self._per_tier(
-            fields.get("roles"), f"{where} database.roles",
+            fields.get("roles"),
+            f"{where} database.roles",
             lambda n, what: self.string(n, what, DB_ROLE_NAME, "a Vault database role name"),
         )
         if connection is None or objects is None or roles is None:
@@ -389,14 +415,18 @@ class _ScopeReader(Reader):
         if "approval" in fields:
             self.mark(fields["approval"], "tiers", name, "approval")
             if name == "read":
-                self.error(fields["approval"], "tier 'read' is granted at once: it takes no approval")
+                self.error(
+                    fields["approval"], "tier 'read' is granted at once: it takes no approval"
+                )
             else:
                 approval = self._approval(name, fields["approval"])
         elif name != "read":
             self.error(node, f"{where} needs an 'approval' block (who may approve, how many)")
         max_resources = self.each(
-            fields, "max_resources",
-            lambda n: self.integer(n, f"{where} max_resources", 1, 1000), None,
+            fields,
+            "max_resources",
+            lambda n: self.integer(n, f"{where} max_resources", 1, 1000),
+            None,
         )
         rate_limit = self.each(fields, "rate_limit", lambda n: self._rate(n, where), None)
         num_uses = 0
@@ -430,10 +460,15 @@ class _ScopeReader(Reader):
             if fields is None:
                 continue
             actions = self.strings(
-                fields.get("actions"), f"{where} actions", ACTION, "service:Action, e.g. s3:GetObject"
+                fields.get("actions"),
+                f"{where} actions",
+                ACTION,
+                "service:Action, e.g. s3:GetObject",
             )
             resources = self.strings(
-                fields.get("resources"), f"{where} resources", RESOURCE,
+                fields.get("resources"),
+                f"{where} resources",
+                RESOURCE,
                 "an ARN pattern without spaces or quotes",
             )
             for i, (_, action_node) in enumerate(actions or []):
@@ -458,7 +493,9 @@ class _ScopeReader(Reader):
         fields = self.mapping(node, where, APPROVAL_KEYS)
         if fields is None:
             return None
-        approvers = self.each(fields, "approvers", lambda n: self.strings(n, f"{where} approvers"), [])
+        approvers = self.each(
+            fields, "approvers", lambda n: self.strings(n, f"{where} approvers"), []
+        )
         groups = self.each(fields, "groups", lambda n: self.strings(n, f"{where} groups"), [])
         for value, item in approvers:
             self.mark(item, "tiers", tier, "approval", "approvers", value)
@@ -470,31 +507,45 @@ class _ScopeReader(Reader):
         if "required" in fields:
             self.mark(fields["required"], "tiers", tier, "approval", "required")
         required = self.each(
-            fields, "required", lambda n: self.integer(n, f"{where} required", 1, 10),
+            fields,
+            "required",
+            lambda n: self.integer(n, f"{where} required", 1, 10),
             default_required,
         )
         default_delay = 600 if tier == "delete" else 0
-        delay = self.each(fields, "delay", lambda n: self.duration(n, f"{where} delay"), default_delay)
+        delay = self.each(
+            fields, "delay", lambda n: self.duration(n, f"{where} delay"), default_delay
+        )
         slack = self.each(
-            fields, "allow_slack_approval",
-            lambda n: self.boolean(n, f"{where} allow_slack_approval"), tier != "delete",
+            fields,
+            "allow_slack_approval",
+            lambda n: self.boolean(n, f"{where} allow_slack_approval"),
+            tier != "delete",
         )
         expiry = self.each(
             fields, "pending_expiry", lambda n: self.duration(n, f"{where} pending_expiry"), 1800
         )
         if expiry is not None and not 60 <= expiry <= 7 * 86400:
-            self.error(fields["pending_expiry"], f"{where} pending_expiry must be between 1m and 7d")
+            self.error(
+                fields["pending_expiry"], f"{where} pending_expiry must be between 1m and 7d"
+            )
         channel = self.each(
-            fields, "channel",
-            lambda n: self.string(n, f"{where} channel", SLACK_CHANNEL, "a Slack channel"), None,
+            fields,
+            "channel",
+            lambda n: self.string(n, f"{where} channel", SLACK_CHANNEL, "a Slack channel"),
+            None,
         )
         unsafe = self.each(
-            fields, "unsafe_single_approver",
-            lambda n: self.string(n, f"{where} unsafe_single_approver (the reason)"), None,
+            fields,
+            "unsafe_single_approver",
+            lambda n: self.string(n, f"{where} unsafe_single_approver (the reason)"),
+            None,
         )
         if unsafe is not None and len(unsafe.strip()) < 10:
-            self.error(fields["unsafe_single_approver"],
-                       f"{where} unsafe_single_approver must explain why, in a sentence")
+            self.error(
+                fields["unsafe_single_approver"],
+                f"{where} unsafe_single_approver must explain why, in a sentence",
+            )
         return Approval(
             approvers=tuple(v for v, _ in approvers),
             groups=tuple(v for v, _ in groups),
@@ -550,10 +601,15 @@ class _ScopeReader(Reader):
             try:
                 zone = zoneinfo.ZoneInfo(tz_name)
             except (zoneinfo.ZoneInfoNotFoundError, ValueError):
-                self.error(fields["timezone"], f"{where} timezone '{tz_name}' is not a known time zone")
+                self.error(
+                    fields["timezone"], f"{where} timezone '{tz_name}' is not a known time zone"
+                )
         tiers = self.each(
-            fields, "tiers",
-            lambda n: self.strings(n, f"{where} tiers", re.compile("write|delete"), "write or delete"),
+            fields,
+            "tiers",
+            lambda n: self.strings(
+                n, f"{where} tiers", re.compile("write|delete"), "write or delete"
+            ),
             [("write", None), ("delete", None)],
         )
         has_range = "start" in fields or "end" in fields
@@ -572,12 +628,17 @@ class _ScopeReader(Reader):
                 self.error(fields["end"], f"{where} end must be after its start")
                 return None
             return Freeze(name=name, tiers=tier_names, timezone=tz_name or "", start=start, end=end)
-        recurring = self.mapping(fields["recurring"], f"{where} recurring", RECURRING_KEYS,
-                                 ("days", "start", "end"))
+        recurring = self.mapping(
+            fields["recurring"], f"{where} recurring", RECURRING_KEYS, ("days", "start", "end")
+        )
         if recurring is None:
             return None
-        days = self.strings(recurring.get("days"), f"{where} recurring.days",
-                            re.compile("|".join(DAYS)), "mon, tue, wed, thu, fri, sat or sun")
+        days = self.strings(
+            recurring.get("days"),
+            f"{where} recurring.days",
+            re.compile("|".join(DAYS)),
+            "mon, tue, wed, thu, fri, sat or sun",
+        )
         start_time = self._time(recurring.get("start"), f"{where} recurring.start")
         end_time = self._time(recurring.get("end"), f"{where} recurring.end")
         if days is None or start_time is None or end_time is None:

@@ -61,7 +61,9 @@ def render_plan(scopes: Sequence[Scope], iam: IamDatabase) -> str:
             if freeze.start and freeze.end:
                 when = f"{freeze.start.isoformat()} to {freeze.end.isoformat()}"
             else:
-                days = ", ".join(("mon", "tue", "wed", "thu", "fri", "sat", "sun")[d] for d in freeze.days)
+                days = ", ".join(
+                    ("mon", "tue", "wed", "thu", "fri", "sat", "sun")[d] for d in freeze.days
+                )
                 end = freeze.end_time.strftime("%H:%M") if freeze.end_time else "24:00"
                 start = freeze.start_time.strftime("%H:%M") if freeze.start_time else "00:00"
                 when = f"every {days} {start}-{end}"
@@ -70,7 +72,9 @@ def render_plan(scopes: Sequence[Scope], iam: IamDatabase) -> str:
     return "\n".join(lines)
 
 
-def _pairs(scope: Scope, env_name: str, tier: TierName | None, iam: IamDatabase) -> set[tuple[str, str]]:
+def _pairs(
+    scope: Scope, env_name: str, tier: TierName | None, iam: IamDatabase
+) -> set[tuple[str, str]]:
     if tier is None:
         return set()
     policy = role_policy(scope, scope.environments[env_name], tier, iam)
@@ -93,7 +97,9 @@ def _aws_lines(scope: Scope, env_name: str, tier: TierName, iam: IamDatabase) ->
         info = iam.lookup(action)
         level = info.access_level if info else "Unknown"
         by_level.setdefault(level, {}).setdefault(resource, set()).add(action)
-    for level in sorted(by_level, key=lambda lv: LEVEL_ORDER.index(lv) if lv in LEVEL_ORDER else 99):
+    for level in sorted(
+        by_level, key=lambda lv: LEVEL_ORDER.index(lv) if lv in LEVEL_ORDER else 99
+    ):
         yield f"      {level}:"
         for resource, actions in sorted(by_level[level].items()):
             yield f"        {', '.join(sorted(actions))} on {resource}"
@@ -125,7 +131,9 @@ def render_changes(changes: Sequence[Change]) -> str:
     adds = sum(1 for c in changes if c.kind == "adds")
     removes = sum(1 for c in changes if c.kind == "removes")
     other = len(changes) - adds - removes
-    lines = [f"{'+' if c.kind == 'adds' else '-' if c.kind == 'removes' else '~'} {c}" for c in changes]
+    lines = [
+        f"{'+' if c.kind == 'adds' else '-' if c.kind == 'removes' else '~'} {c}" for c in changes
+    ]
     lines.append(f"\nPlan: {adds} grants added, {removes} removed, {other} settings changed.")
     return "\n".join(lines) + "\n"
 
@@ -149,21 +157,37 @@ def checkout(against: str, scopes_path: Path) -> Iterator[Path]:
     try:
         top = subprocess.run(
             [git, "-C", str(base), "rev-parse", "--show-toplevel"],
-            capture_output=True, text=True, check=True,
+            capture_output=True,
+            text=True,
+            check=True,
         ).stdout.strip()
     except subprocess.CalledProcessError as e:
-        raise BrokerError(f"'{against}' is not a directory, and {base} is not in a git repository") from e
+        raise BrokerError(
+            f"'{against}' is not a directory, and {base} is not in a git repository"
+        ) from e
     relative = resolved.relative_to(Path(top).resolve())
     with tempfile.TemporaryDirectory(prefix="broker-plan-") as tmp:
         archive = Path(tmp) / "scopes.tar"
         result = subprocess.run(
-            [git, "-C", top, "archive", "--format=tar", f"--output={archive}", against, "--",
-             str(relative)],
-            capture_output=True, text=True,
+            [
+                git,
+                "-C",
+                top,
+                "archive",
+                "--format=tar",
+                f"--output={archive}",
+                against,
+                "--",
+                str(relative),
+            ],
+            capture_output=True,
+            text=True,
         )
         if result.returncode != 0:
-            raise BrokerError(f"cannot read '{relative}' at git ref '{against}': "
-                              f"{result.stderr.strip() or 'git archive failed'}")
+            raise BrokerError(
+                f"cannot read '{relative}' at git ref '{against}': "
+                f"{result.stderr.strip() or 'git archive failed'}"
+            )
         with tarfile.open(archive) as tar:
             tar.extractall(tmp, filter="data")
         yield Path(tmp) / relative

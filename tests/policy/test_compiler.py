@@ -60,7 +60,8 @@ def test_role_policy_spans_the_environment_regions_only() -> None:
     assert "payments-prod-" in text and "payments-staging" not in text
     for statement in policy["Statement"]:
         assert statement["Condition"] == {
-            "StringEquals": {"aws:RequestedRegion": ["eu-west-1", "us-east-1"]}}
+            "StringEquals": {"aws:RequestedRegion": ["eu-west-1", "us-east-1"]}
+        }
 
 
 def test_write_role_includes_read_and_write_but_not_delete() -> None:
@@ -77,12 +78,19 @@ def test_session_policy_narrows_to_region_and_requested_resources() -> None:
     env = scope.environments["prod"]
     requested = ["arn:aws:s3:::payments-prod-invoices/2026/11/*"]
     policy = session_policy(scope, env, "eu-west-1", "write", iam_database(), requested)
-    assert policy["Statement"] == [{
-        "Action": ["s3:GetObject", "s3:GetObjectTagging", "s3:PutObject", "s3:PutObjectTagging"],
-        "Condition": {"StringEquals": {"aws:RequestedRegion": ["eu-west-1"]}},
-        "Effect": "Allow",
-        "Resource": requested,
-    }]
+    assert policy["Statement"] == [
+        {
+            "Action": [
+                "s3:GetObject",
+                "s3:GetObjectTagging",
+                "s3:PutObject",
+                "s3:PutObjectTagging",
+            ],
+            "Condition": {"StringEquals": {"aws:RequestedRegion": ["eu-west-1"]}},
+            "Effect": "Allow",
+            "Resource": requested,
+        }
+    ]
 
 
 def test_session_policy_keeps_star_statements_for_actions_without_resources() -> None:
@@ -96,17 +104,20 @@ def test_session_policy_keeps_star_statements_for_actions_without_resources() ->
 
 @pytest.mark.parametrize(
     "resource",
-    ["arn:aws:s3:::payments-staging-invoices/x",  # another environment
-     "arn:aws:s3:::PAYMENTS-PROD-INVOICES/x",  # case trick
-     "arn:aws-cn:s3:::payments-prod-invoices/x",  # partition swap
-     "arn:aws:dynamodb:us-east-1:222222222222:table/payments-prod-ledger",  # account swap
-     "arn:aws:dynamodb:eu-west-1:111111111111:table/payments-prod-ledger"],  # other region
+    [
+        "arn:aws:s3:::payments-staging-invoices/x",  # another environment
+        "arn:aws:s3:::PAYMENTS-PROD-INVOICES/x",  # case trick
+        "arn:aws-cn:s3:::payments-prod-invoices/x",  # partition swap
+        "arn:aws:dynamodb:us-east-1:222222222222:table/payments-prod-ledger",  # account swap
+        "arn:aws:dynamodb:eu-west-1:111111111111:table/payments-prod-ledger",
+    ],  # other region
 )
 def test_session_policy_refuses_resources_outside_the_request(resource: str) -> None:
     scope = example("payments")
     with pytest.raises(BadRequest) as error:
-        session_policy(scope, scope.environments["prod"], "us-east-1", "read", iam_database(),
-                       [resource])
+        session_policy(
+            scope, scope.environments["prod"], "us-east-1", "read", iam_database(), [resource]
+        )
     assert error.value.field == "resources"
 
 
@@ -121,8 +132,9 @@ def test_oversized_session_policy_is_an_error_never_truncated() -> None:
     scope = example("payments")
     many = [f"arn:aws:s3:::payments-prod-invoices/customer-{i:05d}/*" for i in range(40)]
     with pytest.raises(PolicyTooLarge) as error:
-        session_policy(scope, scope.environments["prod"], "us-east-1", "write", iam_database(),
-                       many)
+        session_policy(
+            scope, scope.environments["prod"], "us-east-1", "write", iam_database(), many
+        )
     assert f"at most {SESSION_POLICY_MAX_CHARS}" in error.value.message
 
 
@@ -134,7 +146,10 @@ def test_vault_policy_capabilities_per_tier() -> None:
     delete = vault_policy(scope, env, "delete")
     assert read is not None and write is not None and delete is not None
     assert 'path "secret/data/ledger/prod/*" {\n  capabilities = ["read"]\n}' in read
-    assert 'path "secret/data/ledger/prod/*" {\n  capabilities = ["create", "read", "update"]\n}' in write
+    assert (
+        'path "secret/data/ledger/prod/*" {\n  capabilities = ["create", "read", "update"]\n}'
+        in write
+    )
     assert "destroy" not in write and "delete" not in write
     assert 'path "secret/destroy/ledger/prod/*" {\n  capabilities = ["update"]\n}' in delete
 
@@ -145,7 +160,10 @@ def test_kv_version_1_policy(tmp_path: Path) -> None:
     scope = load_ok(write_scope(tmp_path, data)).scope
     policy = vault_policy(scope, scope.environments["prod"], "write")
     assert policy is not None
-    assert 'path "secret/shop/prod/*" {\n  capabilities = ["create", "read", "update", "list"]\n}' in policy
+    assert (
+        'path "secret/shop/prod/*" {\n  capabilities = ["create", "read", "update", "list"]\n}'
+        in policy
+    )
 
 
 def test_database_role_statements_per_tier() -> None:
@@ -157,8 +175,10 @@ def test_database_role_statements_per_tier() -> None:
     assert read.name == "ledger-prod-read" and read.db_name == "ledger-prod"
     assert 'GRANT SELECT ON TABLE "ledger"."accounts" TO "{{name}}";' in read.creation_statements
     assert not any("INSERT" in s or "ledger_owner" in s for s in read.creation_statements)
-    assert ('GRANT SELECT, INSERT, UPDATE, DELETE, TRUNCATE ON TABLE "ledger"."entries" TO "{{name}}";'
-            in delete.creation_statements)
+    assert (
+        'GRANT SELECT, INSERT, UPDATE, DELETE, TRUNCATE ON TABLE "ledger"."entries" TO "{{name}}";'
+        in delete.creation_statements
+    )
     assert 'GRANT "ledger_owner" TO "{{name}}";' in delete.creation_statements
     assert delete.revocation_statements[-1] == 'DROP ROLE IF EXISTS "{{name}}";'
     assert delete.default_ttl == delete.max_ttl == 900
@@ -168,5 +188,7 @@ def test_schema_wildcard_grants_all_tables_in_schema() -> None:
     scope = example("ledger")
     role = database_role(scope, scope.environments["staging"], "write")
     assert role is not None
-    assert ('GRANT SELECT, INSERT, UPDATE ON ALL TABLES IN SCHEMA "ledger" TO "{{name}}";'
-            in role.creation_statements)
+    assert (
+        'GRANT SELECT, INSERT, UPDATE ON ALL TABLES IN SCHEMA "ledger" TO "{{name}}";'
+        in role.creation_statements
+    )

@@ -33,8 +33,11 @@ VALID: dict[str, Any] = {
                 "connection": "shop-prod",
                 "objects": ["public.orders"],
                 "owner_role": "shop_owner",
-                "roles": {"read": "shop-prod-read", "write": "shop-prod-write",
-                          "delete": "shop-prod-delete"},
+                "roles": {
+                    "read": "shop-prod-read",
+                    "write": "shop-prod-write",
+                    "delete": "shop-prod-delete",
+                },
             },
         },
         "staging": {
@@ -55,20 +58,25 @@ VALID: dict[str, Any] = {
             "aws": [
                 {"actions": ["s3:GetObject"], "resources": ["arn:aws:s3:::shop-${env}-data/*"]},
                 {"actions": ["s3:ListBucket"], "resources": ["arn:aws:s3:::shop-${env}-data"]},
-                {"actions": ["dynamodb:GetItem"],
-                 "resources": ["arn:aws:dynamodb:${region}:${account}:table/shop-${env}"]},
+                {
+                    "actions": ["dynamodb:GetItem"],
+                    "resources": ["arn:aws:dynamodb:${region}:${account}:table/shop-${env}"],
+                },
             ],
         },
         "write": {
             "ttl": "30m",
-            "aws": [{"actions": ["s3:PutObject"], "resources": ["arn:aws:s3:::shop-${env}-data/*"]}],
+            "aws": [
+                {"actions": ["s3:PutObject"], "resources": ["arn:aws:s3:::shop-${env}-data/*"]}
+            ],
             "approval": {"approvers": ["alice"], "required": 1},
             "max_resources": 3,
         },
         "delete": {
             "ttl": "15m",
-            "aws": [{"actions": ["s3:DeleteObject"],
-                     "resources": ["arn:aws:s3:::shop-${env}-data/*"]}],
+            "aws": [
+                {"actions": ["s3:DeleteObject"], "resources": ["arn:aws:s3:::shop-${env}-data/*"]}
+            ],
             "approval": {"groups": ["sre"], "required": 2, "delay": "10m"},
         },
     },

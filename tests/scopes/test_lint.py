@@ -12,8 +12,9 @@ from broker.scopes.lint import LintContext, lint
 from tests.scopes.factory import lint_context, load_ok, scope_data, write_scope
 
 
-def findings(tmp_path: Path, data: dict[str, Any], rule: rules.Rule,
-             ctx: LintContext | None = None) -> list[str]:
+def findings(
+    tmp_path: Path, data: dict[str, Any], rule: rules.Rule, ctx: LintContext | None = None
+) -> list[str]:
     loaded = load_ok(write_scope(tmp_path, data))
     return [str(p) for p in lint(loaded, ctx or lint_context(), rules=[rule])]
 
@@ -34,9 +35,11 @@ def test_base_scope_passes_every_rule(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize(
     ("action", "expected"),
-    [("nosuch:GetThing", "unknown AWS service prefix 'nosuch'"),
-     ("s3:GetTheMoon", "'s3:GetTheMoon' matches no IAM action"),
-     ("s3:Zz*", "matches no IAM action")],
+    [
+        ("nosuch:GetThing", "unknown AWS service prefix 'nosuch'"),
+        ("s3:GetTheMoon", "'s3:GetTheMoon' matches no IAM action"),
+        ("s3:Zz*", "matches no IAM action"),
+    ],
 )
 def test_unknown_actions(tmp_path: Path, action: str, expected: str) -> None:
     problems = findings(tmp_path, with_statement("read", [action], OBJECTS), rules.known_actions)
@@ -51,7 +54,9 @@ def test_known_actions_pass_case_insensitively(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize("action", ["s3:DeleteObject", "s3:PutObject", "s3:*", "dynamodb:*Item"])
 def test_read_tier_refuses_non_read_actions(tmp_path: Path, action: str) -> None:
-    problems = findings(tmp_path, with_statement("read", [action], OBJECTS), rules.read_access_level)
+    problems = findings(
+        tmp_path, with_statement("read", [action], OBJECTS), rules.read_access_level
+    )
     assert len(problems) == 1
     assert "read allows only List and Read" in problems[0]
 
@@ -62,16 +67,19 @@ def test_read_tier_accepts_wildcards_that_expand_to_read_actions(tmp_path: Path)
 
 
 def test_read_access_level_problem_points_at_the_action(tmp_path: Path) -> None:
-    path = write_scope(tmp_path, with_statement("read", ["s3:GetObject", "s3:DeleteObject"], OBJECTS))
+    path = write_scope(
+        tmp_path, with_statement("read", ["s3:GetObject", "s3:DeleteObject"], OBJECTS)
+    )
     loaded = load_ok(path)
     [problem] = lint(loaded, lint_context(), rules=[rules.read_access_level])
     line = path.read_text().splitlines()[problem.line - 1]
     assert line.strip() == "- s3:DeleteObject"
 
 
-@pytest.mark.parametrize(("tier", "action"),
-                         [("write", "s3:Put*"), ("delete", "s3:Delete*"), ("write", "s3:*"),
-                          ("read", "*")])
+@pytest.mark.parametrize(
+    ("tier", "action"),
+    [("write", "s3:Put*"), ("delete", "s3:Delete*"), ("write", "s3:*"), ("read", "*")],
+)
 def test_wildcard_actions_refused(tmp_path: Path, tier: str, action: str) -> None:
     problems = findings(tmp_path, with_statement(tier, [action], OBJECTS), rules.wildcard_actions)
     assert len(problems) == 1 and "wildcard action" in problems[0]
@@ -84,16 +92,19 @@ def test_named_actions_pass_the_wildcard_rule(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize(
     ("tier", "action", "resource"),
-    [("write", "s3:PutObject", "*"),
-     ("write", "s3:PutObject", "arn:aws:s3:::*"),
-     ("delete", "s3:DeleteObject", "arn:aws:s3:::*/*"),
-     ("write", "dynamodb:PutItem", "arn:aws:dynamodb:${region}:${account}:table/*"),
-     ("write", "dynamodb:PutItem", "arn:aws:dynamodb:*:${account}:table/shop-${env}"),
-     ("read", "s3:GetObject", "*")],
+    [
+        ("write", "s3:PutObject", "*"),
+        ("write", "s3:PutObject", "arn:aws:s3:::*"),
+        ("delete", "s3:DeleteObject", "arn:aws:s3:::*/*"),
+        ("write", "dynamodb:PutItem", "arn:aws:dynamodb:${region}:${account}:table/*"),
+        ("write", "dynamodb:PutItem", "arn:aws:dynamodb:*:${account}:table/shop-${env}"),
+        ("read", "s3:GetObject", "*"),
+    ],
 )
 def test_wildcard_resources_refused(tmp_path: Path, tier: str, action: str, resource: str) -> None:
-    problems = findings(tmp_path, with_statement(tier, [action], [resource]),
-                        rules.wildcard_resources)
+    problems = findings(
+        tmp_path, with_statement(tier, [action], [resource]), rules.wildcard_resources
+    )
     assert len(problems) == 1 and "[wildcard-resource]" in problems[0]
 
 
@@ -109,31 +120,38 @@ def test_object_wildcards_inside_a_named_bucket_pass(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize(
     ("action", "why"),
-    [("s3:DeleteObject", "its verb destroys"),
-     ("cloudformation:DeleteStack", "its verb destroys"),
-     ("dynamodb:DeleteTable", "its verb destroys"),
-     ("ec2:TerminateInstances", "its verb destroys"),
-     ("rds:DeleteDBInstance", "its verb destroys"),
-     ("ecr:BatchDeleteImage", "its verb destroys"),
-     ("s3:PutLifecycleConfiguration", "expiration rule deletes"),
-     ("kms:ScheduleKeyDeletion", "unreadable")],
+    [
+        ("s3:DeleteObject", "its verb destroys"),
+        ("cloudformation:DeleteStack", "its verb destroys"),
+        ("dynamodb:DeleteTable", "its verb destroys"),
+        ("ec2:TerminateInstances", "its verb destroys"),
+        ("rds:DeleteDBInstance", "its verb destroys"),
+        ("ecr:BatchDeleteImage", "its verb destroys"),
+        ("s3:PutLifecycleConfiguration", "expiration rule deletes"),
+        ("kms:ScheduleKeyDeletion", "unreadable"),
+    ],
 )
 def test_destructive_actions_refused_outside_delete(tmp_path: Path, action: str, why: str) -> None:
-    problems = findings(tmp_path, with_statement("write", [action], ["arn:aws:s3:::shop-${env}-x"]),
-                        rules.destructive_outside_delete)
+    problems = findings(
+        tmp_path,
+        with_statement("write", [action], ["arn:aws:s3:::shop-${env}-x"]),
+        rules.destructive_outside_delete,
+    )
     assert len(problems) == 1
     assert "it belongs in tier delete" in problems[0] and why in problems[0]
 
 
 def test_destructive_actions_pass_in_delete(tmp_path: Path) -> None:
-    data = with_statement("delete", ["cloudformation:DeleteStack", "s3:DeleteBucket"],
-                          ["arn:aws:s3:::shop-${env}-x"])
+    data = with_statement(
+        "delete", ["cloudformation:DeleteStack", "s3:DeleteBucket"], ["arn:aws:s3:::shop-${env}-x"]
+    )
     assert findings(tmp_path, data, rules.destructive_outside_delete) == []
 
 
 def test_non_destructive_write_actions_pass(tmp_path: Path) -> None:
-    data = with_statement("write", ["s3:PutObject", "cloudformation:UpdateStack",
-                                    "dynamodb:UpdateItem"], OBJECTS)
+    data = with_statement(
+        "write", ["s3:PutObject", "cloudformation:UpdateStack", "dynamodb:UpdateItem"], OBJECTS
+    )
     assert findings(tmp_path, data, rules.destructive_outside_delete) == []
 
 
@@ -141,16 +159,22 @@ def test_pattern_matching_another_environment_is_refused(tmp_path: Path) -> None
     data = with_statement("read", ["s3:GetObject"], ["arn:aws:s3:::shop-*/*"])
     problems = findings(tmp_path, data, rules.environment_overlap)
     assert len(problems) == 1
-    assert "'arn:aws:s3:::shop-*/*' (staging) also matches 'arn:aws:s3:::shop-prod-data/*'" in problems[0]
+    assert (
+        "'arn:aws:s3:::shop-*/*' (staging) also matches 'arn:aws:s3:::shop-prod-data/*'"
+        in problems[0]
+    )
 
 
 def test_patterns_kept_apart_by_env_or_account_pass(tmp_path: Path) -> None:
-    data = with_statement("read", ["dynamodb:Query"],
-                          ["arn:aws:dynamodb:${region}:${account}:table/shared-*"])
+    data = with_statement(
+        "read", ["dynamodb:Query"], ["arn:aws:dynamodb:${region}:${account}:table/shared-*"]
+    )
     assert findings(tmp_path, data, rules.environment_overlap) == []
 
 
-@pytest.mark.parametrize(("ttl", "ok"), [(899, False), (900, True), ("12h", True), ("12h1s", False)])
+@pytest.mark.parametrize(
+    ("ttl", "ok"), [(899, False), (900, True), ("12h", True), ("12h1s", False)]
+)
 def test_ttl_bounds(tmp_path: Path, ttl: object, ok: bool) -> None:
     data = scope_data()
     data["tiers"]["write"]["ttl"] = ttl
@@ -168,7 +192,8 @@ def test_delete_needs_two_approvals(tmp_path: Path) -> None:
 def test_delete_with_one_approval_passes_with_a_visible_opt_out(tmp_path: Path) -> None:
     data = scope_data()
     data["tiers"]["delete"]["approval"].update(
-        required=1, unsafe_single_approver="sandbox account, rebuilt nightly from code")
+        required=1, unsafe_single_approver="sandbox account, rebuilt nightly from code"
+    )
     assert findings(tmp_path, data, rules.delete_approvals) == []
 
 
@@ -208,3 +233,23 @@ def test_every_environment_needs_a_role_per_tier(tmp_path: Path) -> None:
     problems = findings(tmp_path, data, rules.backends_complete)
     assert any("staging has no aws role for tier delete" in p for p in problems)
     assert any("role for write is in account 999999999999" in p for p in problems)
+
+
+def test_session_policy_must_fit_sts_limit(tmp_path: Path) -> None:
+    from broker.scopes.registry import load_scope_set
+
+    data = scope_data()
+    data["tiers"]["read"]["aws"].append(
+        {
+            "actions": ["s3:GetObject"],
+            "resources": [f"arn:aws:s3:::shop-${{env}}-archive-{i:03d}/*" for i in range(60)],
+        }
+    )
+    write_scope(tmp_path, data)
+    result = load_scope_set(tmp_path, lint_context())
+    assert len(result.problems) == 1 and not result.scope_set.scopes
+    problem = result.problems[0]
+    assert (
+        "STS accepts at most 2048" in problem.reason and "[session-policy-size]" in problem.reason
+    )
+    assert Path(problem.path).read_text().splitlines()[problem.line - 1].strip() == "ttl: 1h"

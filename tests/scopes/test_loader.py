@@ -35,8 +35,10 @@ def test_the_example_scopes_are_valid() -> None:
 
 
 def test_unknown_key_is_reported_with_its_position(tmp_path: Path) -> None:
-    text = (EXAMPLES / "deploy-pipeline.yaml").read_text().replace(
-        "  owners: [team-platform]", "  owners: [team-platform]\n  ownerz: nobody"
+    text = (
+        (EXAMPLES / "deploy-pipeline.yaml")
+        .read_text()
+        .replace("  owners: [team-platform]", "  owners: [team-platform]\n  ownerz: nobody")
     )
     path = write_scope(tmp_path, text)
     problems = reasons(path)
@@ -116,12 +118,22 @@ def test_duplicate_services_across_files(tmp_path: Path) -> None:
 
 
 def test_freezes_are_parsed_with_time_zones(tmp_path: Path) -> None:
-    data = scope_data(freezes=[
-        {"name": "holidays", "start": "2026-12-20T00:00", "end": "2027-01-04T00:00",
-         "timezone": "Europe/Berlin"},
-        {"name": "nights", "recurring": {"days": ["mon", "fri"], "start": "22:00", "end": "06:00"},
-         "timezone": "America/New_York", "tiers": ["delete"]},
-    ])
+    data = scope_data(
+        freezes=[
+            {
+                "name": "holidays",
+                "start": "2026-12-20T00:00",
+                "end": "2027-01-04T00:00",
+                "timezone": "Europe/Berlin",
+            },
+            {
+                "name": "nights",
+                "recurring": {"days": ["mon", "fri"], "start": "22:00", "end": "06:00"},
+                "timezone": "America/New_York",
+                "tiers": ["delete"],
+            },
+        ]
+    )
     scope = load_ok(write_scope(tmp_path, data)).scope
     holidays, nights = scope.freezes
     assert holidays.start is not None and str(holidays.start.tzinfo) == "Europe/Berlin"
@@ -130,13 +142,18 @@ def test_freezes_are_parsed_with_time_zones(tmp_path: Path) -> None:
 
 
 def test_bad_freezes(tmp_path: Path) -> None:
-    data = scope_data(freezes=[
-        {"name": "a", "timezone": "Mars/Olympus", "start": "2026-01-02", "end": "2026-01-03"},
-        {"name": "b", "timezone": "UTC", "start": "2026-01-03", "end": "2026-01-02"},
-        {"name": "c", "timezone": "UTC"},
-        {"name": "d", "timezone": "UTC", "recurring": {"days": ["someday"], "start": "25:00",
-                                                        "end": "01:00"}},
-    ])
+    data = scope_data(
+        freezes=[
+            {"name": "a", "timezone": "Mars/Olympus", "start": "2026-01-02", "end": "2026-01-03"},
+            {"name": "b", "timezone": "UTC", "start": "2026-01-03", "end": "2026-01-02"},
+            {"name": "c", "timezone": "UTC"},
+            {
+                "name": "d",
+                "timezone": "UTC",
+                "recurring": {"days": ["someday"], "start": "25:00", "end": "01:00"},
+            },
+        ]
+    )
     problems = "\n".join(reasons(write_scope(tmp_path, data)))
     assert "'Mars/Olympus' is not a known time zone" in problems
     assert "end must be after its start" in problems
@@ -151,7 +168,10 @@ def test_rate_limits_and_durations(tmp_path: Path) -> None:
     data["tiers"]["delete"]["rate_limit"] = "2/d"
     scope = load_ok(write_scope(tmp_path, data)).scope
     assert scope.tiers["write"].rate_limit is not None
-    assert (scope.tiers["write"].rate_limit.count, scope.tiers["write"].rate_limit.per_seconds) == (10, 3600)
+    assert (scope.tiers["write"].rate_limit.count, scope.tiers["write"].rate_limit.per_seconds) == (
+        10,
+        3600,
+    )
     assert str(scope.tiers["delete"].rate_limit) == "2/d"
     data["tiers"]["delete"]["rate_limit"] = "lots"
     assert any("rate_limit" in p for p in reasons(write_scope(tmp_path, data)))

@@ -1,0 +1,1 @@
+"""Benchmarks: `python -m bench [name ...]` (or `make bench`). Figures go to docs/performance.md."""
