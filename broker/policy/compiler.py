@@ -174,7 +174,7 @@ def session_policy(
         raise PolicyTooLarge(
             f"the session policy for {scope.service}/{env.name}/{region}/{tier} is {size} "
             f"characters; STS accepts at most {SESSION_POLICY_MAX_CHARS}. Name fewer resources "
-            "or split the tier's statements",
+            "per request, or move statements into another scope",
             tier,
         )
     return document

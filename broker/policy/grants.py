@@ -109,6 +109,15 @@ def tier_facts(scope: Scope, env: Environment, tier: TierName, iam: IamDatabase)
         settings["max_resources"] = str(spec.max_resources)
     if spec.rate_limit is not None:
         settings["rate_limit"] = str(spec.rate_limit)
+    if spec.vault_num_uses and env.vault is not None:
+        settings["vault_num_uses"] = str(spec.vault_num_uses)
+    if spec.approval is not None:
+        settings["slack_approval"] = "on" if spec.approval.allow_slack_approval else "off"
+        settings["pending_expiry"] = format_duration(spec.approval.pending_expiry_seconds)
+        if spec.approval.channel:
+            settings["channel"] = spec.approval.channel
+        if spec.approval.unsafe_single_approver:
+            settings["unsafe_single_approver"] = spec.approval.unsafe_single_approver
     return TierFacts(frozenset(grants), settings)
 
 
@@ -122,13 +131,39 @@ def describe_approval(
     return text
 
 
+SCOPE_WIDE = "(all)"
+
+
+def scope_wide_facts(scope: Scope) -> TierFacts:
+    """Who may request the scope and when it is frozen: facts of no single tier."""
+    grants = set()
+    for requester in scope.requesters:
+        if requester.subject is not None:
+            grants.add(f"requester subject {requester.subject}")
+        else:
+            claims = ", ".join(f"{k}={v}" for k, v in sorted(requester.claims.items()))
+            grants.add(f"requester with claims {claims}")
+    settings = {}
+    for freeze in scope.freezes:
+        window = (
+            f"{freeze.start.isoformat()} to {freeze.end.isoformat()}"
+            if freeze.start and freeze.end
+            else f"days {list(freeze.days)} {freeze.start_time}-{freeze.end_time}"
+        )
+        settings[f"freeze '{freeze.name}'"] = (
+            f"{window} {freeze.timezone} ({', '.join(freeze.tiers)})"
+        )
+    return TierFacts(frozenset(grants), settings)
+
+
 def scope_facts(scopes: Iterable[Scope], iam: IamDatabase) -> dict[TierKey, TierFacts]:
-    return {
-        (scope.service, env_name, tier): tier_facts(scope, env, tier, iam)
-        for scope in scopes
-        for env_name, env in sorted(scope.environments.items())
-        for tier in scope.tiers
-    }
+    facts: dict[TierKey, TierFacts] = {}
+    for scope in scopes:
+        facts[(scope.service, SCOPE_WIDE, SCOPE_WIDE)] = scope_wide_facts(scope)
+        for env_name, env in sorted(scope.environments.items()):
+            for tier in scope.tiers:
+                facts[(scope.service, env_name, tier)] = tier_facts(scope, env, tier, iam)
+    return facts
 
 
 @dataclass(frozen=True)
@@ -151,6 +186,13 @@ def diff_facts(old: Mapping[TierKey, TierFacts], new: Mapping[TierKey, TierFacts
         changes.extend(Change(key, "removes", g) for g in sorted(before.grants - after.grants))
         for setting in sorted(set(before.settings) | set(after.settings)):
             was, now = before.settings.get(setting), after.settings.get(setting)
-            if was != now and was is not None and now is not None:
-                changes.append(Change(key, "changes", f"{setting} from {was} to {now}"))
+            if (
+                was == now
+                or (not before.grants and not before.settings)
+                or (not after.grants and not after.settings)
+            ):
+                continue  # a tier that appears or disappears is described by its grants
+            changes.append(
+                Change(key, "changes", f"{setting} from {was or 'none'} to {now or 'none'}")
+            )
     return changes

@@ -7,7 +7,6 @@ would grant more than it says on its face.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Protocol
@@ -16,6 +15,7 @@ from broker.errors import Problem
 from broker.policy.destructive import destructive_reason, is_destructive
 from broker.policy.globs import covers, overlaps, substitute
 from broker.policy.iam_actions import READ_LEVELS, IamDatabase, is_wildcard
+from broker.policy.resources import names_everything
 from broker.scopes.loader import LoadedScope
 from broker.scopes.model import TierName
 
@@ -31,6 +31,8 @@ class ApproverDirectory(Protocol):
     def has_approver(self, name: str) -> bool: ...
 
     def has_group(self, name: str) -> bool: ...
+
+    def approvers_for(self, names: tuple[str, ...], groups: tuple[str, ...]) -> set[str]: ...
 
 
 @dataclass(frozen=True)
@@ -98,35 +100,12 @@ def wildcard_actions(loaded: LoadedScope, ctx: LintContext) -> Iterator[Problem]
             )
 
 
-# Services whose ARN resource part starts with the resource's own name, not its type.
-_NAME_FIRST_SERVICES = frozenset({"s3"})
-
-
-def _is_wildcard_resource(resource: str) -> bool:
-    """'*', or an ARN whose partition/service/region/account or resource name is a wildcard.
-
-    The resource name is the first segment of the resource part for S3 (the bucket) and the
-    segment after the resource type elsewhere ('table/*' names every table).
-    """
-    if resource.replace("?", "*").strip("*") == "":
-        return True
-    parts = resource.split(":", 5)
-    if len(parts) < 6:
-        return True  # not an ARN: cannot be narrowed safely
-    if any(is_wildcard(part) for part in parts[1:5]):
-        return True
-    segments = re.split(r"[/:]", parts[5])
-    name_first = parts[2] in _NAME_FIRST_SERVICES or len(segments) == 1
-    name = segments[0] if name_first else segments[1]
-    return name.replace("?", "*").strip("*") == ""
-
-
 def wildcard_resources(loaded: LoadedScope, ctx: LintContext) -> Iterator[Problem]:
     """No '*'-like resource in write/delete; in read only for actions taking no ARN."""
     for tier_name, tier in loaded.scope.tiers.items():
         for s_index, statement in enumerate(tier.aws):
             for r_index, resource in enumerate(statement.resources):
-                if not _is_wildcard_resource(resource):
+                if not names_everything(resource):
                     continue
                 key = ("tiers", tier_name, "aws", s_index, "resources", r_index)
                 if tier_name != "read":
@@ -226,26 +205,6 @@ def environment_overlap(loaded: LoadedScope, ctx: LintContext) -> Iterator[Probl
                     )
 
 
-def placeholders_resolvable(loaded: LoadedScope, ctx: LintContext) -> Iterator[Problem]:
-    """${account} and ${region} need an aws block in every environment the pattern serves."""
-    scope = loaded.scope
-    for tier_name, tier in scope.tiers.items():
-        for s_index, statement in enumerate(tier.aws):
-            for r_index, pattern in enumerate(statement.resources):
-                for env in scope.environments.values():
-                    if env.aws is None:
-                        continue
-                    try:
-                        substitute(pattern, env.placeholders(env.aws.regions[0]))
-                    except KeyError as e:
-                        yield _problem(
-                            loaded,
-                            ("tiers", tier_name, "aws", s_index, "resources", r_index),
-                            "placeholder",
-                            f"placeholder ${{{e.args[0]}}} has no value in environment {env.name}",
-                        )
-
-
 def ttl_bounds(loaded: LoadedScope, ctx: LintContext) -> Iterator[Problem]:
     """TTLs between STS's 900 s minimum and what STS (12 h) and Vault allow."""
     maximum = min(STS_MAX_SECONDS, VAULT_MAX_SECONDS)
@@ -277,7 +236,7 @@ def delete_approvals(loaded: LoadedScope, ctx: LintContext) -> Iterator[Problem]
 
 
 def approvals_satisfiable(loaded: LoadedScope, ctx: LintContext) -> Iterator[Problem]:
-    """Approvers and groups exist in the broker config (when a config is given)."""
+    """Approvers and groups exist in the broker config, enough of them (given a config)."""
     if ctx.directory is None:
         return
     for name, tier in loaded.scope.tiers.items():
@@ -299,6 +258,15 @@ def approvals_satisfiable(loaded: LoadedScope, ctx: LintContext) -> Iterator[Pro
                     "unknown-group",
                     f"group '{group}' is not defined in the broker config",
                 )
+        eligible = ctx.directory.approvers_for(tier.approval.approvers, tier.approval.groups)
+        if len(eligible) < tier.approval.required:
+            yield _problem(
+                loaded,
+                ("tiers", name, "approval"),
+                "unsatisfiable-approval",
+                f"tier {name} requires {tier.approval.required} distinct approvals but only "
+                f"{len(eligible)} approver(s) are eligible",
+            )
 
 
 def backends_complete(loaded: LoadedScope, ctx: LintContext) -> Iterator[Problem]:
@@ -342,6 +310,15 @@ def backends_complete(loaded: LoadedScope, ctx: LintContext) -> Iterator[Problem
                         "missing-role",
                         f"environment {env.name} has no database role for tier {tier_name}",
                     )
+            for tier_name in env.database.roles:
+                if tier_name not in scope.tiers:
+                    yield _problem(
+                        loaded,
+                        env_key,
+                        "missing-role",
+                        f"environment {env.name} has a database role for tier {tier_name}, "
+                        "which the scope does not define",
+                    )
     has_aws_statements = any(tier.aws for tier in scope.tiers.values())
     if has_aws_statements and not any(e.aws for e in scope.environments.values()):
         yield _problem(
@@ -359,7 +336,6 @@ RULES: tuple[Rule, ...] = (
     wildcard_resources,
     destructive_outside_delete,
     environment_overlap,
-    placeholders_resolvable,
     ttl_bounds,
     delete_approvals,
     approvals_satisfiable,

@@ -44,7 +44,6 @@ SCOPE_SUFFIXES = (".yaml", ".yml")
 NAME = re.compile(r"[a-z][a-z0-9-]{0,39}")
 ACCOUNT = re.compile(r"[0-9]{12}")
 REGION = re.compile(r"[a-z]{2}(-gov|-iso[a-z]?)?-[a-z]+-[0-9]")
-PARTITION = re.compile(r"aws|aws-cn|aws-us-gov")
 ROLE_ARN = re.compile(
     r"arn:(?:aws|aws-cn|aws-us-gov):iam::(?:\$\{account\}|[0-9]{12}):role/[\w+=,.@/-]{1,512}"
 )
@@ -69,7 +68,7 @@ TOP_KEYS = {"apiVersion", "kind", "metadata", "requesters", "environments", "tie
 METADATA_KEYS = {"service", "description", "owners"}
 REQUESTER_KEYS = {"subject", "claims"}
 ENVIRONMENT_KEYS = {"aws", "vault", "database"}
-AWS_ENV_KEYS = {"account", "regions", "roles", "partition"}
+AWS_ENV_KEYS = {"account", "regions", "roles"}
 VAULT_ENV_KEYS = {"kv"}
 KV_KEYS = {"mount", "version", "paths"}
 DATABASE_KEYS = {"mount", "connection", "objects", "roles", "owner_role"}
@@ -217,6 +216,14 @@ class _ScopeReader(Reader):
                 self.error(entry["claims"], "requester claims must not be empty")
                 continue
             values = {k: self.string(v, f"claim '{k}'") for k, v in claims.items()}
+            for key, value in values.items():
+                if value is not None and not value.strip():
+                    self.error(
+                        claims[key],
+                        f"claim '{key}' must not be empty: an empty "
+                        "pattern would only match tokens lacking the claim",
+                    )
+                    values[key] = None
             if all(v is not None for v in values.values()):
                 result.append(Requester(claims={k: v for k, v in values.items() if v}))
         return result
@@ -273,14 +280,6 @@ class _ScopeReader(Reader):
                 ACCOUNT,
                 "a quoted string of 12 digits; unquoted numbers lose leading zeros",
             )
-        partition = self.each(
-            fields,
-            "partition",
-            lambda n: self.string(
-                n, f"{where} aws.partition", PARTITION, "aws, aws-cn or aws-us-gov"
-            ),
-            "aws",
-        )
         regions = self.strings(
             fields.get("regions"), f"{where} aws.regions", REGION, "an AWS region such as us-east-1"
         )
@@ -297,7 +296,6 @@ class _ScopeReader(Reader):
             account=account,
             regions=tuple(v for v, _ in regions),
             roles=roles,
-            partition=partition,
         )
 
     def _per_tier(
@@ -336,7 +334,7 @@ class _ScopeReader(Reader):
         )
         if paths is not None:
             for value, item in paths:
-                self._check_placeholders(value, item, f"{where} vault.kv.paths")
+                self._check_placeholders(value, item, f"{where} vault.kv.paths", ("env",))
                 if ".." in value.split("/"):
                     self.error(item, f"{where} vault.kv.paths: '..' is not allowed")
         if mount is None or paths is None:
@@ -640,6 +638,9 @@ class _ScopeReader(Reader):
             "mon, tue, wed, thu, fri, sat or sun",
         )
         start_time = self._time(recurring.get("start"), f"{where} recurring.start")
+        if start_time is not None and start_time[0] is None:
+            self.error(recurring["start"], f"{where} recurring.start must be 00:00 to 23:59")
+            start_time = None
         end_time = self._time(recurring.get("end"), f"{where} recurring.end")
         if days is None or start_time is None or end_time is None:
             return None
@@ -688,10 +689,12 @@ class _ScopeReader(Reader):
 
     # -- shared -----------------------------------------------------------------------
 
-    def _check_placeholders(self, value: str, node: yaml.Node, what: str) -> None:
+    def _check_placeholders(
+        self, value: str, node: yaml.Node, what: str, allowed: tuple[str, ...] = PLACEHOLDERS
+    ) -> None:
         for name in placeholders_in(value):
-            if name not in PLACEHOLDERS:
-                known = ", ".join("${" + p + "}" for p in PLACEHOLDERS)
+            if name not in allowed:
+                known = ", ".join("${" + p + "}" for p in allowed)
                 self.error(node, f"{what}: unknown placeholder '${{{name}}}' (known: {known})")
         if "$" in value.replace("${", ""):
             self.error(node, f"{what}: stray '$' (placeholders are written ${{name}})")

@@ -88,7 +88,6 @@ class AwsEnvironment:
     account: str
     regions: tuple[str, ...]
     roles: Mapping[TierName, str]
-    partition: str = "aws"
 
 
 @dataclass(frozen=True)

@@ -52,8 +52,9 @@ def render_plan(scopes: Sequence[Scope], iam: IamDatabase) -> str:
                     limits.append(f"at most {tier.rate_limit} requests")
                 if limits:
                     lines.append(f"      {'; '.join(limits)}")
-                if tier_name != "read":
-                    lines.append(f"      everything in {TIERS[TIERS.index(tier_name) - 1]}, and:")
+                below = _tier_below(scope, tier_name)
+                if below is not None:
+                    lines.append(f"      everything in {below}, and:")
                 lines.extend(_aws_lines(scope, env_name, tier_name, iam))
                 lines.extend(_vault_and_database_lines(scope, env_name, tier_name))
         for freeze in scope.freezes:
@@ -70,6 +71,12 @@ def render_plan(scopes: Sequence[Scope], iam: IamDatabase) -> str:
             lines.append(f"  freeze '{freeze.name}' ({tiers}): {when} {freeze.timezone}")
         lines.append("")
     return "\n".join(lines)
+
+
+def _tier_below(scope: Scope, tier: TierName) -> TierName | None:
+    """The highest tier defined below ``tier`` (tiers are cumulative)."""
+    lower = [name for name in TIERS[: TIERS.index(tier)] if name in scope.tiers]
+    return lower[-1] if lower else None
 
 
 def _pairs(
@@ -90,7 +97,7 @@ def _pairs(
 
 def _aws_lines(scope: Scope, env_name: str, tier: TierName, iam: IamDatabase) -> Iterator[str]:
     """The AWS grants a tier adds to the tier below it, grouped by IAM access level."""
-    below = TIERS[TIERS.index(tier) - 1] if tier != "read" else None
+    below = _tier_below(scope, tier)
     added = _pairs(scope, env_name, tier, iam) - _pairs(scope, env_name, below, iam)
     by_level: dict[str, dict[str, set[str]]] = {}
     for action, resource in added:
@@ -114,7 +121,7 @@ def _vault_and_database_lines(scope: Scope, env_name: str, tier: TierName) -> It
             return set()
         return vault_grants(vault_policy(scope, env, name)) | database_grants(scope, env, name)
 
-    below = TIERS[TIERS.index(tier) - 1] if tier != "read" else None
+    below = _tier_below(scope, tier)
     for grant in sorted(grants(tier) - grants(below)):
         yield f"      {grant}"
 

@@ -54,7 +54,9 @@ def test_validate_with_config_checks_approvers(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     config = tmp_path / "broker.yaml"
-    config.write_text("approvers:\n  alice: {email: alice@example.com}\ngroups:\n  sre: [alice]\n")
+    config.write_text(
+        "approvers:\n  alice: {email: alice@example.com}\n  bob: {}\ngroups:\n  sre: [alice, bob]\n"
+    )
     scopes = tmp_path / "scopes"
     scopes.mkdir()
     write_scope(scopes, scope_data())
@@ -148,3 +150,22 @@ def test_plan_against_a_git_ref(tmp_path: Path, capsys: pytest.CaptureFixture[st
     assert "removes" not in out
     code, _, err = run(["scopes", "plan", str(repo / "scopes"), "--against", "no-such-ref"], capsys)
     assert code == 1 and "cannot read 'scopes' at git ref 'no-such-ref'" in err
+
+
+def test_plan_against_reports_loosened_settings_and_requesters(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    old, new = tmp_path / "old", tmp_path / "new"
+    old.mkdir()
+    new.mkdir()
+    before = scope_data()
+    before["tiers"]["write"]["rate_limit"] = "10/h"
+    write_scope(old, before)
+    after = scope_data(requesters=[{"subject": "agent:shop"}, {"subject": "agent:intruder"}])
+    after["tiers"]["delete"]["approval"]["allow_slack_approval"] = True
+    write_scope(new, after)
+    code, out, _ = run(["scopes", "plan", str(new), "--against", str(old)], capsys)
+    assert code == 0
+    assert "+ shop/(all)/(all): adds requester subject agent:intruder" in out
+    assert "~ shop/prod/write: changes rate_limit from 10/h to none" in out
+    assert "~ shop/prod/delete: changes slack_approval from off to on" in out

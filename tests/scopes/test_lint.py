@@ -208,10 +208,14 @@ def test_delete_defaults_to_two_approvals(tmp_path: Path) -> None:
 
 class Directory:
     def has_approver(self, name: str) -> bool:
-        return name == "alice"
+        return name in ("alice", "bob")
 
     def has_group(self, name: str) -> bool:
         return name == "sre"
+
+    def approvers_for(self, names: tuple[str, ...], groups: tuple[str, ...]) -> set[str]:
+        known = {n for n in names if self.has_approver(n)}
+        return known | ({"alice", "bob"} if "sre" in groups else set())
 
 
 def test_approvers_and_groups_must_exist_in_config(tmp_path: Path) -> None:
@@ -221,9 +225,20 @@ def test_approvers_and_groups_must_exist_in_config(tmp_path: Path) -> None:
     data["tiers"]["write"]["approval"]["approvers"] = ["mallory"]
     data["tiers"]["delete"]["approval"]["groups"] = ["nobody"]
     problems = findings(tmp_path, data, rules.approvals_satisfiable, ctx)
-    assert len(problems) == 2
-    assert "approver 'mallory' is not defined" in problems[0]
-    assert "group 'nobody' is not defined" in problems[1]
+    joined = "\n".join(problems)
+    assert len(problems) == 4
+    assert "approver 'mallory' is not defined" in joined
+    assert "tier write requires 1 distinct approvals but only 0" in joined
+    assert "group 'nobody' is not defined" in joined
+    assert "tier delete requires 2 distinct approvals but only 0" in joined
+
+
+def test_approvals_need_enough_distinct_approvers(tmp_path: Path) -> None:
+    ctx = LintContext(iam=lint_context().iam, directory=Directory())
+    data = scope_data()
+    data["tiers"]["delete"]["approval"] = {"approvers": ["alice"], "required": 2}
+    problems = findings(tmp_path, data, rules.approvals_satisfiable, ctx)
+    assert len(problems) == 1 and "[unsatisfiable-approval]" in problems[0]
 
 
 def test_every_environment_needs_a_role_per_tier(tmp_path: Path) -> None:

@@ -188,3 +188,16 @@ def test_vault_paths_refuse_dot_dot_and_inner_stars(tmp_path: Path) -> None:
 def test_valid_scope_copy_is_untouched() -> None:
     # The factory hands out copies: tests cannot leak changes into each other.
     assert VALID["metadata"]["service"] == "shop"
+
+
+def test_empty_claim_patterns_are_refused(tmp_path: Path) -> None:
+    data = scope_data(requesters=[{"claims": {"iss": ""}}])
+    problems = reasons(write_scope(tmp_path, data))
+    assert any("claim 'iss' must not be empty" in p for p in problems)
+
+
+def test_vault_paths_take_only_the_env_placeholder(tmp_path: Path) -> None:
+    data = scope_data()
+    data["environments"]["prod"]["vault"]["kv"]["paths"] = ["shop/${region}/*"]
+    problems = reasons(write_scope(tmp_path, data))
+    assert any("unknown placeholder '${region}' (known: ${env})" in p for p in problems)
