@@ -10,10 +10,14 @@ from __future__ import annotations
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 
 from broker.errors import BrokerError, InvalidFileError
+
+if TYPE_CHECKING:
+    from broker.config import Settings
 
 EXIT_PROBLEMS = 1
 
@@ -100,6 +104,48 @@ def scopes_plan(path: Path, as_json: bool, against: str | None, config: Path | N
         scope_facts(scopes_now, iam),
     )
     click.echo(render_changes(changes), nl=False)
+
+
+CONFIG_OPTION = click.option(
+    "--config",
+    "config_path",
+    type=click.Path(path_type=Path, dir_okay=False),
+    envvar="BROKER_CONFIG",
+    help="The broker's YAML config (default: built-in defaults).",
+)
+
+
+def _settings(config_path: Path | None) -> Settings:
+    from broker.config import load_settings
+
+    return load_settings(config_path)
+
+
+@cli.command("serve")
+@CONFIG_OPTION
+@click.option("--workers", type=click.IntRange(1, 64), help="Gunicorn worker processes.")
+@click.option("--bind", help="host:port to listen on (default: the config's listen).")
+def serve_command(config_path: Path | None, workers: int | None, bind: str | None) -> None:
+    """Run the broker under gunicorn."""
+    from broker.serve import serve
+
+    serve(_settings(config_path), workers, bind)
+
+
+@cli.group("config")
+def config_group() -> None:
+    """The broker's own configuration."""
+
+
+@config_group.command("check")
+@click.argument("path", type=click.Path(path_type=Path, dir_okay=False))
+def config_check(path: Path) -> None:
+    """Validate a config file; print file:line:column: reason per problem."""
+    settings = _settings(path)
+    click.echo(
+        f"OK: {path} is valid ({len(settings.approvers)} approvers, {len(settings.groups)} "
+        f"groups, {len(settings.identity.oidc)} OIDC issuers)."
+    )
 
 
 def main(argv: Sequence[str] | None = None) -> None:

@@ -1,9 +1,9 @@
 """The scopes in force in a running broker, and how they are reloaded.
 
-A reload replaces the whole set only when every file is valid; otherwise the last good set
-stays in force (like a web server refusing a broken configuration) and the failure is
-reported in /readyz and the audit log. Listeners learn which services changed, so caches
-can drop what those scopes issued.
+On start, scope files with problems are reported and left out. On reload, a scope whose
+new version has problems keeps its last good version (like a web server refusing a broken
+configuration) and the problems are reported in the audit log. Listeners learn which
+services changed, so caches can drop what those scopes issued.
 """
 
 from __future__ import annotations
@@ -50,26 +50,42 @@ class ScopeHolder:
         return fingerprint(self.path) != self._current.fingerprint
 
     def reload(self) -> ReloadOutcome:
+        """Load the scope files again; a scope whose new version is invalid keeps its old one.
+
+        New valid versions replace old ones, removed files remove their scope, and a file
+        with problems leaves its service's last good version in force (a typo cannot take a
+        service's scope away), while the problems are reported.
+        """
         with self._lock:
             result = load_scope_set(self.path, self.ctx)
+            old, new = self._current, result.scope_set
+            broken = {p.path for p in result.problems}
+            kept = {
+                name: loaded
+                for name, loaded in old.loaded.items()
+                if name not in new.loaded and loaded.scope.source in broken
+            }
+            merged = ScopeSet(
+                scopes={**{n: ls.scope for n, ls in kept.items()}, **new.scopes},
+                loaded={**kept, **new.loaded},
+                compiled={**{n: old.compiled[n] for n in kept}, **new.compiled},
+                fingerprint=new.fingerprint,
+            )
+            changed = frozenset(
+                name
+                for name in set(old.compiled) | set(merged.compiled)
+                if old.compiled.get(name) != merged.compiled.get(name)
+                or old.scopes.get(name) != merged.scopes.get(name)
+            )
+            self._current = merged
+            self.last_problems = tuple(result.problems)
+            outcome = ReloadOutcome(not result.problems, changed, tuple(result.problems))
             if result.problems:
-                self.last_problems = tuple(result.problems)
-                outcome = ReloadOutcome(False, frozenset(), tuple(result.problems))
                 log.warning(
-                    "scope reload refused: %d problem(s); the previous scopes stay in force",
+                    "scope reload: %d problem(s); %d scope(s) keep their previous version",
                     len(result.problems),
+                    len(kept),
                 )
-            else:
-                old, new = self._current, result.scope_set
-                changed = frozenset(
-                    name
-                    for name in set(old.compiled) | set(new.compiled)
-                    if old.compiled.get(name) != new.compiled.get(name)
-                    or old.scopes.get(name) != new.scopes.get(name)
-                )
-                self._current = new
-                self.last_problems = ()
-                outcome = ReloadOutcome(True, changed, ())
         for listener in self._listeners:
             listener(outcome)
         return outcome

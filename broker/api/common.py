@@ -1,0 +1,84 @@
+"""Helpers every API view uses: the verified agent, the JSON body, the services."""
+
+from __future__ import annotations
+
+import json
+import re
+from typing import TYPE_CHECKING, Any, cast
+
+from flask import current_app, g, request
+
+from broker.errors import BadRequest, PayloadTooLarge, Unauthenticated, UnsupportedMediaType
+from broker.identity.model import AgentIdentity
+
+if TYPE_CHECKING:
+    from broker.services import Services
+
+MAX_JSON_DEPTH = 32
+_STRING = re.compile(r'"(?:[^"\\]|\\.)*"')
+
+
+def services() -> Services:
+    return cast("Services", current_app.extensions["broker"])
+
+
+def bearer_token() -> str:
+    header = request.headers.get("Authorization", "")
+    scheme, _, token = header.partition(" ")
+    if scheme.lower() != "bearer" or not token.strip():
+        raise Unauthenticated("missing bearer token (Authorization: Bearer <jwt>)")
+    return token.strip()
+
+
+def current_agent() -> AgentIdentity:
+    """The verified agent of this request (cached on ``g``); 401 otherwise, audited."""
+    cached = getattr(g, "agent", None)
+    if cached is not None:
+        return cast(AgentIdentity, cached)
+    svc = services()
+    try:
+        identity = svc.verifier.verify(bearer_token())
+    except Unauthenticated as e:
+        svc.audit.record("authenticate", "denied", _peer(), reason=e.message, path=request.path)
+        svc.metrics.denial(e.code)
+        raise
+    g.agent = identity
+    return identity
+
+
+def _peer() -> str:
+    return f"unauthenticated ({request.remote_addr or 'unknown'})"
+
+
+def json_body() -> Any:
+    """The parsed JSON body: 415 when it is not JSON, 400 when malformed or too deep."""
+    if request.mimetype != "application/json":
+        raise UnsupportedMediaType("send the body as application/json")
+    limit = current_app.config["MAX_CONTENT_LENGTH"]
+    if request.content_length is not None and request.content_length > limit:
+        raise PayloadTooLarge(f"request body is larger than {limit} bytes")
+    raw = request.get_data(cache=True)
+    if len(raw) > limit:
+        raise PayloadTooLarge(f"request body is larger than {limit} bytes")
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise BadRequest("request body is not UTF-8") from e
+    if _depth(text) > MAX_JSON_DEPTH:
+        raise BadRequest(f"JSON nested deeper than {MAX_JSON_DEPTH} levels")
+    try:
+        return json.loads(text)
+    except (ValueError, RecursionError) as e:
+        raise BadRequest("request body is not valid JSON") from e
+
+
+def _depth(text: str) -> int:
+    """The deepest bracket nesting of a JSON text, strings ignored (cheap, no recursion)."""
+    depth = deepest = 0
+    for char in _STRING.sub("", text):
+        if char in "[{":
+            depth += 1
+            deepest = max(deepest, depth)
+        elif char in "]}":
+            depth -= 1
+    return deepest

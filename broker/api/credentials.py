@@ -1,0 +1,110 @@
+"""POST /v1/credentials and GET /v1/scopes: what agents call at session start."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+from flask import Blueprint, Response, jsonify, url_for
+
+from broker.api.common import current_agent, json_body, services
+from broker.credentials import Issued, Pending
+from broker.identity.requesters import may_request
+from broker.store.records import RequestRecord
+
+blueprint = Blueprint("credentials", __name__, url_prefix="/v1")
+
+
+def iso(timestamp: float | None) -> str | None:
+    if timestamp is None:
+        return None
+    return (
+        dt.datetime.fromtimestamp(timestamp, dt.UTC)
+        .isoformat(timespec="seconds")
+        .replace("+00:00", "Z")
+    )
+
+
+def issued_body(outcome: Issued) -> dict[str, object]:
+    return {
+        "request_id": outcome.request_id,
+        "status": "issued",
+        "backend": outcome.credential.backend,
+        "credentials": outcome.credential.body(),
+        "expires_at": iso(outcome.credential.expires_at),
+        "cached": outcome.cached,
+    }
+
+
+def pending_body(record: RequestRecord, approvals_received: int) -> dict[str, object]:
+    return {
+        "request_id": record.id,
+        "status": record.status,
+        "approvals_required": record.approvals_required,
+        "approvals_received": approvals_received,
+        "expires_at": iso(record.expires_at),
+        "poll_url": url_for("requests.get_request", request_id=record.id, _external=True),
+    }
+
+
+@blueprint.post("/credentials")
+def request_credentials() -> tuple[Response, int]:
+    """Request credentials for a scope tier.
+
+    200: read credentials issued now (or from the cache). 202: a write/delete request is
+    pending approval. 400/404: invalid or unknown field. 401: bad token. 403: not a
+    requester of the scope, frozen, change freeze, blast radius. 413, 415, 429 (with
+    Retry-After), 503 upstream unavailable (nothing issued).
+    """
+    agent = current_agent()
+    outcome = services().credentials.request(agent, json_body())
+    if isinstance(outcome, Pending):
+        return jsonify(pending_body(outcome.request, 0)), 202
+    return jsonify(issued_body(outcome)), 200
+
+
+@blueprint.get("/scopes")
+def list_scopes() -> Response:
+    """The scopes this agent may request: environments, regions, tiers, backends. 200, 401."""
+    agent = current_agent()
+    result = []
+    for scope in services().scopes.current.scopes.values():
+        if not may_request(scope, agent):
+            continue
+        environments = []
+        for env in scope.environments.values():
+            backends = [
+                name
+                for name, present in (
+                    ("aws", env.aws),
+                    ("vault", env.vault),
+                    ("database", env.database),
+                )
+                if present
+            ]
+            environments.append(
+                {
+                    "name": env.name,
+                    "regions": list(env.aws.regions) if env.aws else [],
+                    "backends": backends,
+                }
+            )
+        tiers = [
+            {
+                "name": tier.name,
+                "ttl_seconds": tier.ttl_seconds,
+                "approval_required": tier.approval is not None,
+                "approvals": tier.approval.required if tier.approval else 0,
+                "delay_seconds": tier.approval.delay_seconds if tier.approval else 0,
+                "max_resources": tier.max_resources,
+            }
+            for tier in scope.tiers.values()
+        ]
+        result.append(
+            {
+                "service": scope.service,
+                "description": scope.description,
+                "environments": environments,
+                "tiers": tiers,
+            }
+        )
+    return jsonify(agent=agent.subject, scopes=result)

@@ -1,0 +1,34 @@
+"""Liveness and readiness."""
+
+from __future__ import annotations
+
+from flask import Blueprint, Response, jsonify
+
+from broker.api.common import services
+
+blueprint = Blueprint("health", __name__)
+
+
+@blueprint.get("/healthz")
+def healthz() -> Response:
+    """The process is alive. 200 always."""
+    return jsonify(status="ok")
+
+
+@blueprint.get("/readyz")
+def readyz() -> tuple[Response, int]:
+    """Ready to serve: scopes loaded, store and upstreams reachable.
+
+    200 with every check "ok"; 503 with the failing checks named otherwise.
+    """
+    checks = services().readiness()
+    ready = all(value == "ok" for value in checks.values())
+    return jsonify(status="ready" if ready else "not ready", checks=checks), 200 if ready else 503
+
+
+@blueprint.get("/metrics")
+def metrics() -> Response:
+    """Prometheus metrics in the text exposition format. 200."""
+    return Response(
+        services().metrics.render(), mimetype="text/plain; version=0.0.4; charset=utf-8"
+    )

@@ -1,0 +1,71 @@
+"""Escalated requests: the agent polls, then collects its approved credentials once."""
+
+from __future__ import annotations
+
+from flask import Blueprint, Response, jsonify, request
+
+from broker.api.common import current_agent, services
+from broker.api.credentials import iso, issued_body
+from broker.approvals.service import MAX_WAIT_SECONDS, RequestView
+from broker.errors import BadRequest
+from broker.ids import looks_like_request_id
+
+blueprint = Blueprint("requests", __name__, url_prefix="/v1")
+
+
+def view_body(view: RequestView) -> dict[str, object]:
+    record = view.record
+    return {
+        "request_id": record.id,
+        "status": record.status,
+        "service": record.service,
+        "environment": record.environment,
+        "region": record.region,
+        "tier": record.tier,
+        "backend": record.backend,
+        "resources": list(record.resources),
+        "approvals_required": record.approvals_required,
+        "approvals_received": view.approvals_received,
+        "delay_seconds": record.delay_seconds,
+        "collectable_at": iso(record.collectable_at),
+        "collect_deadline": iso(record.collect_deadline),
+        "expires_at": iso(record.expires_at),
+        "reason": record.reason,
+    }
+
+
+def _request_id(value: str) -> str:
+    if not looks_like_request_id(value):
+        raise BadRequest("malformed request id", "request_id")
+    return value
+
+
+@blueprint.get("/requests/<request_id>")
+def get_request(request_id: str) -> Response:
+    """The state of one of the agent's own requests.
+
+    ``?wait=N`` long-polls up to N seconds (at most 30) for a change. 200; 400 malformed id
+    or wait; 401; 404 no such request of this agent.
+    """
+    agent = current_agent()
+    wait_text = request.args.get("wait", "0")
+    try:
+        wait = float(wait_text)
+    except ValueError as e:
+        raise BadRequest("wait must be a number of seconds", "wait") from e
+    if not 0 <= wait <= MAX_WAIT_SECONDS:
+        raise BadRequest(f"wait must be between 0 and {MAX_WAIT_SECONDS}", "wait")
+    view = services().approvals.status(_request_id(request_id), agent, wait)
+    return jsonify(view_body(view))
+
+
+@blueprint.post("/requests/<request_id>/credentials")
+def collect(request_id: str) -> Response:
+    """Collect the credentials of an approved request, once, by the requesting agent.
+
+    200 credentials; 401; 403 another agent, denied, frozen or change freeze; 404; 409 not
+    approved yet or the delay is running; 410 already collected or expired; 503 upstream.
+    """
+    agent = current_agent()
+    issued = services().approvals.collect(_request_id(request_id), agent)
+    return jsonify(issued_body(issued))

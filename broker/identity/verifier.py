@@ -1,0 +1,191 @@
+"""Verify the bearer JWT of every API call; one short reason per rejection.
+
+Issuers: the broker itself (tokens it minted, EdDSA with its own key) and the configured
+external OIDC issuers (keys from their JWKS). The issuer is chosen by the unverified
+``iss`` claim, but only that issuer's keys and algorithms are then accepted, so a token
+cannot pick its own algorithm (``alg: none``, HS256 signed with a public key...).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import jwt
+from cachetools import TTLCache
+
+from broker.config import IdentitySettings, OidcIssuer
+from broker.errors import Unauthenticated
+from broker.identity.jwks import JwksCache
+from broker.identity.model import AgentIdentity
+from broker.keys import BrokerKeys
+
+LOCAL_ISSUER_NAME = "local"
+LOCAL_ALGORITHM = "EdDSA"
+REQUIRED_CLAIMS = ["exp", "iat", "iss", "aud", "sub"]
+# Verified tokens are remembered briefly (by hash) so repeated calls skip the signature.
+VERIFIED_CACHE_SECONDS = 60
+
+
+@dataclass(frozen=True)
+class _Issuer:
+    name: str
+    issuer: str
+    audience: str
+    algorithms: tuple[str, ...]
+    subject_claim: str
+    identity_claims: tuple[str, ...]
+    required_claims: tuple[str, ...]
+    jwks_url: str | None = None
+
+
+class TokenVerifier:
+    def __init__(
+        self,
+        settings: IdentitySettings,
+        keys: BrokerKeys,
+        jwks: JwksCache | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.settings = settings
+        self.keys = keys
+        self.jwks = jwks or JwksCache(
+            ttl_seconds=settings.jwks_cache_seconds,
+            min_refresh_seconds=settings.jwks_min_refresh_seconds,
+        )
+        self.clock = clock
+        self._issuers: dict[str, _Issuer] = {}
+        if settings.local.enabled:
+            local = settings.local
+            self._issuers[local.issuer] = _Issuer(
+                name=LOCAL_ISSUER_NAME,
+                issuer=local.issuer,
+                audience=local.audience,
+                algorithms=(LOCAL_ALGORITHM,),
+                subject_claim="sub",
+                identity_claims=(),
+                required_claims=(),
+            )
+        for oidc in settings.oidc:
+            self._issuers[oidc.issuer] = _from_oidc(oidc)
+        self._verified: TTLCache[str, AgentIdentity] = TTLCache(
+            maxsize=10_000, ttl=VERIFIED_CACHE_SECONDS, timer=clock
+        )
+        self._lock = threading.Lock()
+
+    def verify(self, token: str) -> AgentIdentity:
+        """The identity a bearer token proves; raises Unauthenticated with a short reason."""
+        if len(token.encode()) > self.settings.max_token_bytes:
+            raise Unauthenticated(f"token is larger than {self.settings.max_token_bytes} bytes")
+        digest = hashlib.sha256(token.encode()).hexdigest()
+        with self._lock:
+            cached = self._verified.get(digest)
+        if cached is not None and (cached.expires_at or 0) > self.clock():
+            return cached
+        identity = self._verify(token)
+        with self._lock:
+            self._verified[digest] = identity
+        return identity
+
+    def _verify(self, token: str) -> AgentIdentity:
+        try:
+            header = jwt.get_unverified_header(token)
+            unverified = jwt.decode(token, options={"verify_signature": False})
+        except jwt.PyJWTError as e:
+            raise Unauthenticated("malformed token") from e
+        algorithm = header.get("alg")
+        if not isinstance(algorithm, str) or algorithm.lower() == "none":
+            raise Unauthenticated("unsigned token (alg: none) refused")
+        issuer = self._issuers.get(str(unverified.get("iss")))
+        if issuer is None:
+            raise Unauthenticated("unknown token issuer")
+        if algorithm not in issuer.algorithms:
+            raise Unauthenticated(f"algorithm {algorithm} is not accepted for this issuer")
+        kid = header.get("kid")
+        key = self._key_for(issuer, kid if isinstance(kid, str) else None, algorithm)
+        claims = self._decode(token, key, issuer, algorithm)
+        return self._identity(issuer, claims)
+
+    def _key_for(self, issuer: _Issuer, kid: str | None, algorithm: str) -> Any:
+        if issuer.jwks_url is None:
+            if kid != self.keys.agent_key_id:
+                raise Unauthenticated("unknown signing key (kid)")
+            return self.keys.agent_public_key
+        jwk = self.jwks.key(issuer.jwks_url, kid)
+        # A key may only verify the algorithm family it was published for.
+        if jwk.algorithm_name and jwk.algorithm_name != algorithm:
+            raise Unauthenticated(f"signing key is for {jwk.algorithm_name}, not {algorithm}")
+        expected_type = {"R": "RSA", "P": "RSA", "E": "EC"}.get(algorithm[0])
+        if algorithm == "EdDSA":
+            expected_type = "OKP"
+        if jwk.key_type != expected_type:
+            raise Unauthenticated(f"signing key type {jwk.key_type} does not match {algorithm}")
+        return jwk.key
+
+    def _decode(self, token: str, key: Any, issuer: _Issuer, algorithm: str) -> dict[str, Any]:
+        required = REQUIRED_CLAIMS + [c for c in issuer.required_claims if c not in REQUIRED_CLAIMS]
+        try:
+            claims: dict[str, Any] = jwt.decode(
+                token,
+                key,
+                algorithms=[algorithm],
+                audience=issuer.audience,
+                issuer=issuer.issuer,
+                leeway=self.settings.leeway_seconds,
+                options={"require": required, "verify_iat": True},
+            )
+        except jwt.ExpiredSignatureError as e:
+            raise Unauthenticated("token expired") from e
+        except jwt.ImmatureSignatureError as e:
+            raise Unauthenticated("token not yet valid") from e
+        except jwt.InvalidAudienceError as e:
+            raise Unauthenticated("token audience is not this broker") from e
+        except jwt.InvalidIssuerError as e:
+            raise Unauthenticated("wrong token issuer") from e
+        except jwt.MissingRequiredClaimError as e:
+            raise Unauthenticated(f"token lacks the required claim '{e.claim}'") from e
+        except jwt.InvalidSignatureError as e:
+            raise Unauthenticated("bad token signature") from e
+        except jwt.PyJWTError as e:
+            raise Unauthenticated("invalid token") from e
+        now = self.clock()
+        if float(claims["iat"]) > now + self.settings.leeway_seconds:
+            raise Unauthenticated("token issued in the future")
+        return claims
+
+    def _identity(self, issuer: _Issuer, claims: dict[str, Any]) -> AgentIdentity:
+        subject = claims.get(issuer.subject_claim)
+        if not isinstance(subject, str) or not subject:
+            raise Unauthenticated(f"token lacks the required claim '{issuer.subject_claim}'")
+        identity_claims: dict[str, str] = {"iss": issuer.issuer}
+        for name in issuer.identity_claims:
+            value = claims.get(name)
+            if value is None:
+                raise Unauthenticated(f"token lacks the required claim '{name}'")
+            if not isinstance(value, str | int | bool):
+                raise Unauthenticated(f"claim '{name}' must be a string")
+            identity_claims[name] = str(value)
+        return AgentIdentity(
+            issuer=issuer.name,
+            subject=subject,
+            claims=identity_claims,
+            token_id=str(claims["jti"]) if "jti" in claims else None,
+            expires_at=float(claims["exp"]),
+        )
+
+
+def _from_oidc(oidc: OidcIssuer) -> _Issuer:
+    return _Issuer(
+        name=oidc.name,
+        issuer=oidc.issuer,
+        audience=oidc.audience,
+        algorithms=oidc.algorithms,
+        subject_claim=oidc.subject_claim,
+        identity_claims=oidc.identity_claims,
+        required_claims=oidc.required_claims,
+        jwks_url=oidc.jwks_url,
+    )

@@ -1,0 +1,103 @@
+"""The issuer seam: what every credential backend (STS, Vault token, database) implements.
+
+An issuer receives a fully decided :class:`IssueRequest` (scope resolved, duration clamped,
+session policy compiled) and returns one :class:`IssuedCredential`, or raises
+:class:`UpstreamUnavailable`. It never widens what it was asked for and never returns a
+partial credential.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from broker.identity.model import AgentIdentity
+from broker.scopes.model import Backend, Environment, Scope, TierName
+from broker.store.records import IssuedRecord
+
+
+@dataclass(frozen=True)
+class IssueRequest:
+    request_id: str
+    identity: AgentIdentity
+    scope: Scope
+    environment: Environment
+    region: str | None
+    tier: TierName
+    backend: Backend
+    resources: tuple[str, ...]
+    duration_seconds: int
+    session_policy: Mapping[str, Any] | None = None  # AWS only: already narrowed
+
+
+@dataclass(frozen=True)
+class IssuedCredential:
+    """Credential material plus the non-secret ids that correlate it (audit, revocation).
+
+    ``secret`` holds the values that must never be logged; ``repr`` hides them.
+    """
+
+    backend: str
+    expires_at: float
+    secret: Mapping[str, str]
+    public: Mapping[str, str] = field(default_factory=dict)
+
+    def __repr__(self) -> str:
+        hidden = ", ".join(f"{k}=***" for k in sorted(self.secret))
+        return (
+            f"IssuedCredential(backend={self.backend!r}, expires_at={self.expires_at}, "
+            f"public={dict(self.public)!r}, {hidden})"
+        )
+
+    __str__ = __repr__
+
+    def body(self) -> dict[str, str]:
+        """The credential as returned to the agent: public ids and secret values together."""
+        return {**self.public, **self.secret}
+
+    def secret_values(self) -> list[str]:
+        return [v for v in self.secret.values() if v]
+
+
+class Issuer(Protocol):
+    """One credential backend."""
+
+    backend: str
+
+    def issue(self, request: IssueRequest) -> IssuedCredential:
+        """Issue exactly what ``request`` says; raise UpstreamUnavailable on failure."""
+        ...
+
+    def revoke(self, record: IssuedRecord) -> None:
+        """Invalidate what ``record`` describes; raise UpstreamUnavailable on failure."""
+        ...
+
+    def check(self) -> None:
+        """Raise UpstreamUnavailable when the upstream cannot be reached (for /readyz)."""
+        ...
+
+
+def issued_record(
+    request: IssueRequest, credential: IssuedCredential, issued_at: float
+) -> IssuedRecord:
+    """The store's record of an issuance: correlation ids only, never the secret parts."""
+    public = credential.public
+    return IssuedRecord(
+        request_id=request.request_id,
+        agent_key=request.identity.key,
+        agent_subject=request.identity.subject,
+        service=request.scope.service,
+        environment=request.environment.name,
+        region=request.region,
+        tier=request.tier,
+        backend=request.backend,
+        issued_at=issued_at,
+        expires_at=credential.expires_at,
+        access_key_id=public.get("access_key_id"),
+        source_identity=public.get("source_identity"),
+        role_arn=public.get("role_arn"),
+        vault_accessor=public.get("accessor"),
+        lease_id=public.get("lease_id"),
+        username=public.get("username"),
+    )

@@ -1,0 +1,75 @@
+"""The notifier seam: tell approvers about requests, update them, raise alerts.
+
+Notifications are best effort: a notifier that cannot reach its channel raises
+:class:`NotificationFailed`, which callers record and survive (an approval link still
+works; the kill switch still revokes).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+log = logging.getLogger(__name__)
+
+
+class NotificationFailed(Exception):
+    """A notification could not be delivered (the reason is safe to log)."""
+
+
+@dataclass(frozen=True)
+class ApprovalNotice:
+    """What approvers are told about a request. All strings are raw user input: escape them."""
+
+    request_id: str
+    agent: str
+    agent_claims: Mapping[str, str]
+    service: str
+    environment: str
+    region: str | None
+    tier: str
+    backend: str
+    justification: str
+    resources: Sequence[str]
+    adds: Sequence[str]
+    duration_seconds: int
+    approvals_required: int
+    approvals_received: int
+    delay_seconds: int
+    page_url: str
+    channel: str | None = None
+    slack_approval: bool = True
+    direct_slack_users: Sequence[str] = field(default_factory=tuple)
+
+
+class Notifier(Protocol):
+    def request_opened(self, notice: ApprovalNotice) -> Mapping[str, Any]:
+        """Post the request; return what is needed to update the message later."""
+        ...
+
+    def request_updated(
+        self, notice: ApprovalNotice, status: str, detail: str, handle: Mapping[str, Any]
+    ) -> None: ...
+
+    def alert(self, text: str, evidence: Sequence[str] = ()) -> None: ...
+
+
+class LogNotifier:
+    """The notifier when no Slack is configured: approvers use the page; alerts go to logs."""
+
+    def request_opened(self, notice: ApprovalNotice) -> Mapping[str, Any]:
+        log.info(
+            "approval requested",
+            extra={"request_id": notice.request_id, "service": notice.service, "tier": notice.tier},
+        )
+        return {}
+
+    def request_updated(
+        self, notice: ApprovalNotice, status: str, detail: str, handle: Mapping[str, Any]
+    ) -> None:
+        log.info("request %s", status, extra={"request_id": notice.request_id})
+
+    def alert(self, text: str, evidence: Sequence[str] = ()) -> None:
+        log.warning("ALERT: %s", text, extra={"evidence": list(evidence)})

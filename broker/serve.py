@@ -1,0 +1,73 @@
+"""`broker serve`: the broker under gunicorn, a production WSGI server."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from typing import Any
+
+from gunicorn.app.base import BaseApplication
+
+from broker.config import Settings
+from broker.logs import configure_logging
+
+
+class BrokerServer(BaseApplication):  # type: ignore[misc]
+    """Gunicorn with the broker's settings; each worker builds its own app and services."""
+
+    def __init__(
+        self, settings: Settings, workers: int | None = None, bind: str | None = None
+    ) -> None:
+        self.settings = settings
+        self.options = {
+            "bind": bind or settings.listen,
+            "workers": workers or settings.workers,
+            "worker_class": "gthread",
+            "threads": settings.threads,
+            "timeout": 60,  # long-polls last at most 30 s
+            "graceful_timeout": 20,
+            "keepalive": 5,
+            "limit_request_line": 8190,
+            "limit_request_fields": 64,
+            "accesslog": None,
+            "proc_name": "credential-broker",
+            "post_worker_init": _post_worker_init,
+        }
+        super().__init__()
+
+    def load_config(self) -> None:
+        for key, value in self.options.items():
+            self.cfg.set(key, value)
+
+    def load(self) -> Any:
+        from broker.app import create_app
+        from broker.services import build_services
+        from broker.wiring import backend_factories
+
+        services = build_services(self.settings, **backend_factories())
+        app = create_app(services=services)
+        app.config["BROKER_SERVICES_START"] = services.start_background
+        return app
+
+
+def _post_worker_init(worker: Any) -> None:
+    start = worker.wsgi.config.get("BROKER_SERVICES_START")
+    if start is not None:
+        start()
+
+
+def serve(settings: Settings, workers: int | None = None, bind: str | None = None) -> None:
+    configure_logging()
+    if settings.workers > 1 or (workers or 0) > 1:
+        # Several workers: prometheus_client aggregates their samples through files.
+        directory = os.environ.setdefault(
+            "PROMETHEUS_MULTIPROC_DIR", tempfile.mkdtemp(prefix="broker-metrics-")
+        )
+        os.makedirs(directory, exist_ok=True)
+    # Keys and schema are prepared once here, before workers start racing for them.
+    from broker.keys import load_keys
+    from broker.store.sql import SqlStore
+
+    load_keys(settings.state_dir)
+    SqlStore.from_url(settings.database_url).close()
+    BrokerServer(settings, workers, bind).run()

@@ -1,0 +1,202 @@
+"""Build every client and service from settings, in one place.
+
+Tests pass their own pieces (a store on a test database, issuers against test servers, a
+notifier speaking to a local Slack stand-in, a fake clock); everything else is built from
+the settings. Nothing here runs at import.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from flask import Blueprint
+
+from broker.approvals.links import LinkSigner
+from broker.approvals.service import ApprovalService
+from broker.audit.recorder import AuditRecorder, AuditStream
+from broker.cache import CredentialCache
+from broker.config import Settings
+from broker.credentials import CredentialService
+from broker.errors import BrokerError
+from broker.guard.guard import Guard
+from broker.identity.verifier import TokenVerifier
+from broker.issuers.base import Issuer
+from broker.keys import BrokerKeys, load_keys
+from broker.metrics import Metrics
+from broker.notify.base import LogNotifier, Notifier
+from broker.policy.iam_actions import IamDatabase, iam_database
+from broker.scopes.holder import ReloadOutcome, ScopeHolder
+from broker.scopes.lint import LintContext
+from broker.store.sql import SqlStore
+
+log = logging.getLogger(__name__)
+
+READINESS_CACHE_SECONDS = 2.0
+
+
+@dataclass
+class Services:
+    settings: Settings
+    clock: Callable[[], float]
+    keys: BrokerKeys
+    iam: IamDatabase
+    store: SqlStore
+    scopes: ScopeHolder
+    verifier: TokenVerifier
+    cache: CredentialCache
+    issuers: Mapping[str, Issuer]
+    audit: AuditRecorder
+    metrics: Metrics
+    notifier: Notifier
+    guard: Guard
+    links: LinkSigner
+    approvals: ApprovalService
+    credentials: CredentialService
+    blueprints: list[Blueprint] = field(default_factory=list)
+    _readiness: tuple[float, dict[str, str]] = (float("-inf"), {})
+    _readiness_lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def readiness(self) -> dict[str, str]:
+        """Each dependency's state ("ok" or why not), cached briefly."""
+        now = time.monotonic()
+        with self._readiness_lock:
+            at, checks = self._readiness
+            if now - at < READINESS_CACHE_SECONDS:
+                return checks
+        checks = {}
+        current = self.scopes.current
+        # A refused reload keeps the last good scopes in force: still ready.
+        checks["scopes"] = "ok" if current.scopes else "no valid scopes loaded"
+        try:
+            self.store.ping()
+            checks["store"] = "ok"
+        except BrokerError as e:
+            checks["store"] = e.message
+        for name, issuer in sorted(self.issuers.items()):
+            try:
+                issuer.check()
+                checks[name] = "ok"
+            except BrokerError as e:
+                checks[name] = e.message
+        with self._readiness_lock:
+            self._readiness = (now, checks)
+        return checks
+
+    def on_scope_reload(self, outcome: ReloadOutcome) -> None:
+        evicted = self.cache.evict_services(outcome.changed)
+        self.audit.record(
+            "scope_reload",
+            "applied" if outcome.applied else "partial",
+            "broker",
+            reason=""
+            if outcome.applied
+            else f"{len(outcome.problems)} problem(s): scopes "
+            "with problems keep their previous version",
+            changed=sorted(outcome.changed),
+            evicted=evicted,
+            problems=[str(p) for p in outcome.problems[:20]] or None,
+        )
+
+    def start_background(self) -> None:
+        """Watch the scope files and expire overdue requests (in `broker serve`)."""
+        from broker.scopes.holder import ScopeWatcher
+
+        ScopeWatcher(self.scopes).start()
+
+        def sweep() -> None:
+            while True:
+                time.sleep(5)
+                try:
+                    self.approvals.sweep()
+                except Exception:  # noqa: BLE001 - a sweep failing must not stop the next
+                    log.exception("request sweep failed")
+
+        threading.Thread(target=sweep, name="request-sweeper", daemon=True).start()
+
+    def close(self) -> None:
+        self.store.close()
+
+
+def build_services(
+    settings: Settings,
+    clock: Callable[[], float] = time.time,
+    store: SqlStore | None = None,
+    issuers: Mapping[str, Issuer] | None = None,
+    notifier: Notifier | None = None,
+    keys: BrokerKeys | None = None,
+    build_issuers: Callable[[Settings, Metrics], Mapping[str, Issuer]] | None = None,
+    build_notifier: Callable[[Settings], Notifier] | None = None,
+    **_: Any,
+) -> Services:
+    """Everything the broker needs, wired once."""
+    iam = iam_database()
+    keys = keys or load_keys(settings.state_dir)
+    store = store or SqlStore.from_url(settings.database_url)
+    if settings.audit_stream:
+        store.subscribe_audit(AuditStream(settings.audit_stream))
+    metrics = Metrics()
+    scopes = ScopeHolder(settings.scopes_dir, LintContext(iam=iam, directory=settings))
+    audit = AuditRecorder(store, clock)
+    if notifier is None:
+        notifier = build_notifier(settings) if build_notifier else LogNotifier()
+    if issuers is None:
+        issuers = build_issuers(settings, metrics) if build_issuers else {}
+    cache = CredentialCache(settings.cache_margin_seconds, settings.cache_margin_ratio, clock=clock)
+    guard = Guard(store, audit, notifier, settings.breaker, clock)
+    links = LinkSigner(keys.link_secret, settings.public_url, settings.approvals.link_ttl_seconds)
+    credentials_holder: list[CredentialService] = []
+
+    def issue(*args: Any) -> Any:
+        return credentials_holder[0].issue(*args)
+
+    approvals = ApprovalService(
+        settings=settings,
+        scopes=scopes,
+        iam=iam,
+        store=store,
+        audit=audit,
+        notifier=notifier,
+        links=links,
+        metrics=metrics,
+        frozen=guard.frozen,
+        issue=issue,
+        clock=clock,
+    )
+    credentials = CredentialService(
+        scopes=scopes,
+        iam=iam,
+        store=store,
+        cache=cache,
+        issuers=issuers,
+        audit=audit,
+        guard=guard,
+        escalations=approvals,
+        metrics=metrics,
+        clock=clock,
+    )
+    credentials_holder.append(credentials)
+    services = Services(
+        settings=settings,
+        clock=clock,
+        keys=keys,
+        iam=iam,
+        store=store,
+        scopes=scopes,
+        verifier=TokenVerifier(settings.identity, keys, clock=clock),
+        cache=cache,
+        issuers=issuers,
+        audit=audit,
+        metrics=metrics,
+        notifier=notifier,
+        guard=guard,
+        links=links,
+        approvals=approvals,
+        credentials=credentials,
+    )
+    scopes.on_reload(services.on_scope_reload)
+    return services

@@ -1,0 +1,6 @@
+"""Fixtures shared across the suite live in tests/fixtures; this file only registers them."""
+
+pytest_plugins = [
+    "tests.fixtures.postgres",
+    "tests.fixtures.broker",
+]
