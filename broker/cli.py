@@ -148,7 +148,13 @@ def config_check(path: Path) -> None:
     )
 
 
+def _add_feature_commands() -> None:
+    """Command groups that live beside their feature (one line each)."""
+    # Feature commands: each module defines a click command or group; add it here.
+
+
 def main(argv: Sequence[str] | None = None) -> None:
+    _add_feature_commands()
     try:
         cli.main(
             args=list(argv) if argv is not None else None, prog_name="broker", standalone_mode=False
