@@ -1,31 +1,87 @@
 """Write every decision of the broker to the hash-chained audit log.
 
 Records carry ids that correlate them with upstream logs (STS access key id and
-SourceIdentity, Vault token accessor, lease id) and never a secret: callers pass only
-public fields, and ``details`` are checked against the secret-looking keys below.
+SourceIdentity, Vault token accessor, lease id) and with the broker's own log lines (the
+HTTP request id), and never a secret: callers pass only public fields, and ``details`` are
+checked against secret-looking names at any depth (:mod:`broker.audit.redact`).
+
+What is hashed is exactly what is stored: details are normalised to plain JSON first and
+the indexed text fields are clipped to their column widths (PostgreSQL refuses longer
+values; a bad request must still be audited, not turned into a store error).
 """
 
 from __future__ import annotations
 
 import json
+import logging
+import os
 import sys
 import threading
 import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
-from broker.store.records import AuditRecord
+from flask import g, has_request_context
+
+from broker.audit.redact import secret_fields
+from broker.store import tables as t
+from broker.store.records import AuditRecord, IssuedRecord
 from broker.store.sql import SqlStore
 
-# Keys that must never appear in audit details; a programming error if they do.
-FORBIDDEN_KEYS = frozenset({"secret_access_key", "session_token", "token", "password", "secret"})
+log = logging.getLogger(__name__)
+
+# The widths of the audit log's bounded text columns (the migration's, read from the table).
+COLUMN_LIMITS: dict[str, int] = {
+    name: int(getattr(t.audit_log.c[name].type, "length", 0) or 0)
+    for name in ("actor", "action", "outcome", "service", "environment", "tier", "request_id")
+}
+MAX_UNCLIPPED = 2000
+
+
+def http_request_id() -> str | None:
+    """The X-Request-ID of the HTTP request being served, to join audit records and logs."""
+    if has_request_context():
+        value = g.get("request_id")
+        return value if isinstance(value, str) else None
+    return None
+
+
+def correlation_of(record: IssuedRecord) -> dict[str, str]:
+    """The public correlation ids of an issued credential (for revocation records)."""
+    ids = {
+        "access_key_id": record.access_key_id,
+        "source_identity": record.source_identity,
+        "role_arn": record.role_arn,
+        "accessor": record.vault_accessor,
+        "lease_id": record.lease_id,
+        "username": record.username,
+    }
+    return {k: v for k, v in ids.items() if v}
+
+
+def _clip(value: str | None, limit: int) -> str | None:
+    if value is None or len(value) <= limit:
+        return value
+    return value[: limit - 1] + "\u2026"
+
+
+def plain_json(details: Mapping[str, Any]) -> dict[str, Any]:
+    """``details`` as the store will return them (tuples become lists, odd types text)."""
+    result: dict[str, Any] = json.loads(json.dumps(dict(details), sort_keys=True, default=str))
+    return result
 
 
 class AuditRecorder:
-    def __init__(self, store: SqlStore, clock: Callable[[], float] = time.time) -> None:
+    def __init__(
+        self,
+        store: SqlStore,
+        clock: Callable[[], float] = time.time,
+        correlation: Callable[[], str | None] = http_request_id,
+    ) -> None:
         self.store = store
         self.clock = clock
+        self.correlation = correlation
 
     def record(
         self,
@@ -39,22 +95,73 @@ class AuditRecorder:
         request_id: str | None = None,
         **details: Any,
     ) -> AuditRecord:
-        leaked = FORBIDDEN_KEYS.intersection(details)
+        """Append one record; raise ValueError if ``details`` name a secret field."""
+        leaked = secret_fields(details)
         if leaked:
             raise ValueError(f"refusing to audit secret fields: {sorted(leaked)}")
+        kept = {k: v for k, v in details.items() if v is not None}
+        http_id = self.correlation()
+        if http_id and "http_request_id" not in kept:
+            kept["http_request_id"] = http_id
+        fields = {
+            "actor": actor,
+            "action": action,
+            "outcome": outcome,
+            "service": service,
+            "environment": environment,
+            "tier": tier,
+            "request_id": request_id,
+        }
+        clipped = {name: _clip(value, COLUMN_LIMITS[name]) for name, value in fields.items()}
+        unclipped = {
+            name: value[:MAX_UNCLIPPED]
+            for name, value in fields.items()
+            if value is not None and value != clipped[name]
+        }
+        if unclipped:
+            kept["unclipped"] = unclipped
         record = AuditRecord(
-            at=self.clock(),
-            actor=actor,
-            action=action,
-            outcome=outcome,
+            at=float(self.clock()),
+            actor=clipped["actor"] or "",
+            action=clipped["action"] or "",
+            outcome=clipped["outcome"] or "",
             reason=reason,
-            service=service,
-            environment=environment,
-            tier=tier,
-            request_id=request_id,
-            details={k: v for k, v in details.items() if v is not None},
+            service=clipped["service"],
+            environment=clipped["environment"],
+            tier=clipped["tier"],
+            request_id=clipped["request_id"],
+            details=plain_json(kept),
         )
         return self.store.append_audit(record)
+
+    def credential_event(
+        self,
+        action: str,
+        outcome: str,
+        actor: str,
+        issued: IssuedRecord,
+        reason: str = "",
+        **details: Any,
+    ) -> AuditRecord:
+        """A record about one issued credential (revocation...), with its correlation ids."""
+        return self.record(
+            action,
+            outcome,
+            actor,
+            reason=reason,
+            service=issued.service,
+            environment=issued.environment,
+            tier=issued.tier,
+            request_id=issued.request_id,
+            backend=issued.backend,
+            agent=issued.agent_subject,
+            **{**correlation_of(issued), **details},
+        )
+
+
+def iso_time(at: float) -> str:
+    """UTC, millisecond precision: 2024-05-01T12:00:00.123Z."""
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(at)) + f".{int(at * 1000) % 1000:03d}Z"
 
 
 def record_json(record: AuditRecord) -> dict[str, Any]:
@@ -62,7 +169,7 @@ def record_json(record: AuditRecord) -> dict[str, Any]:
     return {
         "seq": record.seq,
         "at": record.at,
-        "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(record.at)),
+        "time": iso_time(record.at),
         "actor": record.actor,
         "action": record.action,
         "outcome": record.outcome,
@@ -77,25 +184,55 @@ def record_json(record: AuditRecord) -> dict[str, Any]:
     }
 
 
+def record_line(record: AuditRecord) -> str:
+    """One record as one JSON line (no trailing newline)."""
+    return json.dumps(record_json(record), sort_keys=True, separators=(",", ":"))
+
+
 class AuditStream:
-    """Write each appended record as one JSON line to stdout or a file, as it happens."""
+    """Write each appended record as one JSON line to stdout or a file, as it happens.
+
+    A file is opened for appending and each line is one ``write``, so several worker
+    processes can share it without tearing lines. The stream is a copy for a SIEM: when it
+    cannot be written, the record is still in the store (the source of truth, and the
+    request goes on); the failure is logged and counted, never raised.
+    """
 
     def __init__(self, target: str) -> None:
         self._lock = threading.Lock()
-        self._handle: IO[str]
-        if target == "-":
-            self._handle = sys.stdout
-        else:
+        self.target = target
+        self.failures = 0
+        self.closed = False
+        self._fd: int | None = None
+        if target != "-":
             path = Path(target)
             path.parent.mkdir(parents=True, exist_ok=True)
-            self._handle = path.open("a", encoding="utf-8")
+            self._fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
 
     def __call__(self, record: AuditRecord) -> None:
-        line = json.dumps(record_json(record), sort_keys=True)
+        line = record_line(record) + "\n"
         with self._lock:
-            self._handle.write(line + "\n")
-            self._handle.flush()
+            if self.closed:
+                self.failures += 1
+                return
+            try:
+                if self._fd is None:
+                    sys.stdout.write(line)
+                    sys.stdout.flush()
+                else:
+                    data = line.encode("utf-8")
+                    while data:
+                        data = data[os.write(self._fd, data) :]
+            except (OSError, ValueError) as e:
+                self.failures += 1
+                log.warning(
+                    "audit stream write failed; the record is in the store",
+                    extra={"seq": record.seq, "error": type(e).__name__},
+                )
 
-
-def details_of(mapping: Mapping[str, Any] | None) -> dict[str, Any]:
-    return dict(mapping or {})
+    def close(self) -> None:
+        with self._lock:
+            self.closed = True
+            if self._fd is not None:
+                os.close(self._fd)
+                self._fd = None

@@ -29,6 +29,8 @@ from sqlalchemy import (
     select,
     update,
 )
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 from sqlalchemy.pool import StaticPool
@@ -430,7 +432,13 @@ class SqlStore:
                 .first()
             )
             if head is None:
-                connection.execute(insert(t.audit_head).values(id=1, seq=0, hash=GENESIS))
+                # Two replicas may both find no head: the second waits, then inserts nothing.
+                dialect_insert = pg_insert if self.is_postgres else sqlite_insert
+                connection.execute(
+                    dialect_insert(t.audit_head)
+                    .values(id=1, seq=0, hash=GENESIS)
+                    .on_conflict_do_nothing()
+                )
                 head = (
                     connection.execute(
                         select(t.audit_head).where(t.audit_head.c.id == 1).with_for_update()
@@ -530,6 +538,27 @@ class SqlStore:
         with self._tx() as connection:
             rows = connection.execute(query).mappings().all()
         return [_request(row) for row in rows]
+
+    # -- observability (metrics at scrape time, `broker audit verify`) ----------------
+
+    def count_requests(self, status: str) -> int:
+        """How many requests are in ``status`` now, across every replica."""
+        with self._tx() as connection:
+            return int(
+                connection.execute(
+                    select(func.count())
+                    .select_from(t.requests)
+                    .where(t.requests.c.status == status)
+                ).scalar_one()
+            )
+
+    def audit_head_entry(self) -> tuple[int, str] | None:
+        """The chain's head (last sequence number and hash), or None when it has none."""
+        with self._tx() as connection:
+            row = connection.execute(
+                select(t.audit_head.c.seq, t.audit_head.c.hash).where(t.audit_head.c.id == 1)
+            ).first()
+        return None if row is None else (int(row[0]), str(row[1]))
 
 
 def _lock_id(key: str) -> int:

@@ -1,0 +1,101 @@
+"""The audit trail's vocabulary: every action name, what it means, and its outcomes.
+
+One catalogue, so the recorder's callers, `broker audit show` and docs/audit.md agree.
+Actions marked *planned* are recorded by features being built (revocation, the kill
+switch, break-glass, `broker scopes apply`); their names are fixed here first.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Action:
+    name: str
+    meaning: str
+    outcomes: tuple[str, ...]
+
+
+AUTHENTICATE = "authenticate"
+REQUEST = "request"
+NOTIFY = "notify"
+VIEW = "view"
+APPROVE = "approve"
+DENY = "deny"
+COLLECT = "collect"
+ISSUE = "issue"
+REVOKE = "revoke"
+FREEZE = "freeze"
+UNFREEZE = "unfreeze"
+BREAKER_TRIP = "breaker_trip"
+BREAK_GLASS = "break_glass"
+SCOPE_RELOAD = "scope_reload"
+SCOPE_APPLY = "scope_apply"
+
+CATALOGUE: tuple[Action, ...] = (
+    Action(AUTHENTICATE, "a caller's token was refused", ("denied",)),
+    Action(
+        REQUEST,
+        "a credential request and each change of its state",
+        ("denied", "pending", "approved", "expired", "cancelled"),
+    ),
+    Action(NOTIFY, "approvers were told about a request (or could not be)", ("sent", "failed")),
+    Action(VIEW, "an approver opened a request's approval page (planned)", ("viewed",)),
+    Action(APPROVE, "an approver approved (or was refused)", ("recorded", "refused")),
+    Action(DENY, "an approver denied (or was refused)", ("recorded", "refused")),
+    Action(COLLECT, "the agent collected approved credentials", ("collected", "refused")),
+    Action(
+        ISSUE,
+        "credentials were issued upstream, served from the cache, or failed",
+        ("issued", "cached", "failed"),
+    ),
+    Action(REVOKE, "issued credentials were revoked (planned)", ("revoked", "failed")),
+    Action(FREEZE, "the kill switch froze an agent, a scope or everything (planned)", ("frozen",)),
+    Action(UNFREEZE, "an operator lifted a freeze (planned)", ("lifted",)),
+    Action(BREAKER_TRIP, "the circuit breaker froze an agent", ("frozen",)),
+    Action(
+        BREAK_GLASS,
+        "an emergency request bypassed the normal approval rule (planned)",
+        ("requested", "issued", "refused"),
+    ),
+    Action(SCOPE_RELOAD, "the scope files were reloaded", ("applied", "partial")),
+    Action(
+        SCOPE_APPLY,
+        "a scope change was applied by `broker scopes apply` (planned)",
+        (
+            "applied",
+            "refused",
+        ),
+    ),
+)
+BY_NAME = {action.name: action for action in CATALOGUE}
+
+# How a record reads in a request's timeline (`broker audit show`), by (action, outcome).
+VERBS: dict[tuple[str, str], str] = {
+    (REQUEST, "pending"): "requested",
+    (REQUEST, "denied"): "refused",
+    (REQUEST, "approved"): "approved",
+    (REQUEST, "expired"): "expired",
+    (REQUEST, "cancelled"): "cancelled",
+    (NOTIFY, "sent"): "notified",
+    (NOTIFY, "failed"): "notify failed",
+    (VIEW, "viewed"): "viewed",
+    (APPROVE, "recorded"): "approval",
+    (APPROVE, "refused"): "approval refused",
+    (DENY, "recorded"): "denial",
+    (DENY, "refused"): "denial refused",
+    (COLLECT, "collected"): "collected",
+    (COLLECT, "refused"): "collect refused",
+    (ISSUE, "issued"): "issued",
+    (ISSUE, "cached"): "issued (cache)",
+    (ISSUE, "failed"): "issue failed",
+    (REVOKE, "revoked"): "revoked",
+    (REVOKE, "failed"): "revoke failed",
+    (BREAK_GLASS, "requested"): "break-glass",
+}
+
+
+def verb(action: str, outcome: str) -> str:
+    """A short past-tense label for a record: 'approval', 'issued (cache)', 'revoked'."""
+    return VERBS.get((action, outcome), f"{action} {outcome}".replace("_", " "))
