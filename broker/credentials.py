@@ -141,6 +141,7 @@ class CredentialService:
         )
         if use_cache:
             entry = self.cache.get(key)
+            self.metrics.cache_lookup(entry is not None)
             if entry is not None:
                 self.audit.record(
                     "issue",

@@ -3,25 +3,82 @@
 Each app gets its own registry (tests build many apps in one process). Under gunicorn with
 several workers, ``PROMETHEUS_MULTIPROC_DIR`` makes every worker write its samples to files
 that /metrics aggregates (prometheus_client's multiprocess mode).
+
+Counters and histograms count what this process did. The pending-approvals gauge is
+different: it is a fact of the shared store, so it is read from the store at scrape time
+(every replica reports the same number) instead of being counted up and down per process.
 """
 
 from __future__ import annotations
 
+import logging
 import os
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 
 from prometheus_client import (
     CollectorRegistry,
     Counter,
-    Gauge,
     Histogram,
     generate_latest,
     multiprocess,
 )
+from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+from broker.errors import BrokerError
+
+log = logging.getLogger(__name__)
 
 LATENCY_BUCKETS = (0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10)
+PENDING_NAME = "broker_pending_approvals"
+
+
+class PendingApprovals:
+    """``broker_pending_approvals``: the store's count of pending requests, at scrape time.
+
+    When the store cannot be read the gauge is left out of that scrape (Prometheus then
+    sees it absent) rather than failing the whole scrape or reporting a made-up zero.
+    """
+
+    def __init__(self, count: Callable[[], int]) -> None:
+        self.count = count
+
+    def collect(self) -> Iterator[Metric]:
+        try:
+            value = self.count()
+        except BrokerError as e:
+            log.warning("pending approvals not read for /metrics", extra={"error": e.code})
+            return
+        gauge = GaugeMetricFamily(PENDING_NAME, "Requests waiting for approval (all replicas)")
+        gauge.add_metric([], value)
+        yield gauge
+
+
+class _Scrape:
+    """Several collectors exposed as one, for one scrape."""
+
+    def __init__(self, collectors: Iterable[Collector]) -> None:
+        self.collectors = list(collectors)
+
+    def collect(self) -> Iterator[Metric]:
+        for collector in self.collectors:
+            yield from collector.collect()
+
+
+class _Unused:
+    """Stands in for the old per-process pending gauge until its callers drop it.
+
+    ``broker_pending_approvals`` now comes from the store at scrape time; counting it up and
+    down per process was wrong across replicas. Calls are accepted and ignored.
+    """
+
+    def inc(self, amount: float = 1) -> None:
+        """Ignored (see the class docstring)."""
+
+    def dec(self, amount: float = 1) -> None:
+        """Ignored (see the class docstring)."""
 
 
 class Metrics:
@@ -32,6 +89,12 @@ class Metrics:
             "broker_credentials_issued_total",
             "Credentials handed out, by backend, tier and source (upstream or cache)",
             ["backend", "tier", "source"],
+            registry=r,
+        )
+        self.cache_lookups = Counter(
+            "broker_credential_cache_lookups_total",
+            "Credential cache lookups by result (hit or miss); hit ratio = hits / all",
+            ["result"],
             registry=r,
         )
         self.denials = Counter(
@@ -49,12 +112,7 @@ class Metrics:
             buckets=(10, 30, 60, 120, 300, 600, 1200, 1800, 3600, 7200),
             registry=r,
         )
-        self.pending = Gauge(
-            "broker_pending_approvals",
-            "Requests waiting for approval",
-            registry=r,
-            multiprocess_mode="livemax",
-        )
+        self.pending = _Unused()
         self.upstream_latency = Histogram(
             "broker_upstream_latency_seconds",
             "Upstream call latency by backend and outcome",
@@ -79,6 +137,12 @@ class Metrics:
     def denial(self, reason: str) -> None:
         self.denials.labels(reason=reason).inc()
 
+    def cache_lookup(self, hit: bool) -> None:
+        self.cache_lookups.labels(result="hit" if hit else "miss").inc()
+
+    def revocation(self, backend: str, outcome: str) -> None:
+        self.revocations.labels(backend=backend, outcome=outcome).inc()
+
     @contextmanager
     def upstream(self, backend: str) -> Iterator[None]:
         start = time.perf_counter()
@@ -91,9 +155,15 @@ class Metrics:
                 time.perf_counter() - start
             )
 
-    def render(self) -> bytes:
+    def render(self, pending: Callable[[], int] | None = None) -> bytes:
+        """The text exposition; ``pending`` counts pending requests in the shared store."""
+        collectors: list[Collector] = []
         if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
-            registry = CollectorRegistry()
-            multiprocess.MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
-            return generate_latest(registry)
-        return generate_latest(self.registry)
+            workers = CollectorRegistry()
+            multiprocess.MultiProcessCollector(workers)  # type: ignore[no-untyped-call]
+            collectors.append(workers)
+        else:
+            collectors.append(self.registry)
+        if pending is not None:
+            collectors.append(PendingApprovals(pending))
+        return generate_latest(_Scrape(collectors))

@@ -28,7 +28,10 @@ def readyz() -> tuple[Response, int]:
 
 @blueprint.get("/metrics")
 def metrics() -> Response:
-    """Prometheus metrics in the text exposition format. 200."""
-    return Response(
-        services().metrics.render(), mimetype="text/plain; version=0.0.4; charset=utf-8"
-    )
+    """Prometheus metrics in the text exposition format. 200.
+
+    Pending approvals are counted in the shared store now, so every replica agrees.
+    """
+    svc = services()
+    body = svc.metrics.render(pending=lambda: svc.store.count_requests("pending"))
+    return Response(body, mimetype="text/plain; version=0.0.4; charset=utf-8")
