@@ -3,4 +3,6 @@
 pytest_plugins = [
     "tests.fixtures.postgres",
     "tests.fixtures.broker",
+    "tests.fixtures.secret_scan",
+    "pytester",
 ]
