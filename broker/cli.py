@@ -151,6 +151,9 @@ def config_check(path: Path) -> None:
 def _add_feature_commands() -> None:
     """Command groups that live beside their feature (one line each)."""
     # Feature commands: each module defines a click command or group; add it here.
+    from broker.approvals.commands import approvals
+
+    cli.add_command(approvals)
     from broker.audit.commands import audit
 
     cli.add_command(audit)

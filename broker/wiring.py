@@ -17,7 +17,16 @@ def build_issuers(settings: Settings, metrics: Metrics) -> Mapping[str, Issuer]:
 
 
 def build_notifier(settings: Settings) -> Notifier:
-    return LogNotifier()
+    """Slack (bot token or incoming webhook) when configured; otherwise approvers use the page."""
+    from broker.approvals.links import LinkSigner
+    from broker.keys import load_keys
+    from broker.notify.slack import SlackNotifier
+
+    if not SlackNotifier.configured(settings):
+        return LogNotifier()
+    secret = load_keys(settings.state_dir).link_secret
+    signer = LinkSigner(secret, settings.public_url, settings.approvals.link_ttl_seconds)
+    return SlackNotifier(settings, signer)
 
 
 def backend_factories() -> dict[str, Any]:

@@ -3,6 +3,8 @@
 pytest_plugins = [
     "tests.fixtures.postgres",
     "tests.fixtures.broker",
+    "tests.fixtures.slack",
+    "tests.fixtures.browser",
     "tests.fixtures.secret_scan",
     "pytester",
 ]

@@ -20,6 +20,9 @@ from broker.errors import Unauthenticated
 AUDIENCE = "broker-approval"
 TOKEN_TYPE = "approval-link"
 MAX_TOKEN_BYTES = 2048
+PAGE_PATH = "/approve/"
+# A token issued this far in the future was not minted by a broker with a sane clock.
+MAX_CLOCK_SKEW_SECONDS = 60
 
 
 @dataclass(frozen=True)
@@ -36,6 +39,10 @@ class LinkSigner:
         self._key = hmac.new(secret, b"approval-links", hashlib.sha256).digest()
         self.issuer = issuer
         self.ttl = ttl_seconds
+
+    def url(self, token: str) -> str:
+        """The approval page address a personal link points at."""
+        return f"{self.issuer}{PAGE_PATH}{token}"
 
     def mint(
         self,
@@ -58,7 +65,11 @@ class LinkSigner:
         return jwt.encode(claims, self._key, algorithm="HS256")
 
     def parse(self, token: str, now: float | None = None) -> LinkClaims:
-        """Verify a link token; raise Unauthenticated with a short reason otherwise."""
+        """Verify a link token; raise Unauthenticated with a short reason otherwise.
+
+        Expiry is judged by ``now`` (the broker's clock) rather than PyJWT's own reading
+        of the system time, so every replica and every test agree on when a link dies.
+        """
         if len(token) > MAX_TOKEN_BYTES:
             raise Unauthenticated("approval link is malformed")
         try:
@@ -68,19 +79,33 @@ class LinkSigner:
                 algorithms=["HS256"],
                 audience=AUDIENCE,
                 issuer=self.issuer,
-                options={"require": ["exp", "iat", "jti", "aud", "iss"]},
+                options={
+                    "require": ["exp", "iat", "jti", "aud", "iss"],
+                    "verify_exp": False,
+                    "verify_iat": False,
+                },
             )
-        except jwt.ExpiredSignatureError as e:
-            raise Unauthenticated("approval link has expired") from e
         except jwt.PyJWTError as e:
             raise Unauthenticated("approval link is invalid") from e
         if claims.get("typ") != TOKEN_TYPE or not all(
             isinstance(claims.get(k), str) for k in ("req", "apr", "jti")
         ):
             raise Unauthenticated("approval link is invalid")
+        expires, issued = _number(claims.get("exp")), _number(claims.get("iat"))
+        current = now if now is not None else time.time()
+        if current >= expires:
+            raise Unauthenticated("approval link has expired")
+        if issued > current + MAX_CLOCK_SKEW_SECONDS:
+            raise Unauthenticated("approval link is invalid")
         return LinkClaims(
             jti=claims["jti"],
             request_id=claims["req"],
             approver=claims["apr"],
-            expires_at=float(claims["exp"]),
+            expires_at=expires,
         )
+
+
+def _number(value: object) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise Unauthenticated("approval link is invalid")
+    return float(value)

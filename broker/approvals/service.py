@@ -15,11 +15,13 @@ freeze. The grant is exactly what was asked, and its clock starts when it is col
 from __future__ import annotations
 
 import logging
+import math
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
 
+from broker.approvals.difference import aws_additions, set_additions
 from broker.approvals.links import LinkSigner
 from broker.audit.recorder import AuditRecorder
 from broker.config import Approver, Settings
@@ -41,7 +43,7 @@ from broker.intake import CredentialRequest, ResolvedRequest, resolve
 from broker.metrics import Metrics
 from broker.notify.base import ApprovalNotice, NotificationFailed, Notifier
 from broker.policy.compiler import session_policy, vault_policy
-from broker.policy.grants import database_grants, policy_grants, vault_grants
+from broker.policy.grants import database_grants, vault_grants
 from broker.policy.iam_actions import IamDatabase
 from broker.scopes.holder import ScopeHolder
 from broker.scopes.model import Approval, Scope, TierName
@@ -153,12 +155,18 @@ class ApprovalService:
         notice = self.notice(record, scope, rule, approvals_received=0)
         try:
             handle = self.notifier.request_opened(notice)
-        except NotificationFailed as e:
+        except Exception as e:  # noqa: BLE001 - notifications are best effort
+            # A notifier bug must not turn a stored request (or, on collection, credentials
+            # already issued) into a 500; only the exception's type is logged, since a
+            # third-party message could quote a URL or token.
+            reason = str(e) if isinstance(e, NotificationFailed) else type(e).__name__
+            if not isinstance(e, NotificationFailed):
+                log.error("notifier crashed: %s", reason, extra={"request_id": record.id})
             self.audit.record(
                 "notify",
                 "failed",
                 "broker",
-                reason=str(e),
+                reason=reason,
                 request_id=record.id,
                 service=record.service,
                 tier=record.tier,
@@ -215,21 +223,21 @@ class ApprovalService:
             return ()
         if record.backend == "aws" and env.aws is not None and record.region:
             try:
-                granted = policy_grants(
-                    session_policy(scope, env, record.region, tier, self.iam, record.resources)
+                granted = session_policy(
+                    scope, env, record.region, tier, self.iam, record.resources
                 )
-                baseline = policy_grants(
-                    session_policy(scope, env, record.region, "read", self.iam)
-                )
+                baseline = session_policy(scope, env, record.region, "read", self.iam)
             except BrokerError:
                 return ()
-        elif record.backend == "vault":
-            granted = vault_grants(vault_policy(scope, env, tier))
-            baseline = vault_grants(vault_policy(scope, env, "read"))
-        else:
-            granted = database_grants(scope, env, tier)
-            baseline = database_grants(scope, env, "read")
-        return tuple(f"adds {grant}" for grant in sorted(granted - baseline))
+            # Coverage, not string equality: the request's resources narrow the tier's
+            # patterns, and a narrowed read action is not an addition.
+            return aws_additions(granted, baseline)
+        if record.backend == "vault":
+            return set_additions(
+                vault_grants(vault_policy(scope, env, tier)),
+                vault_grants(vault_policy(scope, env, "read")),
+            )
+        return set_additions(database_grants(scope, env, tier), database_grants(scope, env, "read"))
 
     # -- reading ----------------------------------------------------------------------
 
@@ -288,17 +296,23 @@ class ApprovalService:
     def decide(
         self, request_id: str, approver_name: str, decision: Decision, via: str, reason: str = ""
     ) -> RequestView:
-        """Record one approver's decision, enforcing every rule; return the new state."""
+        """Record one approver's decision, enforcing every rule; return the new state.
+
+        The checks run twice: once here for a clear refusal, and the status again inside
+        the store's locked transaction, where a decision arriving after the request left
+        ``pending`` (another replica counted the last required approval, or a deny won) is
+        rolled back: exactly the required number of approvals is ever recorded.
+        """
         now = self.clock()
-        approver = self.approver_identity(approver_name)
+        action = "approve" if decision == "approve" else "deny"
         record = self.get(request_id)
         try:
-            self._check_decision(record, approver, decision, via, now)
+            approver = self.approver_identity(approver_name)
         except BrokerError as e:
             self.audit.record(
-                "approve" if decision == "approve" else "deny",
+                action,
                 "refused",
-                f"approver:{approver.name}",
+                f"approver:{approver_name}",
                 reason=e.message,
                 request_id=record.id,
                 service=record.service,
@@ -310,8 +324,13 @@ class ApprovalService:
         window = self.settings.approvals.collect_window_seconds
 
         def apply(current: RequestRecord, approvals: int, counted: bool) -> dict[str, Any]:
-            if not counted or current.status not in OPEN_STATES:
-                return {}
+            if not counted:
+                return {}  # this approver already decided: a double click changes nothing
+            if current.status not in OPEN_STATES or (
+                decision == "approve" and current.status != "pending"
+            ):
+                # Raising rolls the transaction back: the late decision is not recorded.
+                raise Conflict(f"this request is already {current.status}")
             if decision == "deny":
                 return {
                     "status": "denied",
@@ -326,17 +345,32 @@ class ApprovalService:
                 }
             return {}
 
-        result = self.store.record_decision(
-            record.id,
-            ApprovalRecord(
+        try:
+            self._check_decision(record, approver, decision, via, now)
+            result = self.store.record_decision(
+                record.id,
+                ApprovalRecord(
+                    request_id=record.id,
+                    approver=approver.name,
+                    decision=decision,
+                    via=via,
+                    created_at=now,
+                ),
+                apply,
+            )
+        except (Forbidden, Conflict) as e:
+            self.audit.record(
+                action,
+                "refused",
+                f"approver:{approver.name}",
+                reason=e.message,
                 request_id=record.id,
-                approver=approver.name,
-                decision=decision,
+                service=record.service,
+                environment=record.environment,
+                tier=record.tier,
                 via=via,
-                created_at=now,
-            ),
-            apply,
-        )
+            )
+            raise
         updated = result.request
         if result.counted:
             self.metrics.approvals.labels(decision=decision).inc()
@@ -355,8 +389,10 @@ class ApprovalService:
             )
             if updated.status != record.status:
                 self._status_changed(updated, result.approvals)
-        view = self.view(updated)
-        return view
+            else:
+                # Still waiting: show the approvals so far on the Slack message.
+                self._notify_updated(updated, result.approvals)
+        return self.view(updated)
 
     def _check_decision(
         self, record: RequestRecord, approver: Approver, decision: Decision, via: str, now: float
@@ -412,6 +448,7 @@ class ApprovalService:
             return
         notice = self.notice(record, scope, tier.approval, approvals)
         detail = {
+            "pending": f"{approvals} of {record.approvals_required} approvals so far",
             "approved": "approved"
             + (
                 f"; collectable after a {record.delay_seconds}s delay"
@@ -427,6 +464,11 @@ class ApprovalService:
             self.notifier.request_updated(notice, record.status, detail, record.notification)
         except NotificationFailed as e:
             self.audit.record("notify", "failed", "broker", reason=str(e), request_id=record.id)
+        except Exception as e:  # noqa: BLE001 - see _notify_opened
+            log.error("notifier crashed: %s", type(e).__name__, extra={"request_id": record.id})
+            self.audit.record(
+                "notify", "failed", "broker", reason=type(e).__name__, request_id=record.id
+            )
 
     # -- collecting -------------------------------------------------------------------
 
@@ -461,6 +503,7 @@ class ApprovalService:
             # Nothing was handed out: give the agent another chance within the window.
             self.store.transition(record.id, ["collected"], status="approved", collected_at=None)
             raise
+        self.metrics.pending.dec()  # the request left its open states
         self.audit.record(
             "collect",
             "collected",
@@ -488,7 +531,7 @@ class ApprovalService:
         collectable_at = record.collectable_at or now
         if now < collectable_at:
             raise RequestNotReady(
-                f"approved; the mandatory delay ends in {int(collectable_at - now) + 1} s"
+                f"approved; the mandatory delay ends in {math.ceil(collectable_at - now)} s"
             )
 
     def _resolve_again(
@@ -592,23 +635,50 @@ class ApprovalService:
                 self._notify_updated(updated, self.view(updated).approvals_received)
         return cancelled
 
-    def recent_history(self, agent_subject: str, limit: int = 8) -> list[Mapping[str, Any]]:
-        """The agent's last requests and refusals, for the approval page."""
-        records = self.store.recent_audit(
+    def recent_history(
+        self, agent_subject: str, limit: int = 8, exclude: str | None = None
+    ) -> list[Mapping[str, Any]]:
+        """The agent's last requests and what became of them, newest first (approval page).
+
+        Escalations come from the requests themselves, so an approver's deny shows with
+        its reason (the audit log records that deny under the approver, not the agent);
+        read issues and the broker's refusals come from the audit log.
+        """
+        entries: list[Mapping[str, Any]] = []
+        for request in self.store.list_requests(agent_subject=agent_subject, limit=limit + 1):
+            if request.id == exclude:
+                continue
+            entries.append(
+                {
+                    "at": request.created_at,
+                    "action": "escalation",
+                    "outcome": request.status,
+                    "service": request.service,
+                    "environment": request.environment,
+                    "tier": request.tier,
+                    "reason": request.reason or "",
+                    "request_id": request.id,
+                }
+            )
+        for r in self.store.recent_audit(
             actor=agent_subject, limit=limit, actions=("request", "issue")
-        )
-        return [
-            {
-                "at": r.at,
-                "action": r.action,
-                "outcome": r.outcome,
-                "service": r.service,
-                "environment": r.environment,
-                "tier": r.tier,
-                "reason": r.reason,
-            }
-            for r in records
-        ]
+        ):
+            if r.action == "request" and r.outcome == "pending":
+                continue  # an escalation: listed above with its current outcome
+            entries.append(
+                {
+                    "at": r.at,
+                    "action": r.action,
+                    "outcome": r.outcome,
+                    "service": r.service,
+                    "environment": r.environment,
+                    "tier": r.tier,
+                    "reason": r.reason,
+                    "request_id": r.request_id,
+                }
+            )
+        entries.sort(key=lambda e: e["at"], reverse=True)
+        return entries[:limit]
 
 
 def _is_requester(approver: Approver, record: RequestRecord) -> bool:

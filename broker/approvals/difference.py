@@ -1,0 +1,79 @@
+"""What an escalated request adds to the read tier, in words an approver reads. Pure.
+
+An approver must see only what is *new*: "adds s3:PutObject on
+arn:aws:s3:::payments-prod-invoices/2026/*". A plain set difference of "action on
+resource" strings is not enough for AWS: a request naming ``.../2026/*`` narrows the
+write tier's statements to that pattern, so ``s3:GetObject on .../2026/*`` differs as a
+string from the read tier's ``s3:GetObject on .../*`` although read already allows it.
+Here a grant counts as an addition only when no read statement covers its action, its
+resource and its regions.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from broker.policy.globs import covers
+
+
+@dataclass(frozen=True)
+class AwsGrant:
+    """One (action, resource) an IAM statement allows, in the regions it is limited to."""
+
+    action: str
+    resource: str
+    regions: frozenset[str] | None  # None: any region
+
+    def describe(self) -> str:
+        suffix = f" in {', '.join(sorted(self.regions))}" if self.regions else ""
+        return f"{self.action} on {self.resource}{suffix}"
+
+
+def aws_grants(policy: Mapping[str, Any] | None) -> list[AwsGrant]:
+    """Every (action, resource) pair an IAM policy document allows."""
+    if not policy:
+        return []
+    grants = []
+    for statement in policy.get("Statement", ()):
+        if statement.get("Effect") != "Allow":
+            continue
+        condition = statement.get("Condition", {}).get("StringEquals", {})
+        regions = condition.get("aws:RequestedRegion")
+        limited = frozenset(_as_list(regions)) if regions else None
+        for action in _as_list(statement.get("Action", [])):
+            for resource in _as_list(statement.get("Resource", [])):
+                grants.append(AwsGrant(action, resource, limited))
+    return grants
+
+
+def aws_additions(
+    granted: Mapping[str, Any] | None, baseline: Mapping[str, Any] | None
+) -> tuple[str, ...]:
+    """'adds <action> on <resource>' for each grant of ``granted`` not covered by ``baseline``."""
+    base = aws_grants(baseline)
+    added = {
+        grant.describe()
+        for grant in aws_grants(granted)
+        if not any(_covered(grant, b) for b in base)
+    }
+    return tuple(f"adds {text}" for text in sorted(added))
+
+
+def set_additions(granted: Iterable[str], baseline: Iterable[str]) -> tuple[str, ...]:
+    """'adds <grant>' for each textual grant (Vault, database) that the baseline lacks."""
+    return tuple(f"adds {grant}" for grant in sorted(set(granted) - set(baseline)))
+
+
+def _covered(grant: AwsGrant, by: AwsGrant) -> bool:
+    if by.regions is not None and (grant.regions is None or not grant.regions <= by.regions):
+        return False
+    # IAM action names are case-insensitive; a pattern may use wildcards (s3:Get*).
+    if not covers(by.action.lower(), grant.action.lower()):
+        return False
+    return covers(by.resource, grant.resource)
+
+
+def _as_list(value: str | Sequence[str]) -> list[str]:
+    return [value] if isinstance(value, str) else list(value)
