@@ -32,6 +32,7 @@ class CacheKey:
     tier: str
     backend: str
     resources: tuple[str, ...]
+    duration: int  # a shorter request must not get longer-lived credentials
 
 
 @dataclass(frozen=True)

@@ -106,6 +106,61 @@ def scopes_plan(path: Path, as_json: bool, against: str | None, config: Path | N
     click.echo(render_changes(changes), nl=False)
 
 
+@scopes.command("apply")
+@click.argument("path", type=click.Path(path_type=Path), required=False)
+@click.option(
+    "--config",
+    "config_path",
+    type=click.Path(path_type=Path, dir_okay=False),
+    envvar="BROKER_CONFIG",
+    help="The broker's YAML config.",
+)
+@click.option("--yes", is_flag=True, help="Apply the plan (without it nothing changes).")
+def scopes_apply(path: Path | None, config_path: Path | None, yes: bool) -> None:
+    """Write the compiled policies to IAM and Vault: the plan first, changes only with --yes."""
+    from broker.apply.command import apply_scopes
+    from broker.apply.upstreams import HvacVaultManager
+    from broker.config import load_settings
+    from broker.policy.iam_actions import iam_database
+    from broker.scopes.lint import LintContext
+    from broker.scopes.registry import default_workers, load_scope_set
+    from broker.wiring import build_accounts, build_sts, build_vault_client
+
+    settings = load_settings(config_path)
+    ctx = LintContext(iam=iam_database(), directory=settings)
+    result = load_scope_set(path or settings.scopes_dir, ctx, workers=default_workers())
+    if result.problems:
+        for problem in result.problems:
+            click.echo(str(problem), err=True)
+        click.echo("Refusing to apply scopes with problems (see above).", err=True)
+        sys.exit(EXIT_PROBLEMS)
+    client = build_vault_client(settings)
+    outcome = apply_scopes(
+        result.scope_set,
+        build_accounts(settings, build_sts(settings)),
+        HvacVaultManager(client) if client is not None else None,
+        yes,
+        click.echo,
+    )
+    if outcome.applied:
+        _audit_apply(settings, outcome.applied, len(outcome.changes))
+    if not outcome.ok:
+        sys.exit(EXIT_PROBLEMS)
+
+
+def _audit_apply(settings: Settings, applied: int, planned: int) -> None:
+    from broker.audit.recorder import AuditRecorder
+    from broker.store.sql import SqlStore
+
+    store = SqlStore.from_url(settings.database_url)
+    try:
+        AuditRecorder(store).record(
+            "scope_apply", "applied", "cli", applied=applied, planned=planned
+        )
+    finally:
+        store.close()
+
+
 CONFIG_OPTION = click.option(
     "--config",
     "config_path",
@@ -157,6 +212,10 @@ def _add_feature_commands() -> None:
     from broker.audit.commands import audit
 
     cli.add_command(audit)
+    from broker.agent_cli import creds_command, mcp_command
+
+    cli.add_command(creds_command)
+    cli.add_command(mcp_command)
 
 
 def main(argv: Sequence[str] | None = None) -> None:

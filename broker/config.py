@@ -98,6 +98,9 @@ class AwsSettings:
     endpoint_url: str | None = None  # e.g. a moto server in development
     default_region: str = "us-east-1"
     broker_principal_arn: str | None = None  # who the tier roles' trust policy lets in
+    # A role the broker assumes in each account to manage tier roles (apply, kill switch);
+    # ${account} is replaced. Unset: the broker's own credentials, in its own account only.
+    admin_role_arn: str | None = None
     regional_sts: bool = True
 
 
@@ -105,6 +108,7 @@ class AwsSettings:
 class VaultSettings:
     url: str | None = None
     token: str | None = None
+    public_url: str | None = None  # the address agents use, when it differs from url
     namespace: str | None = None
     verify_tls: bool = True
 
@@ -564,7 +568,15 @@ class _ConfigReader(Reader):
 
     def _aws(self, node: yaml.Node) -> AwsSettings | None:
         fields = self.mapping(
-            node, "aws", {"endpoint_url", "default_region", "broker_principal_arn", "regional_sts"}
+            node,
+            "aws",
+            {
+                "endpoint_url",
+                "default_region",
+                "broker_principal_arn",
+                "regional_sts",
+                "admin_role_arn",
+            },
         )
         if fields is None:
             return None
@@ -592,10 +604,23 @@ class _ConfigReader(Reader):
             regional_sts=self.each(
                 fields, "regional_sts", lambda n: self.boolean(n, "aws.regional_sts"), True
             ),
+            admin_role_arn=self.each(
+                fields,
+                "admin_role_arn",
+                lambda n: self.string(
+                    n,
+                    "aws.admin_role_arn",
+                    re.compile(r"arn:aws[\w-]*:iam::(\d{12}|\$\{account\}):role/[\w+=,.@/-]+"),
+                    "a role ARN, ${account} allowed",
+                ),
+                None,
+            ),
         )
 
     def _vault(self, node: yaml.Node) -> VaultSettings | None:
-        fields = self.mapping(node, "vault", {"url", "token", "namespace", "verify_tls"})
+        fields = self.mapping(
+            node, "vault", {"url", "token", "namespace", "verify_tls", "public_url"}
+        )
         if fields is None:
             return None
         if "token" in fields:
@@ -610,6 +635,9 @@ class _ConfigReader(Reader):
             ),
             verify_tls=self.each(
                 fields, "verify_tls", lambda n: self.boolean(n, "vault.verify_tls"), True
+            ),
+            public_url=self.each(
+                fields, "public_url", lambda n: self._url(n, "vault.public_url"), None
             ),
         )
 

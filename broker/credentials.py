@@ -138,6 +138,7 @@ class CredentialService:
             tier=request.tier,
             backend=request.backend,
             resources=request.resources,
+            duration=resolved.duration_seconds,
         )
         if use_cache:
             entry = self.cache.get(key)

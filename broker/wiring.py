@@ -5,15 +5,62 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+import boto3
+import hvac
+
 from broker.config import Settings
+from broker.issuers.aws_accounts import AwsAccounts
+from broker.issuers.aws_sts import StsIssuer
 from broker.issuers.base import Issuer
+from broker.issuers.resilience import RetryPolicy
+from broker.issuers.vault_common import VaultCaller, make_client
+from broker.issuers.vault_database import DatabaseIssuer
+from broker.issuers.vault_token import VaultTokenIssuer
 from broker.metrics import Metrics
 from broker.notify.base import LogNotifier, Notifier
 
 
+def retry_policy(settings: Settings) -> RetryPolicy:
+    return RetryPolicy(deadline_seconds=settings.upstream_deadline_seconds)
+
+
+def build_sts(settings: Settings) -> StsIssuer:
+    """STS with the broker's own credentials from boto3's standard chain."""
+    return StsIssuer(
+        boto3.Session(region_name=settings.aws.default_region),
+        endpoint_url=settings.aws.endpoint_url,
+        regional=settings.aws.regional_sts,
+        retry=retry_policy(settings),
+    )
+
+
+def build_vault_client(settings: Settings) -> hvac.Client | None:
+    if not settings.vault.url:
+        return None
+    return make_client(
+        settings.vault.url,
+        settings.vault.token,
+        settings.vault.namespace,
+        settings.vault.verify_tls,
+        timeout=min(5.0, settings.upstream_deadline_seconds),
+    )
+
+
 def build_issuers(settings: Settings, metrics: Metrics) -> Mapping[str, Issuer]:
-    """The issuers the settings configure (none yet: the backends issue adds them)."""
-    return {}
+    """AWS always (credentials from the standard chain); Vault and database when configured."""
+    issuers: dict[str, Issuer] = {"aws": build_sts(settings)}
+    client = build_vault_client(settings)
+    if client is not None and settings.vault.url:
+        retry = retry_policy(settings)
+        issuers["vault"] = VaultTokenIssuer(
+            VaultCaller("vault", client, retry), settings.vault.public_url or settings.vault.url
+        )
+        issuers["database"] = DatabaseIssuer(VaultCaller("database", client, retry))
+    return issuers
+
+
+def build_accounts(settings: Settings, sts: StsIssuer) -> AwsAccounts:
+    return AwsAccounts(sts, settings.aws.admin_role_arn, settings.aws.broker_principal_arn)
 
 
 def build_notifier(settings: Settings) -> Notifier:

@@ -7,4 +7,7 @@ pytest_plugins = [
     "tests.fixtures.browser",
     "tests.fixtures.secret_scan",
     "pytester",
+    "tests.fixtures.openbao",
+    "tests.fixtures.moto",
+    "tests.fixtures.backends",
 ]

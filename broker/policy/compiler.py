@@ -198,6 +198,11 @@ KV1_CAPABILITIES: dict[TierName, tuple[str, ...]] = {
     "delete": ("delete",),
 }
 CAPABILITY_ORDER = ("create", "read", "update", "patch", "delete", "list")
+TOKEN_SELF_PATHS = (
+    ("auth/token/lookup-self", "read"),
+    ("auth/token/renew-self", "update"),
+    ("auth/token/revoke-self", "update"),
+)
 
 
 def vault_policy_name(service: str, environment: str, tier: TierName) -> str:
@@ -228,6 +233,10 @@ def vault_policy(scope: Scope, env: Environment, tier: TierName) -> str | None:
         ordered = sorted(grants[path], key=CAPABILITY_ORDER.index)
         rendered = ", ".join(f'"{c}"' for c in ordered)
         blocks.append(f'path "{path}" {{\n  capabilities = [{rendered}]\n}}\n')
+    # Tokens are created without Vault's default policy; these let an agent look its own
+    # token up, renew it (never past explicit_max_ttl) and revoke it when done.
+    for path, capability in TOKEN_SELF_PATHS:
+        blocks.append(f'path "{path}" {{\n  capabilities = ["{capability}"]\n}}\n')
     return header + "\n".join(blocks)
 
 
@@ -297,20 +306,18 @@ def database_role(scope: Scope, env: Environment, tier: TierName) -> DatabaseRol
             for obj in sorted(database.objects)
         ],
     ]
+    # Revocation must work even after a delete-tier login dropped a table it was granted
+    # on, so it names no table: DROP OWNED BY revokes every privilege the login holds in
+    # this database (and drops anything it created), whatever still exists.
     revocation = [
         "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE usename = '{{name}}';",
-        *[
-            f"REVOKE ALL PRIVILEGES ON {_object_sql(obj)[1]} FROM {user};"
-            for obj in sorted(database.objects)
-        ],
-        *[f"REVOKE USAGE ON SCHEMA {schema} FROM {user};" for schema in schemas],
     ]
     if tier == "delete" and database.owner_role:
         # Membership carries everything the owner role owns: give each service its own.
         owner = _quote_ident(database.owner_role)
         creation.append(f"GRANT {owner} TO {user};")
         revocation.append(f"REVOKE {owner} FROM {user};")
-    revocation.append(f"DROP ROLE IF EXISTS {user};")
+    revocation += [f"DROP OWNED BY {user};", f"DROP ROLE IF EXISTS {user};"]
     ttl = scope.tiers[tier].ttl_seconds
     return DatabaseRole(
         mount=database.mount,

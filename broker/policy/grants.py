@@ -45,7 +45,7 @@ def _as_list(value: str | list[str]) -> list[str]:
 
 
 def vault_grants(hcl: str | None) -> set[str]:
-    """'vault read, list on secret/metadata/x/*' per path block of a generated policy."""
+    """'vault read on secret/metadata/x/*' per path block (the token's self-service aside)."""
     if not hcl:
         return set()
     grants: set[str] = set()
@@ -54,7 +54,7 @@ def vault_grants(hcl: str | None) -> set[str]:
         line = line.strip()
         if line.startswith('path "'):
             path = line.split('"')[1]
-        elif line.startswith("capabilities") and path:
+        elif line.startswith("capabilities") and path and not path.startswith("auth/token/"):
             capabilities = [
                 c.strip().strip('"') for c in line.split("[", 1)[1].rstrip("]").split(",")
             ]

@@ -1,0 +1,93 @@
+"""What the two Vault issuers share: calling hvac inside retries and a circuit, and mapping
+its exceptions to transient or permanent failures."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+import hvac
+import requests
+from hvac import exceptions as vault_errors
+
+from broker.errors import UpstreamUnavailable
+from broker.issuers.resilience import (
+    CircuitBreaker,
+    PermanentError,
+    RetryPolicy,
+    TransientError,
+    call,
+)
+
+T = TypeVar("T")
+TRANSIENT = (
+    vault_errors.InternalServerError,
+    vault_errors.VaultDown,
+    vault_errors.BadGateway,
+    vault_errors.RateLimitExceeded,
+)
+
+
+class VaultCaller:
+    """Runs hvac calls for one backend name ("vault" or "database")."""
+
+    def __init__(
+        self,
+        backend: str,
+        client: hvac.Client,
+        retry: RetryPolicy | None = None,
+        circuit: CircuitBreaker | None = None,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
+        self.backend = backend
+        self.client = client
+        self.retry = retry or RetryPolicy()
+        self.circuit = circuit or CircuitBreaker(backend)
+        self.sleep = sleep
+
+    def __call__(self, action: Callable[[hvac.Client], T]) -> T:
+        def attempt() -> T:
+            try:
+                return action(self.client)
+            except TRANSIENT as e:
+                raise TransientError(type(e).__name__) from e
+            except vault_errors.VaultError as e:
+                # Forbidden, InvalidRequest, InvalidPath...: the message may echo input but
+                # never a token; keep only the class name to be sure.
+                raise PermanentError(type(e).__name__) from e
+            except requests.RequestException as e:
+                raise TransientError(type(e).__name__) from e
+
+        return call(self.backend, attempt, self.retry, self.circuit, sleep=self.sleep)
+
+    def check(self) -> None:
+        if self.circuit.state == "open":
+            raise UpstreamUnavailable(
+                f"{self.backend}: circuit open after repeated failures", self.backend
+            )
+
+        def health(client: hvac.Client) -> Any:
+            status = client.sys.read_health_status(method="GET")
+            if isinstance(status, dict) and status.get("sealed"):
+                raise vault_errors.VaultDown("sealed")
+            return status
+
+        self(health)
+
+
+def make_client(
+    url: str,
+    token: str | None,
+    namespace: str | None = None,
+    verify: bool = True,
+    timeout: float = 5.0,
+) -> hvac.Client:
+    """An hvac client with a bounded timeout and a pooled session."""
+    session = requests.Session()
+    adapter = requests.adapters.HTTPAdapter(pool_connections=4, pool_maxsize=50)
+    session.mount("http://", adapter)
+    session.mount("https://", adapter)
+    return hvac.Client(
+        url=url, token=token, namespace=namespace, verify=verify, timeout=timeout, session=session
+    )

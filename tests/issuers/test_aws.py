@@ -1,0 +1,174 @@
+"""AWS credentials from the broker, used against moto with IAM enforcement on.
+
+moto enforces the actions of the assumed tier role's own policies, not the session policy
+(see /work/shared/TESTING.md): tier separation is proved end to end through the roles, and
+the narrowing is proved by checking that the session policy STS received is exactly the
+compiled one. moto matches S3 calls against the bucket/object ARN, but authorizes DynamoDB
+and CloudFormation calls against the resource "*", so a role statement naming a table or a
+stack never matches there: positive reads are shown on S3, and DynamoDB/CloudFormation
+appear only as denials (which hold for the right reason: the read role has no such action).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import boto3
+import pytest
+from botocore.exceptions import ClientError
+
+from broker.credentials import Issued
+from broker.intake import parse_request, resolve
+from broker.policy.compiler import dumps, session_policy
+from tests.fixtures.backends import Backends
+from tests.fixtures.broker import Broker, make_broker
+
+AGENT = "shop-bot"
+
+
+@pytest.fixture()
+def shop(tmp_path: Path, backends: Backends) -> Broker:
+    backends.apply(yes=True)
+    admin_s3 = backends.admin("s3")
+    admin_s3.create_bucket(Bucket=f"{backends.name}-prod-data")
+    admin_s3.put_object(Bucket=f"{backends.name}-prod-data", Key="orders/1.json", Body=b"{}")
+    backends.admin("dynamodb").create_table(
+        TableName=f"{backends.name}-prod-orders",
+        BillingMode="PAY_PER_REQUEST",
+        KeySchema=[{"AttributeName": "id", "KeyType": "HASH"}],
+        AttributeDefinitions=[{"AttributeName": "id", "AttributeType": "S"}],
+    )
+    backends.admin("dynamodb").put_item(
+        TableName=f"{backends.name}-prod-orders", Item={"id": {"S": "1"}}
+    )
+    return make_broker(tmp_path, real_issuers=backends.issuers)
+
+
+def issue(broker: Broker, tier: str = "read", resources: tuple[str, ...] = ()) -> dict[str, str]:
+    """Issue directly through the credential service (escalations are tested elsewhere)."""
+    services = broker.services
+    identity = services.verifier.verify(broker.token(AGENT))
+    request = parse_request(
+        {
+            "service": broker_scope(broker),
+            "environment": "prod",
+            "region": "us-east-1",
+            "tier": tier,
+            "backend": "aws",
+            "resources": list(resources),
+        }
+    )
+    resolved = resolve(request, services.scopes.current, identity, services.iam)
+    issued = services.credentials.issue(identity, resolved, None, use_cache=False)
+    assert isinstance(issued, Issued)
+    return dict(issued.credential.body())
+
+
+def broker_scope(broker: Broker) -> str:
+    return next(iter(broker.services.scopes.current.scopes))
+
+
+def aws(moto_url: str, credentials: dict[str, str], service: str) -> Any:
+    return boto3.client(
+        service,
+        endpoint_url=moto_url,
+        region_name="us-east-1",
+        aws_access_key_id=credentials["access_key_id"],
+        aws_secret_access_key=credentials["secret_access_key"],
+        aws_session_token=credentials["session_token"],
+    )
+
+
+def denied(call: Any) -> bool:
+    """True when AWS refuses the call for lack of permission (and only then)."""
+    try:
+        call()
+    except ClientError as e:
+        status = e.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
+        code = e.response["Error"]["Code"]
+        # moto answers JSON-protocol services with an XML AccessDenied, which botocore
+        # reports under the HTTP status as its code.
+        return code in ("AccessDenied", "AccessDeniedException") or (
+            code == "403" and status == 403 and "AccessDenied" in str(e)
+        )
+    return False
+
+
+def test_read_credentials_read_and_are_denied_every_change(
+    shop: Broker, backends: Backends
+) -> None:
+    response = shop.post(
+        "/v1/credentials",
+        {
+            "service": backends.name,
+            "environment": "prod",
+            "region": "us-east-1",
+            "tier": "read",
+            "backend": "aws",
+        },
+        agent=AGENT,
+    )
+    assert response.status_code == 200, response.json
+    credentials = response.json["credentials"]
+    assert credentials["access_key_id"].startswith("ASIA")
+    assert credentials["source_identity"] == "agent-shop-bot"
+    bucket, table = f"{backends.name}-prod-data", f"{backends.name}-prod-orders"
+    s3, dynamodb = (
+        aws(backends.moto.url, credentials, "s3"),
+        aws(backends.moto.url, credentials, "dynamodb"),
+    )
+    cloudformation = aws(backends.moto.url, credentials, "cloudformation")
+    assert s3.get_object(Bucket=bucket, Key="orders/1.json")["Body"].read() == b"{}"
+    assert [o["Key"] for o in s3.list_objects_v2(Bucket=bucket)["Contents"]] == ["orders/1.json"]
+    assert denied(lambda: s3.put_object(Bucket=bucket, Key="x", Body=b"x"))
+    assert denied(lambda: s3.delete_object(Bucket=bucket, Key="orders/1.json"))
+    assert denied(lambda: s3.delete_bucket(Bucket=bucket))
+    assert denied(lambda: dynamodb.delete_table(TableName=table))
+    assert denied(lambda: cloudformation.delete_stack(StackName=f"{backends.name}-prod-web"))
+    # Nothing was destroyed.
+    admin = backends.admin("s3")
+    assert admin.get_object(Bucket=bucket, Key="orders/1.json")["Body"].read() == b"{}"
+
+
+def test_write_credentials_write_but_cannot_delete(shop: Broker, backends: Backends) -> None:
+    bucket = f"{backends.name}-prod-data"
+    credentials = issue(shop, "write", (f"arn:aws:s3:::{bucket}/uploads/*",))
+    s3 = aws(backends.moto.url, credentials, "s3")
+    s3.put_object(Bucket=bucket, Key="uploads/new.csv", Body=b"a,b")
+    assert denied(lambda: s3.delete_object(Bucket=bucket, Key="uploads/new.csv"))
+    assert denied(lambda: s3.delete_bucket(Bucket=bucket))
+
+
+def test_session_policy_sent_to_sts_is_the_compiled_one(shop: Broker, backends: Backends) -> None:
+    sent: list[dict[str, Any]] = []
+    # botocore's own event hook on the client the issuer uses: what it sends, as sent.
+    backends.sts.client("sts", "us-east-1").meta.events.register(
+        "provide-client-params.sts.AssumeRole", lambda params, **_: sent.append(dict(params))
+    )
+    resource = f"arn:aws:s3:::{backends.name}-prod-data/orders/*"
+    issue(shop, "read", (resource,))
+    [params] = sent
+    scope = shop.services.scopes.current.scopes[backends.name]
+    expected = session_policy(
+        scope, scope.environments["prod"], "us-east-1", "read", shop.services.iam, (resource,)
+    )
+    assert params["Policy"] == dumps(expected)
+    assert json.loads(params["Policy"])["Statement"][0]["Resource"] == [resource]
+    assert params["RoleArn"] == f"arn:aws:iam::123456789012:role/broker/{backends.name}-prod-read"
+    assert params["SourceIdentity"] == "agent-shop-bot"
+    assert params["DurationSeconds"] == 3600
+    tags = {t["Key"]: t["Value"] for t in params["Tags"]}
+    assert tags["broker:service"] == backends.name and tags["broker:tier"] == "read"
+    assert tags["broker:request-id"].startswith("req_")
+
+
+def test_issued_record_keeps_correlation_ids_only(shop: Broker, backends: Backends) -> None:
+    credentials = issue(shop)
+    [record] = shop.services.store.active_issued(shop.clock(), agent_subject="agent:shop-bot")
+    assert record.access_key_id == credentials["access_key_id"]
+    assert record.source_identity == "agent-shop-bot"
+    stored = json.dumps(record.__dict__, default=str)
+    assert credentials["secret_access_key"] not in stored
+    assert credentials["session_token"] not in stored

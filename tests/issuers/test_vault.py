@@ -1,0 +1,171 @@
+"""Vault tokens and database logins from the broker, used against OpenBao and PostgreSQL."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import hvac
+import psycopg
+import pytest
+from hvac import exceptions as vault_errors
+
+from broker.credentials import Issued
+from broker.intake import parse_request, resolve
+from tests.fixtures.backends import Backends
+from tests.fixtures.broker import Broker, make_broker
+
+AGENT = "shop-bot"
+
+
+@pytest.fixture()
+def shop(tmp_path: Path, backends: Backends) -> Broker:
+    backends.apply(yes=True)
+    root = backends.vault_client
+    root.secrets.kv.v2.create_or_update_secret(
+        path=f"{backends.name}/prod/api-key", secret={"value": "k-1"}, mount_point="secret"
+    )
+    return make_broker(tmp_path, real_issuers=backends.issuers)
+
+
+def issue(broker: Broker, backends: Backends, backend: str, tier: str) -> dict[str, str]:
+    services = broker.services
+    identity = services.verifier.verify(broker.token(AGENT))
+    resolved = resolve(
+        parse_request(
+            {"service": backends.name, "environment": "prod", "tier": tier, "backend": backend}
+        ),
+        services.scopes.current,
+        identity,
+        services.iam,
+    )
+    issued = services.credentials.issue(identity, resolved, None, use_cache=False)
+    assert isinstance(issued, Issued)
+    return dict(issued.credential.body())
+
+
+def kv(backends: Backends, token: str) -> hvac.Client:
+    return hvac.Client(url=backends.bao.url, token=token, timeout=5)
+
+
+def forbidden(call: object) -> bool:
+    try:
+        call()  # type: ignore[operator]
+    except vault_errors.Forbidden:
+        return True
+    return False
+
+
+def test_read_token_reads_and_cannot_write_or_delete(shop: Broker, backends: Backends) -> None:
+    response = shop.post(
+        "/v1/credentials",
+        {"service": backends.name, "environment": "prod", "tier": "read", "backend": "vault"},
+        agent=AGENT,
+    )
+    assert response.status_code == 200, response.json
+    credentials = response.json["credentials"]
+    assert credentials["vault_addr"] == backends.bao.url and credentials["accessor"]
+    client = kv(backends, credentials["token"])
+    path = f"{backends.name}/prod/api-key"
+    secret = client.secrets.kv.v2.read_secret_version(
+        path=path, mount_point="secret", raise_on_deleted_version=True
+    )
+    assert secret["data"]["data"] == {"value": "k-1"}
+    lookup = client.auth.token.lookup_self()["data"]
+    assert lookup["policies"] == [f"broker-{backends.name}-prod-read"]
+    assert lookup["meta"]["agent"] == "agent:shop-bot" and lookup["meta"]["tier"] == "read"
+    assert lookup["orphan"] is True
+    assert forbidden(
+        lambda: client.secrets.kv.v2.create_or_update_secret(
+            path=path, secret={"value": "evil"}, mount_point="secret"
+        )
+    )
+    assert forbidden(
+        lambda: client.secrets.kv.v2.delete_latest_version_of_secret(
+            path=path, mount_point="secret"
+        )
+    )
+    assert forbidden(
+        lambda: client.secrets.kv.v2.destroy_secret_versions(
+            path=path, versions=[1], mount_point="secret"
+        )
+    )
+    other = f"{backends.name}/staging/api-key"
+    assert forbidden(
+        lambda: client.secrets.kv.v2.read_secret_version(path=other, mount_point="secret")
+    )
+
+
+def test_write_token_writes_and_cannot_delete_or_destroy(shop: Broker, backends: Backends) -> None:
+    credentials = issue(shop, backends, "vault", "write")
+    client = kv(backends, credentials["token"])
+    path = f"{backends.name}/prod/api-key"
+    client.secrets.kv.v2.create_or_update_secret(
+        path=path, secret={"value": "k-2"}, mount_point="secret"
+    )
+    assert forbidden(
+        lambda: client.secrets.kv.v2.delete_latest_version_of_secret(
+            path=path, mount_point="secret"
+        )
+    )
+    assert forbidden(
+        lambda: client.secrets.kv.v2.destroy_secret_versions(
+            path=path, versions=[1], mount_point="secret"
+        )
+    )
+    assert forbidden(
+        lambda: client.secrets.kv.v2.delete_metadata_and_all_versions(
+            path=path, mount_point="secret"
+        )
+    )
+    lookup = client.auth.token.lookup_self()["data"]
+    assert lookup["explicit_max_ttl"] == 1800
+
+
+def test_revoked_token_is_refused(shop: Broker, backends: Backends) -> None:
+    credentials = issue(shop, backends, "vault", "read")
+    [record] = shop.services.store.active_issued(shop.clock(), agent_subject="agent:shop-bot")
+    backends.issuers["vault"].revoke(record)
+    assert forbidden(lambda: kv(backends, credentials["token"]).auth.token.lookup_self())
+
+
+def test_database_read_user_selects_and_is_denied_changes(shop: Broker, backends: Backends) -> None:
+    credentials = issue(shop, backends, "database", "read")
+    assert credentials["database"] == backends.database_name
+    url = (
+        f"postgresql://{credentials['username']}:{credentials['password']}@"
+        f"{credentials['host']}:{credentials['port']}/{credentials['database']}"
+    )
+    with psycopg.connect(url, autocommit=True) as connection:
+        rows = connection.execute("SELECT item FROM shop.orders ORDER BY id").fetchall()
+        assert rows == [("book",), ("lamp",)]
+        for statement in (
+            "INSERT INTO shop.orders VALUES (3, 'x')",
+            "DELETE FROM shop.orders",
+            "DROP TABLE shop.orders",
+            "UPDATE shop.orders SET item = 'y'",
+        ):
+            with pytest.raises(psycopg.errors.InsufficientPrivilege):
+                connection.execute(statement)
+
+
+def test_database_write_and_delete_tiers(shop: Broker, backends: Backends) -> None:
+    write = issue(shop, backends, "database", "write")
+    url = "postgresql://{username}:{password}@{host}:{port}/{database}"
+    with psycopg.connect(url.format(**write), autocommit=True) as connection:
+        connection.execute("INSERT INTO shop.orders VALUES (3, 'pen')")
+        with pytest.raises(psycopg.errors.InsufficientPrivilege):
+            connection.execute("DELETE FROM shop.orders WHERE id = 3")
+    delete = issue(shop, backends, "database", "delete")
+    with psycopg.connect(url.format(**delete), autocommit=True) as connection:
+        connection.execute("DELETE FROM shop.orders WHERE id = 3")
+        connection.execute("DROP TABLE shop.orders")
+
+
+def test_revoked_lease_drops_the_login(shop: Broker, backends: Backends) -> None:
+    credentials = issue(shop, backends, "database", "read")
+    [record] = shop.services.store.active_issued(shop.clock(), agent_subject="agent:shop-bot")
+    assert record.lease_id and record.username == credentials["username"]
+    backends.issuers["database"].revoke(record)
+    url = "postgresql://{username}:{password}@{host}:{port}/{database}".format(**credentials)
+    with pytest.raises(psycopg.OperationalError):
+        psycopg.connect(url, connect_timeout=5)
