@@ -216,10 +216,6 @@ def _add_feature_commands() -> None:
 
     cli.add_command(creds_command)
     cli.add_command(mcp_command)
-    from broker.agent_cli import creds_command, mcp_command
-
-    cli.add_command(creds_command)
-    cli.add_command(mcp_command)
 
 
 def main(argv: Sequence[str] | None = None) -> None:
