@@ -206,7 +206,7 @@ def _refuse_agents() -> None:
             "refused",
             "unauthenticated",
             reason="an agent credential was presented to the approval page",
-            path=request.path,
+            path=request.url_rule.rule if request.url_rule else "unmatched",  # no link token
         )
         raise Forbidden("agent credentials cannot approve; approvers use their personal links")
 

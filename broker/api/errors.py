@@ -29,6 +29,11 @@ HTTP_CODES = {
 }
 
 
+def _rule() -> str:
+    """The URL rule, never the raw path: approval links carry their token in the path."""
+    return request.url_rule.rule if request.url_rule else "unmatched"
+
+
 def error_response(status: int, code: str, message: str, **extra: object) -> Response:
     body = {
         "error": code,
@@ -51,7 +56,7 @@ def register_error_handlers(app: Flask) -> None:
             log.warning(
                 "request failed: %s",
                 error.message,
-                extra={"error": error.code, "path": request.path},
+                extra={"error": error.code, "path": _rule()},
             )
         return response
 
@@ -67,5 +72,5 @@ def register_error_handlers(app: Flask) -> None:
 
     @app.errorhandler(Exception)
     def unexpected(error: Exception) -> Response:
-        log.error("unexpected error", exc_info=error, extra={"path": request.path})
+        log.error("unexpected error", exc_info=error, extra={"path": _rule()})
         return error_response(500, "internal_error", "the broker could not complete this request")
