@@ -13,7 +13,7 @@ import secrets
 import socket
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -26,7 +26,7 @@ from broker.approvals.service import Decision
 from broker.client import Backend, BrokerClient, Tier
 from broker.errors import UpstreamUnavailable
 from broker.identity.mint import mint_agent_token
-from broker.issuers.base import IssuedCredential, IssueRequest
+from broker.issuers.base import IssuedCredential, Issuer, IssueRequest
 from broker.services import Services, build_services
 from broker.store.records import FreezeRecord, IssuedRecord, RequestRecord
 from tests.fixtures.broker import FakeClock, test_settings
@@ -171,10 +171,13 @@ class LiveBroker:
         self.services.guard.forget_freezes()
 
 
-def start_live_broker(tmp_path: Path) -> tuple[LiveBroker, Callable[[], None]]:
+def start_live_broker(
+    tmp_path: Path, real_issuers: Mapping[str, Issuer] | None = None
+) -> tuple[LiveBroker, Callable[[], None]]:
+    """Serve a broker on a free port (``real_issuers`` instead of the shaped fakes)."""
     clock = FakeClock()
     issuers = {name: ShapedIssuer(name, clock) for name in ("aws", "vault", "database")}
-    services = build_services(test_settings(tmp_path), clock=clock, issuers=issuers)
+    services = build_services(test_settings(tmp_path), clock=clock, issuers=real_issuers or issuers)
     app = create_app(services=services)
     served: list[str] = []
 
