@@ -1,0 +1,53 @@
+# credential-broker-runtime: what the running broker's own Vault/OpenBao token may do.
+# Written by deploy/vault/setup.sh. Database engine mounted at database/ (add blocks for
+# other mounts your scopes name under database.mount).
+#
+# Deliberately absent: writing ACL policies and database roles (that is
+# credential-broker-apply, held by CI for `broker scopes apply`), and sudo anywhere. In
+# particular no sudo on auth/token/create-orphan: with sudo there, a token can create
+# orphan tokens carrying ANY policy but root. Agent tokens are created through the token
+# role broker-tier instead, which only admits policies named broker-* and makes every
+# token an orphan without the default policy.
+
+# Issue agent tokens: orphan, only broker-* policies, at most 12 h (role broker-tier).
+path "auth/token/create/broker-tier" {
+  capabilities = ["update"]
+}
+
+# Revoke agent tokens by accessor (kill switch, end of a request) and look them up.
+path "auth/token/revoke-accessor" {
+  capabilities = ["update"]
+}
+
+path "auth/token/lookup-accessor" {
+  capabilities = ["update"]
+}
+
+# Database logins: one per request, from the tier's database role.
+path "database/creds/*" {
+  capabilities = ["read"]
+}
+
+# The connection's host, port and database name, returned to the agent with its login
+# (Vault never returns the connection's password).
+path "database/config/*" {
+  capabilities = ["read"]
+}
+
+# Revoke a database lease by id (the login is dropped) and look leases up.
+path "sys/leases/revoke" {
+  capabilities = ["update"]
+}
+
+path "sys/leases/lookup" {
+  capabilities = ["update"]
+}
+
+# The broker's own token.
+path "auth/token/lookup-self" {
+  capabilities = ["read"]
+}
+
+path "auth/token/renew-self" {
+  capabilities = ["update"]
+}
