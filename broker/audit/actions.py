@@ -21,6 +21,8 @@ AUTHENTICATE = "authenticate"
 REQUEST = "request"
 NOTIFY = "notify"
 VIEW = "view"
+LINK = "link"
+SLACK = "slack"
 APPROVE = "approve"
 DENY = "deny"
 COLLECT = "collect"
@@ -41,7 +43,17 @@ CATALOGUE: tuple[Action, ...] = (
         ("denied", "pending", "approved", "expired", "cancelled"),
     ),
     Action(NOTIFY, "approvers were told about a request (or could not be)", ("sent", "failed")),
-    Action(VIEW, "an approver opened a request's approval page (planned)", ("viewed",)),
+    Action(VIEW, "an approver opened a request's approval page", ("viewed",)),
+    Action(
+        LINK,
+        "a personal approval link was minted by an operator or sent to an approver in Slack",
+        ("minted", "sent"),
+    ),
+    Action(
+        SLACK,
+        "a Slack interaction was refused (bad signature, replay, not an approver)",
+        ("refused",),
+    ),
     Action(APPROVE, "an approver approved (or was refused)", ("recorded", "refused")),
     Action(DENY, "an approver denied (or was refused)", ("recorded", "refused")),
     Action(COLLECT, "the agent collected approved credentials", ("collected", "refused")),
@@ -81,6 +93,9 @@ VERBS: dict[tuple[str, str], str] = {
     (NOTIFY, "sent"): "notified",
     (NOTIFY, "failed"): "notify failed",
     (VIEW, "viewed"): "viewed",
+    (LINK, "minted"): "link minted",
+    (LINK, "sent"): "link sent",
+    (SLACK, "refused"): "slack refused",
     (APPROVE, "recorded"): "approval",
     (APPROVE, "refused"): "approval refused",
     (DENY, "recorded"): "denial",

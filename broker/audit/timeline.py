@@ -34,9 +34,15 @@ def _ids(details: Mapping[str, Any]) -> str:
     return ", ".join(f"{k}={details[k]}" for k in CORRELATION_KEYS if details.get(k))
 
 
+def _text(value: Any) -> str:
+    if isinstance(value, list):
+        return "[" + ", ".join(_text(v) for v in value) + "]"
+    return str(value)
+
+
 def _rest(details: Mapping[str, Any], shown: Iterable[str]) -> str:
     skip = set(shown) | QUIET_KEYS | set(CORRELATION_KEYS)
-    return ", ".join(f"{k}={details[k]}" for k in sorted(details) if k not in skip)
+    return ", ".join(f"{k}={_text(details[k])}" for k in sorted(details) if k not in skip)
 
 
 def summary(record: AuditRecord) -> str:

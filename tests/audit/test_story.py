@@ -78,6 +78,7 @@ def test_show_tells_the_whole_story_in_order(
     assert "approver:dave  via page; 2 of 2" in text
     [issued] = [line for line in lines if " issued " in line]
     assert "access_key_id=ASIAFAKE00000000" in issued and "expires " in issued
+    assert "resources=[arn:aws:s3:::payments-prod-invoices/2023/old.pdf]" in issued
     credentials = broker.issuers["aws"].calls
     assert len(credentials) == 1
     # Times are the broker's, millisecond precision, in order.
