@@ -36,7 +36,7 @@ services:
 
 dev: $(STAMP)
 	$(BIN)/broker scopes validate scopes
-	$(BIN)/broker scopes plan scopes
+	$(BIN)/broker dev
 
 lint: $(STAMP)
 	$(BIN)/ruff check broker tests bench

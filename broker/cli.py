@@ -161,6 +161,36 @@ def _audit_apply(settings: Settings, applied: int, planned: int) -> None:
         store.close()
 
 
+@cli.command("dev")
+@click.option(
+    "--port",
+    default=8080,
+    show_default=True,
+    help="Port for the broker (another free port if it is taken).",
+)
+@click.option(
+    "--scopes",
+    "scopes_path",
+    type=click.Path(path_type=Path, file_okay=False),
+    default=Path("scopes"),
+    show_default=True,
+)
+@click.option(
+    "--state",
+    "state_dir",
+    type=click.Path(path_type=Path, file_okay=False),
+    default=Path(".broker/dev"),
+    show_default=True,
+)
+def dev_command(port: int, scopes_path: Path, state_dir: Path) -> None:
+    """Run the whole stack locally: OpenBao, moto, the broker on SQLite, example scopes."""
+    from broker.devstack.stack import run_dev
+    from broker.logs import configure_logging
+
+    configure_logging("WARNING")
+    run_dev(scopes_path, state_dir, port, lambda line: click.echo(line))
+
+
 CONFIG_OPTION = click.option(
     "--config",
     "config_path",
@@ -237,3 +267,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     except BrokerError as e:
         click.echo(f"error: {e.message}", err=True)
         sys.exit(EXIT_PROBLEMS)
+
+
+if __name__ == "__main__":
+    main()

