@@ -104,10 +104,14 @@ def token_source(token: str | None, token_file: Path | None) -> Callable[[], str
         path = token_file
 
         def read() -> str:
+            from broker.client import BrokerClientError
+
             try:
                 return path.read_text(encoding="utf-8").strip()
             except OSError as e:
-                raise click.UsageError(f"cannot read the token file {path}: {e.strerror}") from None
+                raise BrokerClientError(
+                    f"cannot read the token file {path}: {e.strerror}", "invalid_argument"
+                ) from None
 
         return read
     raise click.UsageError("no agent token: set BROKER_TOKEN or BROKER_TOKEN_FILE")
@@ -477,7 +481,7 @@ def creds_command(
         "duration": duration,
     }
     store = LocalCache(cache_dir or default_cache_dir(), warn=_warn) if cache else None
-    key = LocalCache.key(url.rstrip("/"), token_identity(tokens()), request) if store else ""
+    key = LocalCache.key(url.rstrip("/"), token_identity(_first(tokens)), request) if store else ""
     if store is not None:
         hit = store.issued(key)
         if hit is not None:
@@ -509,6 +513,16 @@ def creds_command(
         sys.exit(failed.exit_code)
     progress.close()
     _print(issued, output_format)
+
+
+def _first(tokens: Callable[[], str]) -> str:
+    """The token now, or a usage error (an unreadable token file) before any request."""
+    from broker.client import BrokerClientError
+
+    try:
+        return tokens()
+    except BrokerClientError as e:
+        raise click.UsageError(e.message) from None
 
 
 def _warn(text: str) -> None:

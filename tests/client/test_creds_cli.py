@@ -189,6 +189,8 @@ def test_a_token_file_is_read_for_each_call(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     monkeypatch.delenv("BROKER_TOKEN")
+    code, _, err = run([*READ_ARGS, "--token-file", str(tmp_path / "missing")], capsys)
+    assert code == EXIT_USAGE and "cannot read the token file" in err
     token_file = tmp_path / "token"
     token_file.write_text(live.token() + "\n")
     assert run([*READ_ARGS, "--token-file", str(token_file)], capsys)[0] == 0
