@@ -19,6 +19,7 @@ from typing import Any
 import click
 
 from broker.audit.chain import ChainReport
+from broker.audit.copy import compare_with_copy, copy_entries
 from broker.audit.export import parse_since, records_since, write_jsonl
 from broker.audit.recorder import iso_time, record_line
 from broker.audit.timeline import render_timeline
@@ -93,15 +94,31 @@ def describe_problem(report: ChainReport) -> list[str]:
     show_default=True,
     help="Records read per query (memory stays bounded).",
 )
-def verify_command(config_path: Path | None, batch: int) -> None:
+@click.option(
+    "--against",
+    type=click.Path(path_type=Path, dir_okay=False, exists=True),
+    help="Also compare with a copy kept elsewhere (a stream file or an export): catches "
+    "a chain rewritten whole in the database.",
+)
+def verify_command(config_path: Path | None, batch: int, against: Path | None) -> None:
     """Walk the hash chain; name the first edited, removed or reordered record (exit 1)."""
     with open_store(config_path) as store:
         report = verify_store(store, batch)
-    if not report.ok:
-        for line in describe_problem(report):
-            click.echo(line)
+        if not report.ok:
+            for line in describe_problem(report):
+                click.echo(line)
+            sys.exit(EXIT_TAMPERED)
+        copy = None
+        if against is not None:
+            with against.open(encoding="utf-8", errors="replace") as lines:
+                copy = compare_with_copy(store, copy_entries(lines, against.name), batch)
+    if copy is not None and not copy.ok:
+        click.echo(f"TAMPERED: {copy.problem}")
+        click.echo(f"  {copy.compared} record(s) matched {against} before that.")
         sys.exit(EXIT_TAMPERED)
     click.echo(f"OK: {report.records} audit record(s); the hash chain is intact.")
+    if copy is not None:
+        click.echo(f"OK: {copy.compared} record(s) match the copy in {against}.")
 
 
 @audit.command("export")

@@ -133,6 +133,7 @@ def recorded_actions() -> list[tuple[str, int, str, str | None]]:
                 continue
             outcome = node.args[1]
             literal = outcome.value if isinstance(outcome, ast.Constant) else None
+            assert literal is None or isinstance(literal, str)
             found.append((str(path.relative_to(PACKAGE)), node.lineno, node.args[0].value, literal))
     return found
 

@@ -136,8 +136,8 @@ def test_export_writes_verifiable_json_lines(
     for line in lines:
         record = as_record(line)
         assert record.prev_hash == previous
-        assert record_hash(record, line["seq"], previous) == line["hash"]  # type: ignore[arg-type]
-        previous = line["hash"]  # type: ignore[assignment]
+        assert record_hash(record, line["seq"], previous) == line["hash"]
+        previous = line["hash"]
     assert {"time", "at", "actor", "action", "outcome", "details"} <= set(lines[0])
 
 

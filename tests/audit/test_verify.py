@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 from sqlalchemy import text
 
-from broker.audit.chain import record_hash
+from broker.audit.chain import GENESIS, record_hash
 from broker.audit.verify import verify_store
 from broker.store.sql import SqlStore
 from tests.audit.helpers import fill, run_cli, write_config
@@ -199,3 +199,81 @@ def test_the_store_password_is_never_printed(
     assert result.code == 1
     assert result.err.startswith("error: the broker's store is unavailable")
     assert password not in result.out + result.err
+
+
+def rewrite_from(store: SqlStore, first: int) -> None:
+    """Rewrite record ``first`` and recompute every later hash and the head: undetectable
+    by the chain alone."""
+    records = list(store.audit_records())
+    previous = records[first - 2].hash if first > 1 else GENESIS
+    assert previous is not None
+    statements = []
+    for record in records[first - 1 :]:
+        assert record.seq is not None
+        edited = replace(record, actor="agent:innocent" if record.seq == first else record.actor)
+        digest = record_hash(edited, record.seq, previous)
+        statements.append(
+            f"UPDATE audit_log SET actor = '{edited.actor}', prev_hash = '{previous}', "
+            f"hash = '{digest}' WHERE seq = {record.seq}"
+        )
+        previous = digest
+    statements.append(f"UPDATE audit_head SET hash = '{previous}'")
+    sql(store, *statements)
+
+
+def export_copy(
+    store: SqlStore, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> tuple[Path, Path]:
+    url = None if store.engine.dialect.name == "sqlite" else store.engine.url
+    config = write_config(tmp_path, url.render_as_string(hide_password=False) if url else None)
+    copy = tmp_path / "siem-copy.jsonl"
+    assert (
+        run_cli(capsys, "audit", "export", "--config", str(config), "--output", str(copy)).code == 0
+    )
+    return config, copy
+
+
+def test_a_chain_rewritten_whole_is_caught_only_by_a_copy(
+    store: SqlStore, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    config, copy = export_copy(store, tmp_path, capsys)
+    untouched = run_cli(capsys, "audit", "verify", "--config", str(config), "--against", str(copy))
+    assert untouched.code == 0
+    assert untouched.out.splitlines()[1] == f"OK: {RECORDS} record(s) match the copy in {copy}."
+    rewrite_from(store, 3)
+    assert verify_store(store, batch=3).ok  # the limit of a hash chain: docs/audit.md
+    result = run_cli(
+        capsys, "audit", "verify", "--config", str(config), "--against", str(copy), "--batch", "3"
+    )
+    assert result.code == 1
+    assert result.out.startswith("TAMPERED: record 3 differs from the copy (hash ")
+    assert "the store was rewritten" in result.out
+    assert f"  2 record(s) matched {copy} before that." in result.out
+
+
+def test_records_removed_with_the_head_are_caught_by_a_copy(
+    store: SqlStore, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    config, copy = export_copy(store, tmp_path, capsys)
+    [sixth] = [r for r in store.audit_records() if r.seq == 6]
+    sql(
+        store,
+        "DELETE FROM audit_log WHERE seq >= 7",
+        f"UPDATE audit_head SET seq = 6, hash = '{sixth.hash}'",
+    )
+    assert verify_store(store).ok
+    result = run_cli(capsys, "audit", "verify", "--config", str(config), "--against", str(copy))
+    assert result.code == 1
+    assert result.out.startswith("TAMPERED: record 7 is in the copy but not in the store")
+
+
+def test_a_copy_that_is_not_audit_records_is_refused(
+    store: SqlStore, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    config, copy = export_copy(store, tmp_path, capsys)
+    copy.write_text(copy.read_text() + "\n" + '{"seq": "nine"}\n')
+    result = run_cli(capsys, "audit", "verify", "--config", str(config), "--against", str(copy))
+    assert result.code == 1
+    assert result.err == (
+        f"error: {copy.name}:{RECORDS + 2}: not an audit record (JSON with seq and hash)\n"
+    )
