@@ -1,0 +1,97 @@
+"""The MCP tools' behaviour in-process (the stdio server is tested in test_mcp_server.py)."""
+
+from __future__ import annotations
+
+import stat
+from pathlib import Path
+
+import pytest
+
+from broker.client import BrokerClient
+from broker.mcp_server import BrokerTools, CredentialWriter
+from tests.client.conftest import LiveBroker, free_port
+
+
+@pytest.fixture()
+def files(tmp_path: Path) -> CredentialWriter:
+    return CredentialWriter(tmp_path / "aws" / "credentials", tmp_path / "out")
+
+
+def tools_for(
+    live: LiveBroker, writer: CredentialWriter, agent: str = "payments-copilot"
+) -> BrokerTools:
+    return BrokerTools(live.client(agent, clock=live.clock), writer)
+
+
+def test_nothing_is_issued_when_the_destination_cannot_be_written(
+    live: LiveBroker, tmp_path: Path
+) -> None:
+    (tmp_path / "blocker").write_text("a file where a directory should be")
+    writer = CredentialWriter(tmp_path / "blocker" / "credentials", tmp_path / "out")
+    result = tools_for(live, writer).request_credentials("payments", "prod", region="us-east-1")
+    assert result["status"] == "error" and result["error"] == "write_failed"
+    assert live.issuers["aws"].calls == [] and live.requests == []
+
+
+def test_a_profile_the_user_wrote_is_refused(live: LiveBroker, files: CredentialWriter) -> None:
+    files.aws_credentials_file.parent.mkdir(parents=True)
+    files.aws_credentials_file.write_text("[default]\naws_access_key_id = AKIAUSER\n")
+    tools = tools_for(live, files)
+    refused = tools.request_credentials("payments", "prod", region="us-east-1", profile="default")
+    assert refused == {
+        "status": "error",
+        "error": "invalid_argument",
+        "reason": "profile 'default' exists and was not written by the broker",
+    }
+    assert files.aws_credentials_file.read_text() == "[default]\naws_access_key_id = AKIAUSER\n"
+    issued = tools.request_credentials("payments", "prod", region="us-east-1")
+    assert issued["status"] == "issued"
+    text = files.aws_credentials_file.read_text()
+    assert text.startswith("[default]\naws_access_key_id = AKIAUSER\n\n[broker-payments-prod-read]")
+    again = tools.request_credentials("payments", "prod", region="eu-west-1")
+    assert again["ids"]["access_key_id"] != issued["ids"]["access_key_id"]
+    assert files.aws_credentials_file.read_text().count("[broker-payments-prod-read]") == 1
+    assert stat.S_IMODE(files.aws_credentials_file.stat().st_mode) == 0o600
+
+
+def test_aws_credentials_can_go_to_an_env_file(live: LiveBroker, files: CredentialWriter) -> None:
+    result = tools_for(live, files).request_credentials(
+        "payments", "prod", region="us-east-1", env_file=True, profile="agent-aws"
+    )
+    assert result["written_to"]["kind"] == "env_file"
+    path = Path(result["written_to"]["path"])
+    assert path == files.output_dir / "agent-aws.env"
+    assert "export AWS_SESSION_TOKEN=st-" in path.read_text()
+
+
+def test_the_mandatory_delay_is_reported_then_collected(
+    live: LiveBroker, files: CredentialWriter
+) -> None:
+    tools = tools_for(live, files, "ledger-maintainer")
+    pending = tools.request_elevation(
+        "ledger", "prod", "delete", "purge the duplicated test entries", backend="database"
+    )
+    assert pending["status"] == "pending" and pending["approvals_required"] == 2
+    for approver in ("carol", "dave"):
+        live.services.approvals.decide(pending["request_id"], approver, "approve", via="page")
+    waiting = tools.request_status(pending["request_id"])
+    assert waiting["status"] == "approved" and waiting["collectable_in_seconds"] in (900, 901)
+    live.clock.advance(901)
+    issued = tools.request_status(pending["request_id"])
+    assert issued["status"] == "issued" and issued["tier"] == "delete"
+    assert issued["ids"]["username"].startswith("v-agent-")
+    env = files.output_dir / "broker-ledger-prod-delete-database.env"
+    assert issued["written_to"]["path"] == str(env)
+    assert "export PGPASSWORD=pw-" in env.read_text()
+
+
+def test_status_of_unknown_or_malformed_requests(live: LiveBroker, files: CredentialWriter) -> None:
+    tools = tools_for(live, files)
+    assert tools.request_status("req_" + "a" * 26)["error"] == "not_found"
+    assert tools.request_status("../etc")["error"] == "invalid_argument"
+
+
+def test_an_unreachable_broker_is_a_state(files: CredentialWriter) -> None:
+    tools = BrokerTools(BrokerClient(f"http://127.0.0.1:{free_port()}", "t", timeout=2), files)
+    assert tools.list_my_scopes()["status"] == "unreachable"
+    assert tools.request_credentials("payments", "prod")["status"] == "unreachable"
