@@ -7,6 +7,7 @@ import sys
 
 BENCHMARKS = {
     "scopes": "bench.scopes_bench",
+    "issuance": "bench.issuance_bench",
 }
 
 

@@ -196,8 +196,7 @@ class CredentialService:
                 backend=request.backend,
             )
             raise
-        self.store.record_issued(issued_record(issue_request, credential, issued_at))
-        self.audit.record(
+        audit = self.audit.build(
             "issue",
             "issued",
             identity.subject,
@@ -212,6 +211,8 @@ class CredentialService:
             expires_at=credential.expires_at,
             **correlation_ids(credential),
         )
+        # One transaction: the record revocation needs and its audit record, together.
+        self.store.record_issued(issued_record(issue_request, credential, issued_at), audit)
         self.metrics.issued.labels(
             backend=request.backend, tier=request.tier, source="upstream"
         ).inc()

@@ -96,6 +96,26 @@ class AuditRecorder:
         **details: Any,
     ) -> AuditRecord:
         """Append one record; raise ValueError if ``details`` name a secret field."""
+        return self.store.append_audit(
+            self.build(
+                action, outcome, actor, reason, service, environment, tier, request_id, **details
+            )
+        )
+
+    def build(
+        self,
+        action: str,
+        outcome: str,
+        actor: str,
+        reason: str = "",
+        service: str | None = None,
+        environment: str | None = None,
+        tier: str | None = None,
+        request_id: str | None = None,
+        **details: Any,
+    ) -> AuditRecord:
+        """The record :meth:`record` would append, for a caller that stores it in its own
+        transaction (an issuance and its audit record commit together)."""
         leaked = secret_fields(details)
         if leaked:
             raise ValueError(f"refusing to audit secret fields: {sorted(leaked)}")
@@ -132,7 +152,7 @@ class AuditRecorder:
             request_id=clipped["request_id"],
             details=plain_json(kept),
         )
-        return self.store.append_audit(record)
+        return record
 
     def credential_event(
         self,

@@ -93,10 +93,14 @@ class TokenVerifier:
 
     def _verify(self, token: str) -> AgentIdentity:
         try:
-            header = jwt.get_unverified_header(token)
-            unverified = jwt.decode(token, options={"verify_signature": False})
+            # One unverified parse to learn the issuer and key; nothing is trusted from it
+            # except the choice of which issuer's rules then apply.
+            parsed = jwt.decode_complete(token, options={"verify_signature": False})
         except jwt.PyJWTError as e:
             raise Unauthenticated("malformed token") from e
+        header, unverified = parsed["header"], parsed["payload"]
+        if not isinstance(header, dict) or not isinstance(unverified, dict):
+            raise Unauthenticated("malformed token")
         algorithm = header.get("alg")
         if not isinstance(algorithm, str) or algorithm.lower() == "none":
             raise Unauthenticated("unsigned token (alg: none) refused")

@@ -293,11 +293,15 @@ class SqlStore:
 
     # -- issued credentials -----------------------------------------------------------
 
-    def record_issued(self, record: IssuedRecord) -> IssuedRecord:
+    def record_issued(self, record: IssuedRecord, audit: AuditRecord | None = None) -> IssuedRecord:
+        """Store an issuance record and, in the same transaction, its audit record."""
         row = {k: v for k, v in asdict(record).items() if k != "id"}
         with self._tx() as connection:
             result = connection.execute(insert(t.issued).values(**row))
             key = result.inserted_primary_key
+            stored = self._append_audit(connection, audit) if audit is not None else None
+        if stored is not None:
+            self._notify_audit(stored)
         return replace(record, id=int(key[0]) if key else None)
 
     def active_issued(
@@ -424,55 +428,60 @@ class SqlStore:
     def append_audit(self, record: AuditRecord) -> AuditRecord:
         """Append to the hash chain; concurrent writers on any replica stay in order."""
         with self._tx() as connection:
+            stored = self._append_audit(connection, record)
+        self._notify_audit(stored)
+        return stored
+
+    def _notify_audit(self, stored: AuditRecord) -> None:
+        for listener in self._audit_listeners:
+            listener(stored)
+
+    def _append_audit(self, connection: Connection, record: AuditRecord) -> AuditRecord:
+        """Chain ``record`` inside the caller's transaction (the head row is locked)."""
+        head = (
+            connection.execute(select(t.audit_head).where(t.audit_head.c.id == 1).with_for_update())
+            .mappings()
+            .first()
+        )
+        if head is None:
+            # Two replicas may both find no head: the second waits, then inserts nothing.
+            dialect_insert = pg_insert if self.is_postgres else sqlite_insert
+            connection.execute(
+                dialect_insert(t.audit_head)
+                .values(id=1, seq=0, hash=GENESIS)
+                .on_conflict_do_nothing()
+            )
             head = (
                 connection.execute(
                     select(t.audit_head).where(t.audit_head.c.id == 1).with_for_update()
                 )
                 .mappings()
-                .first()
+                .one()
             )
-            if head is None:
-                # Two replicas may both find no head: the second waits, then inserts nothing.
-                dialect_insert = pg_insert if self.is_postgres else sqlite_insert
-                connection.execute(
-                    dialect_insert(t.audit_head)
-                    .values(id=1, seq=0, hash=GENESIS)
-                    .on_conflict_do_nothing()
-                )
-                head = (
-                    connection.execute(
-                        select(t.audit_head).where(t.audit_head.c.id == 1).with_for_update()
-                    )
-                    .mappings()
-                    .one()
-                )
-            seq = int(head["seq"]) + 1
-            prev = str(head["hash"])
-            digest = record_hash(record, seq, prev)
-            connection.execute(
-                insert(t.audit_log).values(
-                    seq=seq,
-                    at=record.at,
-                    actor=record.actor,
-                    action=record.action,
-                    outcome=record.outcome,
-                    reason=record.reason,
-                    service=record.service,
-                    environment=record.environment,
-                    tier=record.tier,
-                    request_id=record.request_id,
-                    details=_json(dict(record.details)),
-                    prev_hash=prev,
-                    hash=digest,
-                )
+        seq = int(head["seq"]) + 1
+        prev = str(head["hash"])
+        digest = record_hash(record, seq, prev)
+        connection.execute(
+            insert(t.audit_log).values(
+                seq=seq,
+                at=record.at,
+                actor=record.actor,
+                action=record.action,
+                outcome=record.outcome,
+                reason=record.reason,
+                service=record.service,
+                environment=record.environment,
+                tier=record.tier,
+                request_id=record.request_id,
+                details=_json(dict(record.details)),
+                prev_hash=prev,
+                hash=digest,
             )
-            connection.execute(
-                update(t.audit_head).where(t.audit_head.c.id == 1).values(seq=seq, hash=digest)
-            )
-        stored = replace(record, seq=seq, prev_hash=prev, hash=digest)
-        for listener in self._audit_listeners:
-            listener(stored)
-        return stored
+        )
+        connection.execute(
+            update(t.audit_head).where(t.audit_head.c.id == 1).values(seq=seq, hash=digest)
+        )
+        return replace(record, seq=seq, prev_hash=prev, hash=digest)
 
     def audit_records(
         self,

@@ -1,0 +1,171 @@
+"""A real stack for benchmarks: OpenBao, moto, a PostgreSQL database, and `broker serve`.
+
+The broker runs as its own gunicorn process(es), as in production, against the same
+upstreams the benchmark also calls directly, so both are measured side by side.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import sys
+import textwrap
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import psycopg
+import requests
+import yaml
+
+from broker.apply.command import apply_scopes
+from broker.apply.upstreams import HvacVaultManager
+from broker.config import load_settings
+from broker.devstack.processes import ServerProcess, free_port
+from broker.devstack.servers import MOTO_ACCOUNT, Moto, OpenBao, start_moto, start_openbao
+from broker.identity.mint import mint_agent_token
+from broker.keys import load_keys
+from broker.policy.iam_actions import iam_database
+from broker.scopes.lint import LintContext
+from broker.scopes.registry import ScopeSet, load_scope_set
+from broker.wiring import build_accounts, build_sts, build_vault_client
+
+POSTGRES = os.environ.get("BROKER_TEST_POSTGRES", "postgresql://postgres@127.0.0.1:5432/test")
+SERVICE = "bench"
+AGENT_PREFIX = "bench-agent-"
+
+SCOPE = textwrap.dedent(f"""\
+    apiVersion: broker/v1
+    kind: Scope
+    metadata:
+      service: {SERVICE}
+      description: benchmark scope on every backend
+    requesters:
+      - claims:
+          sub: "agent:{AGENT_PREFIX}*"
+    environments:
+      prod:
+        aws:
+          account: "{MOTO_ACCOUNT}"
+          regions: [us-east-1]
+          roles:
+            read: "arn:aws:iam::${{account}}:role/broker/bench-prod-read"
+        vault:
+          kv:
+            mount: secret
+            paths: ["bench/${{env}}/*"]
+        database:
+          mount: database
+          connection: bench-prod
+          objects: [public.items]
+          roles:
+            read: bench-prod-read
+    tiers:
+      read:
+        ttl: 15m
+        aws:
+          - actions: [s3:GetObject, s3:GetObjectTagging]
+            resources: ["arn:aws:s3:::bench-${{env}}-data/*"]
+          - actions: [s3:ListBucket]
+            resources: ["arn:aws:s3:::bench-${{env}}-data"]
+          - actions: [dynamodb:GetItem, dynamodb:Query]
+            resources: ["arn:aws:dynamodb:${{region}}:${{account}}:table/bench-${{env}}"]
+    """)
+
+
+@dataclass
+class BenchStack:
+    directory: Path
+    bao: OpenBao
+    moto: Moto
+    scope_set: ScopeSet
+    config: Path
+    database: str
+    env: dict[str, str]
+    brokers: list[ServerProcess] = field(default_factory=list)
+    urls: list[str] = field(default_factory=list)
+
+    def token(self, agent: str, ttl: int = 3600) -> str:
+        settings = load_settings(self.config)
+        return mint_agent_token(load_keys(settings.state_dir), settings.identity.local,
+                                agent, ttl)
+
+    def start_broker(self, workers: int = 1, threads: int = 8,
+                     store_url: str | None = None) -> str:
+        port = free_port()
+        env = {**self.env, "PYTHONUNBUFFERED": "1"}
+        if store_url:
+            env["BROKER_STORE_URL"] = store_url
+        process = ServerProcess(
+            [sys.executable, "-m", "broker.cli", "serve", "--config", str(self.config),
+             "--workers", str(workers), "--bind", f"127.0.0.1:{port}"],
+            self.directory / f"broker-{port}.log", env=env)
+        url = f"http://127.0.0.1:{port}"
+        process.start(lambda: requests.get(f"{url}/readyz", timeout=1).status_code == 200,
+                      timeout=60)
+        self.brokers.append(process)
+        self.urls.append(url)
+        return url
+
+    def stop(self) -> None:
+        for process in self.brokers:
+            process.stop()
+        self.moto.stop()
+        self.bao.stop()
+        with psycopg.connect(POSTGRES, autocommit=True) as connection:
+            connection.execute(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s",
+                (self.database,))
+            connection.execute(f'DROP DATABASE IF EXISTS "{self.database}"')
+            roles = connection.execute(
+                "SELECT rolname FROM pg_roles WHERE rolname LIKE 'v-%%bench-pr%%'").fetchall()
+            for (role,) in roles:
+                connection.execute(f'DROP ROLE IF EXISTS "{role}"')
+
+
+@contextmanager
+def bench_stack(directory: Path, threads: int = 8) -> Iterator[BenchStack]:
+    directory.mkdir(parents=True, exist_ok=True)
+    bao = start_openbao(directory)
+    moto = start_moto(directory)
+    database = f"broker_bench_{secrets.token_hex(4)}"
+    with psycopg.connect(POSTGRES, autocommit=True) as connection:
+        connection.execute(f'CREATE DATABASE "{database}"')
+    base = POSTGRES.rsplit("/", 1)[0]
+    with psycopg.connect(f"{base}/{database}", autocommit=True) as connection:
+        connection.execute("CREATE TABLE public.items (id int PRIMARY KEY, name text)")
+    client = bao.client()
+    client.sys.enable_secrets_engine("database", path="database")
+    host = POSTGRES.split("@", 1)[1].split("/", 1)[0]
+    client.secrets.database.configure(
+        name="bench-prod", plugin_name="postgresql-database-plugin", mount_point="database",
+        connection_url=f"postgresql://{{{{username}}}}:{{{{password}}}}@{host}/{database}"
+                       "?sslmode=disable",
+        username="postgres", password="unused", allowed_roles="*")
+    scopes = directory / "scopes"
+    scopes.mkdir(exist_ok=True)
+    (scopes / "bench.yaml").write_text(SCOPE)
+    result = load_scope_set(scopes, LintContext(iam=iam_database()))
+    assert not result.problems, result.problems
+    config = directory / "broker.yaml"
+    config.write_text(yaml.safe_dump({
+        "scopes_dir": str(scopes), "state_dir": str(directory / "state"),
+        "public_url": "http://127.0.0.1:8080", "threads": threads,
+        "aws": {"endpoint_url": moto.url}, "vault": {"url": bao.url},
+        "limits": {"upstream_deadline": "10s"},
+    }))
+    env = {"AWS_ACCESS_KEY_ID": moto.broker_key["aws_access_key_id"],
+           "AWS_SECRET_ACCESS_KEY": moto.broker_key["aws_secret_access_key"],
+           "AWS_DEFAULT_REGION": "us-east-1", "BROKER_VAULT_TOKEN": bao.root_token}
+    os.environ.update(env)
+    settings = load_settings(config)
+    vault = build_vault_client(settings)
+    outcome = apply_scopes(result.scope_set, build_accounts(settings, build_sts(settings)),
+                           HvacVaultManager(vault) if vault else None, True, lambda _l: None)
+    assert outcome.ok, outcome.problems
+    stack = BenchStack(directory, bao, moto, result.scope_set, config, database, env)
+    try:
+        yield stack
+    finally:
+        stack.stop()
