@@ -76,12 +76,20 @@ def _duration(seconds: int) -> str:
     return f"{seconds}s"
 
 
-def _bullets(items: Sequence[str], empty: str) -> str:
+def _bullets(items: Sequence[str], empty: str, budget: int = MAX_SECTION - 200) -> str:
+    """A bullet list that fits ``budget`` characters (escaped) and says what it left out."""
     if not items:
         return empty
-    shown = [f"\u2022 {item}" for item in items[:MAX_LIST_ITEMS]]
-    if len(items) > MAX_LIST_ITEMS:
-        shown.append(f"\u2026 and {len(items) - MAX_LIST_ITEMS} more (see the approval page)")
+    shown: list[str] = []
+    used = 0
+    for item in items[:MAX_LIST_ITEMS]:
+        line = f"\u2022 {clip(item, 300)}"
+        if used + len(escape(line)) + 1 > budget:
+            break
+        shown.append(line)
+        used += len(escape(line)) + 1
+    if len(shown) < len(items):
+        shown.append(f"\u2026 and {len(items) - len(shown)} more (see the approval page)")
     return "\n".join(shown)
 
 

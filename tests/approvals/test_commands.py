@@ -1,0 +1,126 @@
+"""`broker approvals link`: an operator prints an approver's personal link."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from broker.cli import main
+from tests.approvals.flows import WRITE_PAYMENTS, approve_via_page, open_request
+from tests.fixtures.broker import APPROVERS, GROUPS, Broker, make_broker
+
+
+@pytest.fixture()
+def setup(tmp_path: Path) -> Any:
+    """A broker and a config file naming the same state (keys, SQLite store) and URL."""
+    made = make_broker(tmp_path)
+    settings = made.services.settings
+    config = tmp_path / "broker.yaml"
+    config.write_text(
+        yaml.safe_dump(
+            {
+                "scopes_dir": str(settings.scopes_dir),
+                "state_dir": str(settings.state_dir),
+                "public_url": settings.public_url,
+                "approvers": {name: {"email": a.email} for name, a in APPROVERS.items()},
+                "groups": {name: list(members) for name, members in GROUPS.items()},
+            }
+        )
+    )
+    yield made, config
+    made.services.close()
+
+
+def run(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:
+    try:
+        main(list(args))
+        code = 0
+    except SystemExit as e:
+        code = int(e.code or 0)
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def test_the_printed_link_opens_the_page_and_decides(
+    setup: tuple[Broker, Path], capsys: pytest.CaptureFixture[str]
+) -> None:
+    made, config = setup
+    request_id = open_request(made, WRITE_PAYMENTS)
+    code, out, err = run(
+        capsys,
+        "approvals",
+        "link",
+        "--request",
+        request_id,
+        "--approver",
+        "bob",
+        "--config",
+        str(config),
+    )
+    assert code == 0, err
+    link = out.strip()
+    assert link.startswith("http://127.0.0.1:8080/approve/")
+    token = link.rsplit("/", 1)[1]
+    claims = made.services.links.parse(token, now=made.clock())
+    assert (claims.request_id, claims.approver) == (request_id, "bob")
+    assert approve_via_page(made.client, token).status_code == 200
+    [minted] = [
+        r for r in made.services.store.audit_records(request_id=request_id) if r.action == "link"
+    ]
+    assert minted.outcome == "minted" and minted.actor.startswith("operator:")
+    assert minted.details["approver"] == "bob" and token not in repr(minted)
+
+
+@pytest.mark.parametrize(
+    ("request_id", "approver", "message"),
+    [
+        ("req_" + "a" * 26, "bob", "no request req_"),
+        ("REQUEST", "bob", "malformed request id"),
+        (None, "zed", "'zed' is not a configured approver"),
+    ],
+)
+def test_refusals_are_one_line_errors(
+    setup: tuple[Broker, Path],
+    capsys: pytest.CaptureFixture[str],
+    request_id: str | None,
+    approver: str,
+    message: str,
+) -> None:
+    made, config = setup
+    real = open_request(made, WRITE_PAYMENTS)
+    code, out, err = run(
+        capsys,
+        "approvals",
+        "link",
+        "--request",
+        request_id or real,
+        "--approver",
+        approver,
+        "--config",
+        str(config),
+    )
+    assert code == 1 and out == ""
+    assert err.startswith("error: ") and message in err and "Traceback" not in err
+
+
+def test_no_link_for_a_closed_request(
+    setup: tuple[Broker, Path], capsys: pytest.CaptureFixture[str]
+) -> None:
+    made, config = setup
+    request_id = open_request(made, WRITE_PAYMENTS)
+    made.services.approvals.decide(request_id, "bob", "deny", "link")
+    code, out, err = run(
+        capsys,
+        "approvals",
+        "link",
+        "--request",
+        request_id,
+        "--approver",
+        "alice",
+        "--config",
+        str(config),
+    )
+    assert code == 1 and out == "" and "is already denied" in err
