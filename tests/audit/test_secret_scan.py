@@ -50,7 +50,8 @@ def test_audits_a_secret(tmp_path: Path) -> None:
 def test_a_subprocess_streams_a_secret(tmp_path: Path, secret_scan) -> None:
     stream = tmp_path / "stream.jsonl"
     stream.write_text('{{"seq": 1, "details": {{"x": "{ELSEWHERE}"}}}}\\n')
-    secret_scan.add_secret("{ELSEWHERE}", "a credential a subprocess broker issued")
+    body = {{"access_key_id": "ASIAPUBLIC0001", "secret_access_key": "{ELSEWHERE}"}}
+    secret_scan.add_credentials(body, "a credential a subprocess broker issued")
     secret_scan.watch(stream)
 
 
@@ -73,6 +74,16 @@ def test_clean() -> None:
         public={{"accessor": "acc-1"}},
     )
     logging.getLogger("broker.clean").warning("issued accessor %s", credential.public["accessor"])
+
+
+def test_public_ids_are_never_secrets(secret_scan) -> None:
+    body = {{"access_key_id": "ASIAPUBLIC0002", "secret_access_key": "{ELSEWHERE}"}}
+    secret_scan.add_credentials(body, "a credential from a replica")
+    IssuedCredential(
+        backend="aws", expires_at=0.0, secret={{}}, public={{"access_key_id": "ASIAPUBLIC0003"}}
+    )
+    secret_scan.add_secret("ASIAPUBLIC0003", "registered by mistake")
+    logging.getLogger("broker.clean").warning("ids %s %s", "ASIAPUBLIC0002", "ASIAPUBLIC0003")
 '''
 
 
@@ -96,8 +107,8 @@ def test_a_planted_secret_fails_the_run_and_is_never_printed(inner: pytest.Pytes
     assert f"test_leaks.py:{line} (logger broker.leaky)" in output  # the logging call
     assert "test_leaks.py::test_audits_a_secret: audit record 1 (issue issued)" in output
     assert (
-        "test_leaks.py::test_a_subprocess_streams_a_secret: stream.jsonl:1: contains a "
-        "credential a subprocess broker issued (sha256 "
+        "test_leaks.py::test_a_subprocess_streams_a_secret: stream.jsonl:1: contains the "
+        "secret_access_key of a credential a subprocess broker issued (sha256 "
     ) in output
     assert "contains the session_token of a credential from aws (sha256 " in output
     assert "test_clean" not in output.split("secret scan")[-1]
@@ -108,4 +119,4 @@ def test_a_run_without_leaks_passes(inner: pytest.Pytester) -> None:
     inner.makepyfile(test_clean=CLEAN_TESTS)
     result = inner.runpytest_subprocess("-p", "no:cacheprovider")
     assert result.ret == pytest.ExitCode.OK
-    result.stdout.fnmatch_lines(["secret scan: 1 secret(s), 1 log line(s)*no secret found"])
+    result.stdout.fnmatch_lines(["secret scan: 3 secret(s), 2 log line(s)*no secret found"])
