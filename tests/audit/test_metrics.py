@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 from prometheus_client.parser import text_string_to_metric_families
@@ -114,3 +117,31 @@ def test_endpoint_labels_are_url_rules_never_raw_paths(tmp_path: Path) -> None:
     assert "/v1/requests/<request_id>" in endpoints and "unmatched" in endpoints
     assert not any(request_id in str(e) or "abcdef" in str(e) for e in endpoints)
     broker.services.close()
+
+
+MULTIPROCESS = """
+from broker.metrics import Metrics
+metrics = Metrics()
+metrics.issued.labels(backend="aws", tier="read", source="upstream").inc(3)
+print(metrics.render(pending=lambda: 5).decode())
+"""
+
+
+def test_worker_processes_are_aggregated_and_pending_still_comes_from_the_store(
+    tmp_path: Path,
+) -> None:
+    """Under gunicorn (PROMETHEUS_MULTIPROC_DIR) each worker's samples are summed."""
+    environment = {**os.environ, "PROMETHEUS_MULTIPROC_DIR": str(tmp_path)}
+    for _ in range(2):  # two workers, one after the other, sharing the directory
+        done = subprocess.run(
+            [sys.executable, "-c", MULTIPROCESS],
+            env=environment,
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=True,
+        )
+    samples = parse(done.stdout)
+    issued = "broker_credentials_issued_total"
+    assert value(samples, issued, backend="aws", tier="read", source="upstream") == 6
+    assert value(samples, "broker_pending_approvals") == 5
