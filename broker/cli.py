@@ -233,6 +233,47 @@ def config_check(path: Path) -> None:
     )
 
 
+@cli.group("store")
+def store_group() -> None:
+    """The broker's database."""
+
+
+@store_group.command("upgrade")
+@CONFIG_OPTION
+def store_upgrade(config_path: Path | None) -> None:
+    """Apply the schema migrations (also done on start; run it as a job before upgrades)."""
+    from broker.store.sql import SqlStore
+
+    settings = _settings(config_path)
+    SqlStore.from_url(settings.database_url).close()
+    click.echo("The store's schema is up to date.")
+
+
+@cli.group("token")
+def token_group() -> None:
+    """Agent tokens signed by the broker (the embedded default's identity)."""
+
+
+@token_group.command("mint")
+@CONFIG_OPTION
+@click.option("--agent", required=True, help="Agent name; the token's subject is agent:NAME.")
+@click.option("--ttl", default="1h", show_default=True, help="Lifetime, e.g. 30m, 1h, 8h.")
+def token_mint(config_path: Path | None, agent: str, ttl: str) -> None:
+    """Print a JWT for an agent, signed with the broker's key."""
+    from broker.errors import BadRequest
+    from broker.identity.mint import mint_agent_token
+    from broker.keys import load_keys
+    from broker.yamldoc import parse_duration
+
+    settings = _settings(config_path)
+    seconds = parse_duration(ttl)
+    if seconds is None:
+        raise BadRequest(f"--ttl '{ttl}' is not a duration such as 30m or 1h")
+    click.echo(
+        mint_agent_token(load_keys(settings.state_dir), settings.identity.local, agent, seconds)
+    )
+
+
 def _add_feature_commands() -> None:
     """Command groups that live beside their feature (one line each)."""
     # Feature commands: each module defines a click command or group; add it here.

@@ -109,6 +109,9 @@ class VaultSettings:
     url: str | None = None
     token: str | None = None
     public_url: str | None = None  # the address agents use, when it differs from url
+    # Agent tokens are created through this token role (orphan, only broker-* policies), so
+    # the broker's own token needs no sudo. Empty: create-orphan, which needs sudo.
+    token_role: str = "broker-tier"
     namespace: str | None = None
     verify_tls: bool = True
 
@@ -619,7 +622,7 @@ class _ConfigReader(Reader):
 
     def _vault(self, node: yaml.Node) -> VaultSettings | None:
         fields = self.mapping(
-            node, "vault", {"url", "token", "namespace", "verify_tls", "public_url"}
+            node, "vault", {"url", "token", "namespace", "verify_tls", "public_url", "token_role"}
         )
         if fields is None:
             return None
@@ -638,6 +641,14 @@ class _ConfigReader(Reader):
             ),
             public_url=self.each(
                 fields, "public_url", lambda n: self._url(n, "vault.public_url"), None
+            ),
+            token_role=self.each(
+                fields,
+                "token_role",
+                lambda n: self.string(
+                    n, "vault.token_role", re.compile(r"[A-Za-z0-9_-]{0,64}"), "a role name"
+                ),
+                "broker-tier",
             ),
         )
 

@@ -36,8 +36,9 @@ def _write_private(path: Path, data: bytes) -> None:
 
 def _read_private(path: Path) -> bytes:
     mode = stat.S_IMODE(path.stat().st_mode)
-    if mode & 0o077:
-        raise ConfigError(f"{path} is readable by others (mode {mode:o}); chmod 600 it")
+    # Group read is allowed: a Kubernetes Secret mounted with fsGroup is 0440 or 0640.
+    if mode & 0o037:
+        raise ConfigError(f"{path} is readable or writable by others (mode {mode:o}); chmod 600 it")
     return path.read_bytes()
 
 

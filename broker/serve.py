@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import tempfile
+from pathlib import Path
 from typing import Any
 
 from gunicorn.app.base import BaseApplication
@@ -58,12 +59,16 @@ def _post_worker_init(worker: Any) -> None:
 
 def serve(settings: Settings, workers: int | None = None, bind: str | None = None) -> None:
     configure_logging()
-    if settings.workers > 1 or (workers or 0) > 1:
-        # Several workers: prometheus_client aggregates their samples through files.
-        directory = os.environ.setdefault(
-            "PROMETHEUS_MULTIPROC_DIR", tempfile.mkdtemp(prefix="broker-metrics-")
+    if (workers or settings.workers) > 1:
+        # Several workers: prometheus_client aggregates their samples through files, which
+        # must start empty (a previous run's samples would be counted again).
+        directory = os.environ.get("PROMETHEUS_MULTIPROC_DIR") or tempfile.mkdtemp(
+            prefix="broker-metrics-"
         )
+        os.environ["PROMETHEUS_MULTIPROC_DIR"] = directory
         os.makedirs(directory, exist_ok=True)
+        for stale in Path(directory).glob("*.db"):
+            stale.unlink()
     # Keys and schema are prepared once here, before workers start racing for them.
     from broker.keys import load_keys
     from broker.store.sql import SqlStore

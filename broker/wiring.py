@@ -53,7 +53,9 @@ def build_issuers(settings: Settings, metrics: Metrics) -> Mapping[str, Issuer]:
     if client is not None and settings.vault.url:
         retry = retry_policy(settings)
         issuers["vault"] = VaultTokenIssuer(
-            VaultCaller("vault", client, retry), settings.vault.public_url or settings.vault.url
+            VaultCaller("vault", client, retry),
+            settings.vault.public_url or settings.vault.url,
+            settings.vault.token_role,
         )
         issuers["database"] = DatabaseIssuer(VaultCaller("database", client, retry))
     return issuers

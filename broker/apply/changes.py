@@ -20,6 +20,7 @@ from broker.apply.desired import (
     DesiredVaultPolicy,
     trust_policy,
 )
+from broker.issuers.vault_token import TOKEN_ROLE, TOKEN_ROLE_SETTINGS
 from broker.policy.compiler import DatabaseRole
 
 
@@ -48,6 +49,8 @@ class RoleManager(Protocol):
 
 
 class VaultManager(Protocol):
+    def read_token_role(self, name: str) -> dict[str, Any] | None: ...
+    def write_token_role(self, name: str, settings: dict[str, Any]) -> None: ...
     def read_policy(self, name: str) -> str | None: ...
     def write_policy(self, name: str, policy: str) -> None: ...
     def read_database_role(self, mount: str, name: str) -> dict[str, Any] | None: ...
@@ -137,11 +140,33 @@ def _create_role(
 
 
 def vault_changes(
-    policies: Iterable[DesiredVaultPolicy], database: Iterable[DatabaseRole], vault: VaultManager
+    policies: Iterable[DesiredVaultPolicy],
+    database: Iterable[DatabaseRole],
+    vault: VaultManager,
+    token_role: str | None = TOKEN_ROLE,
 ) -> tuple[list[Change], list[str]]:
-    """Changes, and problems that block applying (a missing database connection)."""
+    """Changes, and problems that block applying (a missing database connection).
+
+    With Vault policies to manage comes the token role agents' tokens are created through.
+    """
     changes: list[Change] = []
     problems: list[str] = []
+    policies = list(policies)
+    if policies and token_role:
+        current_role = vault.read_token_role(token_role)
+        wanted_role = dict(TOKEN_ROLE_SETTINGS)
+        have = {key: (current_role or {}).get(key) for key in wanted_role}
+        if current_role is None or canonical(have) != canonical(wanted_role):
+            changes.append(
+                Change(
+                    "vault",
+                    "create" if current_role is None else "update",
+                    f"token role {token_role}",
+                    tuple(canonical(wanted_role).splitlines()),
+                    apply=partial(vault.write_token_role, token_role, wanted_role),
+                )
+            )
+
     for policy in policies:
         current = vault.read_policy(policy.name)
         if current is None:

@@ -78,6 +78,19 @@ class HvacVaultManager:
     def __init__(self, client: hvac.Client) -> None:
         self.client = client
 
+    def read_token_role(self, name: str) -> dict[str, Any] | None:
+        try:
+            response = self.client.read(f"auth/token/roles/{name}")
+        except vault_errors.InvalidPath:
+            return None
+        if not isinstance(response, dict):
+            return None
+        data: dict[str, Any] = response.get("data") or {}
+        return data
+
+    def write_token_role(self, name: str, settings: dict[str, Any]) -> None:
+        self.client.write_data(f"auth/token/roles/{name}", data=settings)
+
     def read_policy(self, name: str) -> str | None:
         try:
             response = self.client.sys.read_acl_policy(name=name)

@@ -1,15 +1,18 @@
 """Vault tokens: an orphan token carrying only the tier's ACL policy, for the tier's TTL.
 
-Orphan, so revoking the broker's own token does not cascade unexpectedly and the agent's
-token cannot outlive its policy by inheritance; ``explicit_max_ttl`` pins the tier's maximum
-even if the agent renews; ``num_uses`` when the scope asks for it; metadata names the agent,
-scope and request for Vault's own audit device. The accessor is recorded for revocation.
+Created through a token role (``broker-tier``, which `broker scopes apply` maintains): orphan,
+so revoking the broker's own token does not cascade unexpectedly, and Vault itself refuses
+any policy outside ``broker-*``, so the broker's token needs no sudo; ``explicit_max_ttl``
+pins the tier's maximum even if the agent renews; ``num_uses`` when the scope asks for it;
+metadata names the agent, scope and request for Vault's own audit device. The accessor is
+recorded for revocation.
 """
 
 from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from functools import partial
 from typing import Any
 
 from broker.errors import UpstreamUnavailable
@@ -19,16 +22,29 @@ from broker.policy.compiler import vault_policy_name
 from broker.store.records import IssuedRecord
 
 BACKEND = "vault"
+TOKEN_ROLE = "broker-tier"
+TOKEN_ROLE_SETTINGS = {
+    "allowed_policies_glob": ["broker-*"],
+    "disallowed_policies": ["root"],
+    "orphan": True,
+    "renewable": True,
+    "token_no_default_policy": True,
+}
 
 
 class VaultTokenIssuer:
     backend = BACKEND
 
     def __init__(
-        self, caller: VaultCaller, public_address: str, clock: Callable[[], float] = time.time
+        self,
+        caller: VaultCaller,
+        public_address: str,
+        token_role: str | None = TOKEN_ROLE,
+        clock: Callable[[], float] = time.time,
     ) -> None:
         self.caller = caller
         self.public_address = public_address  # the address agents use to reach Vault
+        self.token_role = token_role or None
         self.clock = clock
 
     def issue(self, request: IssueRequest) -> IssuedCredential:
@@ -39,7 +55,14 @@ class VaultTokenIssuer:
         agent = request.identity.subject
 
         def create(client: Any) -> Any:
-            return client.auth.token.create_orphan(
+            # Through the token role: orphan, and Vault itself refuses any policy outside
+            # broker-*; without one, create-orphan (which needs sudo on the broker's token).
+            make = (
+                partial(client.auth.token.create, role_name=self.token_role)
+                if self.token_role
+                else client.auth.token.create_orphan
+            )
+            return make(
                 policies=[policy],
                 no_default_policy=True,
                 ttl=f"{request.duration_seconds}s",

@@ -114,6 +114,11 @@ def scope_files(path: Path) -> Iterator[Path]:
         yield path
         return
     for candidate in sorted(path.rglob("*")):
+        relative = candidate.relative_to(path)
+        # Hidden names are skipped: editors' backups, and the timestamped copies behind the
+        # links Kubernetes makes when it mounts a ConfigMap (each scope would load twice).
+        if any(part.startswith(".") for part in relative.parts):
+            continue
         if candidate.suffix in SCOPE_SUFFIXES and candidate.is_file():
             yield candidate
 
