@@ -113,3 +113,15 @@ def test_cli_prints_problems_and_exits_1_without_traceback(
     assert "Traceback" not in out + err
     assert out.count(str(tmp_path)) == 2
     assert "2 problem(s) in 2 file(s)" in err
+
+
+def test_hidden_files_and_directories_are_skipped(tmp_path: Path) -> None:
+    """Kubernetes mounts a ConfigMap as links into a hidden timestamped directory."""
+    hidden = tmp_path / "..2026_11_23_08_00_00.123"
+    hidden.mkdir()
+    write_scope(hidden, scope_data())
+    (tmp_path / "..data").symlink_to(hidden.name)
+    (tmp_path / "shop.yaml").symlink_to("..data/shop.yaml")
+    write_scope(tmp_path, "broken: [", ".shop.yaml.swp.yaml")
+    result = load_scope_set(tmp_path, lint_context())
+    assert result.problems == [] and list(result.scope_set.scopes) == ["shop"]
