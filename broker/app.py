@@ -9,7 +9,7 @@ import time
 
 from flask import Flask, Response, g, request
 
-from broker.api import approval_page, credentials, health, openapi, requests, slack
+from broker.api import admin, approval_page, credentials, health, openapi, requests, slack
 from broker.api.errors import register_error_handlers
 from broker.config import Settings
 from broker.services import Services, build_services
@@ -40,6 +40,7 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
         openapi.blueprint,
         approval_page.blueprint,
         slack.blueprint,
+        admin.blueprint,
     ):
         app.register_blueprint(blueprint)
     for extra in services.blueprints:

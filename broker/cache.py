@@ -87,6 +87,15 @@ class CredentialCache:
                 self._entries.pop(key, None)
         return len(doomed)
 
+    def evict_request(self, request_id: str) -> int:
+        with self._lock:
+            doomed = [
+                key for key, entry in list(self._entries.items()) if entry.request_id == request_id
+            ]
+            for key in doomed:
+                self._entries.pop(key, None)
+        return len(doomed)
+
     def evict_services(self, services: frozenset[str]) -> int:
         return self.evict(lambda key: key.service in services)
 

@@ -277,6 +277,10 @@ def token_mint(config_path: Path | None, agent: str, ttl: str) -> None:
 def _add_feature_commands() -> None:
     """Command groups that live beside their feature (one line each)."""
     # Feature commands: each module defines a click command or group; add it here.
+    from broker.guard.commands import revoke_command, unfreeze_command
+
+    cli.add_command(revoke_command)
+    cli.add_command(unfreeze_command)
     from broker.approvals.commands import approvals
 
     cli.add_command(approvals)
@@ -287,6 +291,9 @@ def _add_feature_commands() -> None:
 
     cli.add_command(creds_command)
     cli.add_command(mcp_command)
+    from broker.guard.break_glass_commands import break_glass
+
+    cli.add_command(break_glass)
 
 
 def main(argv: Sequence[str] | None = None) -> None:

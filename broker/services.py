@@ -24,7 +24,9 @@ from broker.config import Settings
 from broker.credentials import CredentialService
 from broker.errors import BrokerError
 from broker.guard.guard import Guard
+from broker.guard.revocation import KillSwitch
 from broker.identity.verifier import TokenVerifier
+from broker.issuers.aws_accounts import AwsAccounts
 from broker.issuers.base import Issuer
 from broker.keys import BrokerKeys, load_keys
 from broker.metrics import Metrics
@@ -57,6 +59,7 @@ class Services:
     links: LinkSigner
     approvals: ApprovalService
     credentials: CredentialService
+    kill_switch: KillSwitch
     blueprints: list[Blueprint] = field(default_factory=list)
     _readiness: tuple[float, dict[str, str]] = (float("-inf"), {})
     _readiness_lock: threading.Lock = field(default_factory=threading.Lock)
@@ -131,6 +134,8 @@ def build_services(
     keys: BrokerKeys | None = None,
     build_issuers: Callable[[Settings, Metrics], Mapping[str, Issuer]] | None = None,
     build_notifier: Callable[[Settings], Notifier] | None = None,
+    accounts: AwsAccounts | None = None,
+    build_accounts: Callable[[Settings, Mapping[str, Issuer]], AwsAccounts | None] | None = None,
     **_: Any,
 ) -> Services:
     """Everything the broker needs, wired once."""
@@ -180,6 +185,20 @@ def build_services(
         clock=clock,
     )
     credentials_holder.append(credentials)
+    if accounts is None and build_accounts is not None:
+        accounts = build_accounts(settings, issuers)
+    kill_switch = KillSwitch(
+        store=store,
+        issuers=issuers,
+        accounts=accounts,
+        scopes=scopes,
+        approvals=approvals,
+        cache=cache,
+        guard=guard,
+        notifier=notifier,
+        audit=audit,
+        clock=clock,
+    )
     services = Services(
         settings=settings,
         clock=clock,
@@ -197,6 +216,7 @@ def build_services(
         links=links,
         approvals=approvals,
         credentials=credentials,
+        kill_switch=kill_switch,
     )
     scopes.on_reload(services.on_scope_reload)
     return services

@@ -65,6 +65,12 @@ def build_accounts(settings: Settings, sts: StsIssuer) -> AwsAccounts:
     return AwsAccounts(sts, settings.aws.admin_role_arn, settings.aws.broker_principal_arn)
 
 
+def accounts_for(settings: Settings, issuers: Mapping[str, Issuer]) -> AwsAccounts | None:
+    """IAM access for the kill switch, through the running STS issuer's credentials."""
+    sts = issuers.get("aws")
+    return build_accounts(settings, sts) if isinstance(sts, StsIssuer) else None
+
+
 def build_notifier(settings: Settings) -> Notifier:
     """Slack (bot token or incoming webhook) when configured; otherwise approvers use the page."""
     from broker.approvals.links import LinkSigner
@@ -79,4 +85,8 @@ def build_notifier(settings: Settings) -> Notifier:
 
 
 def backend_factories() -> dict[str, Any]:
-    return {"build_issuers": build_issuers, "build_notifier": build_notifier}
+    return {
+        "build_issuers": build_issuers,
+        "build_notifier": build_notifier,
+        "build_accounts": accounts_for,
+    }

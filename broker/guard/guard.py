@@ -72,7 +72,7 @@ class Guard:
     # -- freezes ----------------------------------------------------------------------
 
     def active_freezes(self, fresh: bool = False) -> Sequence[FreezeRecord]:
-        now = time.monotonic()
+        now = self.clock()
         with self._lock:
             if fresh or now - self._freezes_read_at > FREEZE_CACHE_SECONDS:
                 self._freezes = self.store.active_freezes()

@@ -1,0 +1,408 @@
+"""The kill switch: cut an agent (a scope, a request, or everything) off, everywhere, now.
+
+In order: freeze the target (nothing new is issued, on any replica, within a second), revoke
+what was issued (Vault tokens by accessor, database leases by id -- Vault drops the logins,
+AWS sessions by an inline deny on each affected tier role for sessions issued before now),
+evict cached credentials, cancel pending requests, alert, audit. It reports, per backend,
+what it did and what it could not reach; it never hides a failure, and a Slack outage does
+not stop it.
+
+AWS has no call to revoke one STS session. The documented way is a Deny for sessions whose
+``aws:TokenIssueTime`` is before the revocation; narrowed by ``aws:SourceIdentity`` (an
+agent) or the ``broker:request-id`` session tag (a request) so other agents on the same role
+keep working.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import json
+import logging
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from botocore.exceptions import BotoCoreError, ClientError
+
+from broker.approvals.service import ApprovalService
+from broker.audit.recorder import AuditRecorder
+from broker.cache import CredentialCache
+from broker.errors import BadRequest, BrokerError
+from broker.guard.guard import Guard
+from broker.issuers.aws_accounts import AwsAccounts
+from broker.issuers.aws_sts import source_identity
+from broker.issuers.base import Issuer
+from broker.notify.base import NotificationFailed, Notifier
+from broker.policy.globs import substitute
+from broker.scopes.holder import ScopeHolder
+from broker.store.records import FreezeRecord, IssuedRecord
+from broker.store.sql import SqlStore
+
+log = logging.getLogger(__name__)
+
+REVOCATION_POLICY_NAME = "broker-revoked-sessions"
+# Sessions last at most 12 h: a deny for sessions issued before a time older than that
+# matches nothing any more and is pruned, keeping the inline policy under IAM's size limit.
+STATEMENT_LIFETIME_SECONDS = 12 * 3600
+
+
+@dataclass(frozen=True)
+class RevokeTarget:
+    """Exactly one of: an agent, a service (optionally one environment), a request, all."""
+
+    agent: str | None = None
+    service: str | None = None
+    environment: str | None = None
+    request_id: str | None = None
+    everything: bool = False
+
+    def __post_init__(self) -> None:
+        chosen = sum(x is not None for x in (self.agent, self.service, self.request_id))
+        chosen += int(self.everything)
+        if chosen != 1:
+            raise BadRequest("name exactly one of: an agent, a service, a request, or all")
+        if self.environment is not None and self.service is None:
+            raise BadRequest("an environment narrows a service: name the service too")
+
+    def describe(self) -> str:
+        if self.agent is not None:
+            return f"agent {self.agent}"
+        if self.service is not None:
+            return f"service {self.service}" + (f"/{self.environment}" if self.environment else "")
+        if self.request_id is not None:
+            return f"request {self.request_id}"
+        return "everything"
+
+    def freeze(self, reason: str, actor: str, now: float) -> FreezeRecord | None:
+        if self.agent is not None:
+            return FreezeRecord("agent", self.agent, reason, actor, now)
+        if self.service is not None:
+            target = self.service + (f"/{self.environment}" if self.environment else "")
+            return FreezeRecord("scope", target, reason, actor, now)
+        if self.everything:
+            return FreezeRecord("all", "*", reason, actor, now)
+        return None  # a single request: its credentials go, the agent may go on
+
+
+@dataclass
+class BackendOutcome:
+    revoked: int = 0
+    failed: int = 0
+    errors: list[str] = field(default_factory=list)
+    roles: list[str] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return not self.failed and not self.errors
+
+
+@dataclass
+class RevocationReport:
+    target: str
+    frozen: str | None
+    backends: dict[str, BackendOutcome]
+    cache_evicted: int
+    cancelled: int
+    alert: str
+
+    @property
+    def ok(self) -> bool:
+        return all(outcome.ok for outcome in self.backends.values())
+
+    def lines(self) -> list[str]:
+        lines = [f"Revoked {self.target}."]
+        lines.append(f"  frozen:     {self.frozen or 'no (a single request)'}")
+        for backend, outcome in sorted(self.backends.items()):
+            detail = f"{outcome.revoked} revoked"
+            if backend == "aws":
+                detail += f", revocation policy on {len(outcome.roles)} role(s)"
+            if outcome.failed:
+                detail += f", {outcome.failed} FAILED"
+            lines.append(f"  {backend + ':':11} {detail}")
+            lines.extend(f"      UNREACHED: {error}" for error in outcome.errors)
+            lines.extend(f"      role {role}" for role in outcome.roles)
+        lines.append(f"  cache:      {self.cache_evicted} cached credential(s) evicted here")
+        lines.append(f"  requests:   {self.cancelled} pending request(s) cancelled")
+        lines.append(f"  alert:      {self.alert}")
+        if not self.ok:
+            lines.append(
+                "NOT COMPLETE: some backends could not be reached; run it again "
+                "when they answer (the freeze is in place)."
+            )
+        return lines
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "target": self.target,
+            "frozen": self.frozen,
+            "complete": self.ok,
+            "backends": {
+                name: {
+                    "revoked": o.revoked,
+                    "failed": o.failed,
+                    "errors": o.errors,
+                    "roles": o.roles,
+                }
+                for name, o in self.backends.items()
+            },
+            "cache_evicted": self.cache_evicted,
+            "cancelled": self.cancelled,
+            "alert": self.alert,
+        }
+
+
+def revocation_statement(target: RevokeTarget, before: float) -> dict[str, Any]:
+    """Deny everything to sessions issued before ``before`` (narrowed to the target)."""
+    issued_before = dt.datetime.fromtimestamp(before, dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    condition: dict[str, Any] = {"DateLessThan": {"aws:TokenIssueTime": issued_before}}
+    if target.agent is not None:
+        condition["StringEquals"] = {"aws:SourceIdentity": source_identity(target.agent)}
+    elif target.request_id is not None:
+        condition["StringEquals"] = {"aws:PrincipalTag/broker:request-id": target.request_id}
+    narrowing = json.dumps(condition.get("StringEquals", {}), sort_keys=True)
+    sid = "Revoke" + hashlib.sha256(narrowing.encode()).hexdigest()[:16]
+    return {"Sid": sid, "Effect": "Deny", "Action": "*", "Resource": "*", "Condition": condition}
+
+
+def merge_revocation(
+    existing: Mapping[str, Any] | None, statement: dict[str, Any], now: float
+) -> dict[str, Any]:
+    """The role's revocation policy with ``statement`` added (replacing one of the same
+    narrowing: a later cut-off covers the earlier one) and expired statements pruned."""
+    horizon = now - STATEMENT_LIFETIME_SECONDS
+    kept = []
+    for old in (existing or {}).get("Statement", []):
+        if old.get("Sid") == statement["Sid"]:
+            continue
+        cutoff = old.get("Condition", {}).get("DateLessThan", {}).get("aws:TokenIssueTime", "")
+        try:
+            when = dt.datetime.strptime(cutoff, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=dt.UTC)
+        except ValueError:
+            kept.append(old)  # not ours to judge: keep it
+            continue
+        if when.timestamp() > horizon:
+            kept.append(old)
+    return {"Version": "2012-10-17", "Statement": [*kept, statement]}
+
+
+class KillSwitch:
+    def __init__(
+        self,
+        store: SqlStore,
+        issuers: Mapping[str, Issuer],
+        accounts: AwsAccounts | None,
+        scopes: ScopeHolder,
+        approvals: ApprovalService,
+        cache: CredentialCache,
+        guard: Guard,
+        notifier: Notifier,
+        audit: AuditRecorder,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.store = store
+        self.issuers = issuers
+        self.accounts = accounts
+        self.scopes = scopes
+        self.approvals = approvals
+        self.cache = cache
+        self.guard = guard
+        self.notifier = notifier
+        self.audit = audit
+        self.clock = clock
+
+    def revoke(self, target: RevokeTarget, actor: str, reason: str) -> RevocationReport:
+        if len(reason.strip()) < 3:
+            raise BadRequest("say why: a reason is required", "reason")
+        now = self.clock()
+        freeze = target.freeze(reason, actor, now)
+        if freeze is not None:
+            self.store.add_freeze(freeze)
+            self.guard.forget_freezes()
+            self.audit.record(
+                "freeze", "frozen", actor, reason=reason, kind=freeze.kind, target=freeze.target
+            )
+        records = self.store.active_issued(
+            now,
+            agent_subject=target.agent,
+            service=target.service,
+            environment=target.environment,
+            request_id=target.request_id,
+        )
+        backends = {
+            "vault": self._revoke_each([r for r in records if r.backend == "vault"], "vault", now),
+            "database": self._revoke_each(
+                [r for r in records if r.backend == "database"], "database", now
+            ),
+            "aws": self._revoke_aws(target, [r for r in records if r.backend == "aws"], now),
+        }
+        evicted = self._evict(target)
+        cancelled = self.approvals.cancel_open(
+            f"cancelled by the kill switch: {reason}",
+            actor,
+            agent_subject=target.agent,
+            service=target.service,
+            environment=target.environment,
+            request_id=target.request_id,
+        )
+        report = RevocationReport(
+            target=target.describe(),
+            frozen=freeze.describe() if freeze else None,
+            backends=backends,
+            cache_evicted=evicted,
+            cancelled=len(cancelled),
+            alert="",
+        )
+        report.alert = self._alert(report, actor, reason)
+        counts: dict[str, Any] = {f"{name}_revoked": o.revoked for name, o in backends.items()}
+        counts.update({f"{name}_failed": o.failed for name, o in backends.items() if o.failed})
+        self.audit.record(
+            "revoke",
+            "complete" if report.ok else "partial",
+            actor,
+            reason=reason,
+            service=target.service,
+            environment=target.environment,
+            request_id=target.request_id,
+            target=report.target,
+            roles=backends["aws"].roles,
+            unreached=[e for o in backends.values() for e in o.errors] or None,
+            cancelled=len(cancelled),
+            counts=counts,
+        )
+        log.warning("kill switch: %s", report.target, extra={"actor": actor, "complete": report.ok})
+        return report
+
+    def _revoke_each(self, records: list[IssuedRecord], backend: str, now: float) -> BackendOutcome:
+        outcome = BackendOutcome()
+        issuer = self.issuers.get(backend)
+        if records and issuer is None:
+            outcome.failed = len(records)
+            outcome.errors.append(f"{backend}: no issuer configured")
+            return outcome
+        done: list[int] = []
+        for record in records:
+            assert issuer is not None
+            try:
+                issuer.revoke(record)
+            except BrokerError as e:
+                outcome.failed += 1
+                if e.message not in outcome.errors:
+                    outcome.errors.append(e.message)
+                continue
+            outcome.revoked += 1
+            if record.id is not None:
+                done.append(record.id)
+        self.store.mark_revoked(done, now)
+        return outcome
+
+    def affected_roles(self, target: RevokeTarget, records: list[IssuedRecord]) -> list[str]:
+        """Tier roles whose sessions must die: those in the records, and for a service or
+        everything, every role of the matching scopes (another replica may have issued)."""
+        roles = {r.role_arn for r in records if r.role_arn}
+        if target.service is not None or target.everything:
+            for scope in self.scopes.current.scopes.values():
+                if target.service is not None and scope.service != target.service:
+                    continue
+                for env in scope.environments.values():
+                    if env.aws is None or (target.environment and env.name != target.environment):
+                        continue
+                    roles.update(
+                        substitute(arn, env.placeholders(None)) for arn in env.aws.roles.values()
+                    )
+        return sorted(roles)
+
+    def _revoke_aws(
+        self, target: RevokeTarget, records: list[IssuedRecord], now: float
+    ) -> BackendOutcome:
+        outcome = BackendOutcome()
+        roles = self.affected_roles(target, records)
+        if not roles:
+            return outcome
+        if self.accounts is None:
+            outcome.failed = len(records)
+            outcome.errors.append("aws: not configured; sessions were not revoked")
+            return outcome
+        statement = revocation_statement(target, now)
+        for arn in roles:
+            account, name = arn.split(":")[4], arn.rsplit("/", 1)[1]
+            try:
+                iam = self.accounts.iam(account)
+                existing = _inline_policy(iam, name)
+                iam.put_role_policy(
+                    RoleName=name,
+                    PolicyName=REVOCATION_POLICY_NAME,
+                    PolicyDocument=json.dumps(merge_revocation(existing, statement, now)),
+                )
+            except (ClientError, BotoCoreError, BrokerError) as e:
+                outcome.errors.append(f"aws role {arn}: {_reason(e)}")
+                continue
+            outcome.roles.append(arn)
+        reached = set(outcome.roles)
+        done = [r for r in records if r.role_arn in reached]
+        outcome.revoked = len(done)
+        outcome.failed = len(records) - len(done)
+        self.store.mark_revoked([r.id for r in done if r.id is not None], now)
+        return outcome
+
+    def _evict(self, target: RevokeTarget) -> int:
+        if target.agent is not None:
+            return self.cache.evict_agent(target.agent)
+        if target.service is not None:
+            return self.cache.evict(
+                lambda key: (
+                    key.service == target.service
+                    and (target.environment is None or key.environment == target.environment)
+                )
+            )
+        if target.request_id is not None:
+            return self.cache.evict_request(target.request_id)
+        return self.cache.clear()
+
+    def _alert(self, report: RevocationReport, actor: str, reason: str) -> str:
+        try:
+            self.notifier.alert(
+                f"Kill switch: {report.target} revoked by {actor}: {reason}", report.lines()
+            )
+        except NotificationFailed as e:
+            return f"FAILED ({e}); tell the approvers another way"
+        return "sent"
+
+    def unfreeze(self, target: RevokeTarget, actor: str, reason: str) -> int:
+        """Lift the target's freezes (revoked credentials stay revoked)."""
+        freeze = target.freeze(reason, actor, self.clock())
+        if freeze is None:
+            raise BadRequest("a request is not frozen: unfreeze an agent, a service or all")
+        lifted = self.store.lift_freezes(freeze.kind, freeze.target, self.clock())
+        self.guard.forget_freezes()
+        self.audit.record(
+            "unfreeze",
+            "lifted" if lifted else "nothing",
+            actor,
+            reason=reason,
+            kind=freeze.kind,
+            target=freeze.target,
+            lifted=lifted,
+        )
+        return lifted
+
+
+def _inline_policy(iam: Any, role: str) -> dict[str, Any] | None:
+    try:
+        document = iam.get_role_policy(RoleName=role, PolicyName=REVOCATION_POLICY_NAME)
+    except ClientError as e:
+        if e.response.get("Error", {}).get("Code") == "NoSuchEntity":
+            return None
+        raise
+    body = document["PolicyDocument"]
+    parsed: dict[str, Any] = json.loads(body) if isinstance(body, str) else dict(body)
+    return parsed
+
+
+def _reason(error: Exception) -> str:
+    if isinstance(error, ClientError):
+        return str(error.response.get("Error", {}).get("Code", "error"))
+    if isinstance(error, BrokerError):
+        return error.message
+    return type(error).__name__

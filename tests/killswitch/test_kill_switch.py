@@ -1,0 +1,284 @@
+"""The kill switch against real backends: Vault tokens, database logins, AWS sessions."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import hvac
+import psycopg
+import pytest
+from hvac import exceptions as vault_errors
+
+from broker.app import create_app
+from broker.cli import main
+from broker.guard.revocation import REVOCATION_POLICY_NAME
+from broker.issuers.aws_accounts import AwsAccounts
+from broker.notify.base import ApprovalNotice, NotificationFailed
+from broker.services import build_services
+from tests.fixtures.backends import Backends
+from tests.fixtures.broker import Broker, FakeClock, FakeIssuer, make_broker
+from tests.fixtures.broker import test_settings as broker_settings
+
+AGENT, OTHER, ADMIN = "shop-bot", "other-bot", "ops"
+
+
+@pytest.fixture()
+def shop(tmp_path: Path, backends: Backends) -> Broker:
+    scope = next(backends.scopes_dir.glob("*.yaml"))
+    scope.write_text(
+        scope.read_text().replace(
+            "  - subject: agent:shop-bot",
+            "  - subject: agent:shop-bot\n  - subject: agent:other-bot",
+        )
+    )
+    backends.apply(yes=True)
+    backends.admin("s3").create_bucket(Bucket=f"{backends.name}-prod-data")
+    backends.admin("s3").put_object(Bucket=f"{backends.name}-prod-data", Key="a.txt", Body=b"a")
+    broker = make_broker(tmp_path, real_issuers=backends.issuers, admins=("agent:ops",))
+    # The kill switch reaches IAM with the broker's own AWS identity.
+    broker.services.kill_switch.accounts = AwsAccounts(backends.sts)
+    return broker
+
+
+def run(args: list[str]) -> int:
+    try:
+        main(args)
+    except SystemExit as e:
+        return int(e.code or 0)
+    return 0
+
+
+def issue(broker: Broker, backends: Backends, agent: str, backend: str) -> dict[str, str]:
+    body: dict[str, Any] = {
+        "service": backends.name,
+        "environment": "prod",
+        "tier": "read",
+        "backend": backend,
+    }
+    if backend == "aws":
+        body["region"] = "us-east-1"
+    response = broker.post("/v1/credentials", body, agent=agent)
+    assert response.status_code == 200, response.json
+    return dict(response.json["credentials"])
+
+
+def vault_alive(backends: Backends, token: str) -> bool:
+    try:
+        hvac.Client(url=backends.bao.url, token=token, timeout=5).auth.token.lookup_self()
+    except vault_errors.Forbidden:
+        return False
+    return True
+
+
+def can_log_in(credentials: dict[str, str]) -> bool:
+    url = "postgresql://{username}:{password}@{host}:{port}/{database}".format(**credentials)
+    try:
+        with psycopg.connect(url, connect_timeout=5) as connection:
+            connection.execute("SELECT 1")
+    except psycopg.OperationalError:
+        return False
+    return True
+
+
+def test_revoking_an_agent_cuts_it_off_everywhere(shop: Broker, backends: Backends) -> None:
+    mine = {
+        backend: issue(shop, backends, AGENT, backend) for backend in ("aws", "vault", "database")
+    }
+    theirs = {backend: issue(shop, backends, OTHER, backend) for backend in ("vault", "database")}
+    assert vault_alive(backends, mine["vault"]["token"]) and can_log_in(mine["database"])
+
+    response = shop.post(
+        "/v1/revoke",
+        {"agent": "agent:shop-bot", "reason": "deleting production by mistake"},
+        agent=ADMIN,
+    )
+    assert response.status_code == 200, response.json
+    report = response.json
+    assert report["complete"] is True and report["frozen"] == "agent agent:shop-bot"
+    assert report["backends"]["vault"]["revoked"] == 1
+    assert report["backends"]["database"]["revoked"] == 1
+    assert report["backends"]["aws"]["revoked"] == 1
+    role = f"arn:aws:iam::123456789012:role/broker/{backends.name}-prod-read"
+    assert report["backends"]["aws"]["roles"] == [role]
+
+    assert not vault_alive(backends, mine["vault"]["token"])
+    assert not can_log_in(mine["database"])
+    document = backends.admin("iam").get_role_policy(
+        RoleName=f"{backends.name}-prod-read", PolicyName=REVOCATION_POLICY_NAME
+    )["PolicyDocument"]
+    document = json.loads(document) if isinstance(document, str) else document
+    [statement] = document["Statement"]
+    assert statement["Effect"] == "Deny" and statement["Action"] == "*"
+    assert statement["Condition"]["StringEquals"] == {"aws:SourceIdentity": "agent-shop-bot"}
+    assert "aws:TokenIssueTime" in statement["Condition"]["DateLessThan"]
+
+    refused = shop.post(
+        "/v1/credentials",
+        {"service": backends.name, "environment": "prod", "tier": "read", "backend": "vault"},
+        agent=AGENT,
+    )
+    assert refused.status_code == 403 and refused.json["error"] == "frozen"
+
+    # The other agent keeps what it has and still gets new credentials.
+    assert vault_alive(backends, theirs["vault"]["token"]) and can_log_in(theirs["database"])
+    assert issue(shop, backends, OTHER, "vault")["token"]
+
+
+def test_only_admins_may_use_the_kill_switch(shop: Broker, backends: Backends) -> None:
+    response = shop.post("/v1/revoke", {"all": True, "reason": "I want to"}, agent=AGENT)
+    assert response.status_code == 403
+    assert shop.services.guard.frozen("agent:anyone", backends.name, "prod") is None
+
+
+def test_revoke_and_unfreeze_on_the_command_line(
+    shop: Broker,
+    backends: Backends,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    token = issue(shop, backends, AGENT, "vault")["token"]
+    settings = shop.services.settings
+    config = tmp_path / "cli.yaml"
+    config.write_text(
+        f"scopes_dir: {settings.scopes_dir}\nstate_dir: {settings.state_dir}\n"
+        f"aws: {{endpoint_url: '{backends.moto.url}'}}\nvault: {{url: '{backends.bao.url}'}}\n"
+    )
+    monkeypatch.setenv("BROKER_VAULT_TOKEN", backends.bao.root_token)
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", backends.moto.broker_key["aws_access_key_id"])
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", backends.moto.broker_key["aws_secret_access_key"])
+    assert (
+        run(
+            [
+                "revoke",
+                "--service",
+                backends.name,
+                "--environment",
+                "prod",
+                "--reason",
+                "incident 42",
+                "--config",
+                str(config),
+            ]
+        )
+        == 0
+    )
+    out = capsys.readouterr().out
+    assert f"Revoked service {backends.name}/prod." in out
+    assert "vault:      1 revoked" in out
+    assert f"scope {backends.name}/prod" in out
+    assert not vault_alive(backends, token)
+    shop.clock.advance(2)  # replicas re-read freezes at least every second
+    frozen = shop.post(
+        "/v1/credentials",
+        {"service": backends.name, "environment": "prod", "tier": "read", "backend": "vault"},
+        agent=OTHER,
+    )
+    assert frozen.status_code == 403 and frozen.json["error"] == "frozen"
+    assert (
+        run(
+            [
+                "unfreeze",
+                "--service",
+                backends.name,
+                "--environment",
+                "prod",
+                "--reason",
+                "incident 42 resolved",
+                "--config",
+                str(config),
+            ]
+        )
+        == 0
+    )
+    assert "Unfrozen service" in capsys.readouterr().out
+    shop.clock.advance(2)
+    assert issue(shop, backends, OTHER, "vault")["token"]
+    actions = [(r.action, r.outcome) for r in shop.services.store.audit_records()]
+    assert ("revoke", "complete") in actions and ("unfreeze", "lifted") in actions
+
+
+class DeadSlack:
+    def request_opened(self, notice: ApprovalNotice) -> dict[str, Any]:
+        raise NotificationFailed("slack is unreachable")
+
+    def request_updated(
+        self, notice: ApprovalNotice, status: str, detail: str, handle: Any
+    ) -> None:
+        raise NotificationFailed("slack is unreachable")
+
+    def alert(self, text: str, evidence: Any = ()) -> None:
+        raise NotificationFailed("slack is unreachable")
+
+
+def test_slack_down_and_a_backend_down_are_reported_not_hidden(tmp_path: Path) -> None:
+    clock = FakeClock()
+    issuers = {name: FakeIssuer(name, clock) for name in ("aws", "vault", "database")}
+    settings = broker_settings(tmp_path, admins=("agent:ops",))
+    services = build_services(settings, clock=clock, issuers=issuers, notifier=DeadSlack())
+    broker = Broker(create_app(services=services), services, clock, issuers)
+    assert (
+        broker.post(
+            "/v1/credentials",
+            {"service": "ledger", "environment": "prod", "tier": "read", "backend": "vault"},
+            agent="ledger-maintainer",
+        ).status_code
+        == 200
+    )
+    issuers["vault"].down = True
+    response = broker.post(
+        "/v1/revoke", {"agent": "agent:ledger-maintainer", "reason": "compromised"}, agent=ADMIN
+    )
+    assert response.status_code == 207
+    report = response.json
+    assert report["complete"] is False
+    assert report["backends"]["vault"]["failed"] == 1
+    assert report["backends"]["vault"]["errors"] == ["vault is down"]
+    assert report["alert"].startswith("FAILED")
+    # The freeze holds although the backend could not be reached.
+    refused = broker.post(
+        "/v1/credentials",
+        {"service": "ledger", "environment": "prod", "tier": "read", "backend": "vault"},
+        agent="ledger-maintainer",
+    )
+    assert refused.status_code == 403 and refused.json["error"] == "frozen"
+
+
+def test_revoke_cancels_pending_requests_and_evicts_the_cache(tmp_path: Path) -> None:
+    broker = make_broker(tmp_path, admins=("agent:ops",))
+    read = {
+        "service": "payments",
+        "environment": "prod",
+        "region": "us-east-1",
+        "tier": "read",
+        "backend": "aws",
+    }
+    broker.post("/v1/credentials", read)
+    pending = broker.post(
+        "/v1/credentials",
+        {**read, "tier": "write", "resources": ["arn:aws:s3:::payments-prod-invoices/x"]},
+    ).json
+    assert len(broker.services.cache) == 1
+    report = broker.post(
+        "/v1/revoke", {"agent": "agent:payments-copilot", "reason": "rogue behaviour"}, agent=ADMIN
+    ).json
+    assert report["cancelled"] == 1 and report["cache_evicted"] == 1
+    assert broker.services.store.get_request(pending["request_id"]).status == "cancelled"
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        {},
+        {"agent": "a", "service": "b", "reason": "x y z"},
+        {"environment": "prod", "reason": "no service"},
+        {"all": True},
+        {"all": "yes", "reason": "bad type"},
+    ],
+)
+def test_malformed_revocations_are_refused(tmp_path: Path, body: dict[str, Any]) -> None:
+    broker = make_broker(tmp_path, admins=("agent:ops",))
+    response = broker.post("/v1/revoke", body, agent=ADMIN)
+    assert response.status_code == 400, response.json
