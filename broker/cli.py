@@ -7,6 +7,7 @@ traceback reaches the terminal.
 
 from __future__ import annotations
 
+import importlib
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -22,7 +23,34 @@ if TYPE_CHECKING:
 EXIT_PROBLEMS = 1
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+# Commands that live beside their feature, imported only when used: `broker creds` runs
+# on every credential_process refresh and must not pay for the server's imports.
+LAZY_COMMANDS = {
+    "approvals": "broker.approvals.commands:approvals",
+    "audit": "broker.audit.commands:audit",
+    "break-glass": "broker.guard.break_glass_commands:break_glass",
+    "creds": "broker.agent_cli:creds_command",
+    "mcp": "broker.agent_cli:mcp_command",
+    "revoke": "broker.guard.commands:revoke_command",
+    "unfreeze": "broker.guard.commands:unfreeze_command",
+}
+
+
+class LazyGroup(click.Group):
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted({*super().list_commands(ctx), *LAZY_COMMANDS})
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        target = LAZY_COMMANDS.get(cmd_name)
+        if target is not None and cmd_name not in self.commands:
+            module, _, attribute = target.partition(":")
+            command = getattr(importlib.import_module(module), attribute)
+            assert isinstance(command, click.Command)
+            return command
+        return super().get_command(ctx, cmd_name)
+
+
+@click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
 def cli() -> None:
     """Least-privilege, short-lived credentials for AI agents."""
 
@@ -275,25 +303,7 @@ def token_mint(config_path: Path | None, agent: str, ttl: str) -> None:
 
 
 def _add_feature_commands() -> None:
-    """Command groups that live beside their feature (one line each)."""
-    # Feature commands: each module defines a click command or group; add it here.
-    from broker.guard.commands import revoke_command, unfreeze_command
-
-    cli.add_command(revoke_command)
-    cli.add_command(unfreeze_command)
-    from broker.approvals.commands import approvals
-
-    cli.add_command(approvals)
-    from broker.audit.commands import audit
-
-    cli.add_command(audit)
-    from broker.agent_cli import creds_command, mcp_command
-
-    cli.add_command(creds_command)
-    cli.add_command(mcp_command)
-    from broker.guard.break_glass_commands import break_glass
-
-    cli.add_command(break_glass)
+    """Commands that must load eagerly (prefer LAZY_COMMANDS above: add a line there)."""
 
 
 def main(argv: Sequence[str] | None = None) -> None:
