@@ -43,6 +43,9 @@ def pending_body(record: RequestRecord, approvals_received: int) -> dict[str, ob
         "approvals_received": approvals_received,
         "expires_at": iso(record.expires_at),
         "poll_url": url_for("requests.get_request", request_id=record.id, _external=True),
+        # Where approvers act: the broker's page for this request (personal links and
+        # sign-in start there); an agent may show it to its human.
+        "approval_url": f"{services().settings.public_url}/requests/{record.id}",
     }
 
 
