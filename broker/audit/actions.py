@@ -1,8 +1,8 @@
 """The audit trail's vocabulary: every action name, what it means, and its outcomes.
 
 One catalogue, so the recorder's callers, `broker audit show` and docs/audit.md agree.
-Actions marked *planned* are recorded by features being built (revocation, the kill
-switch, break-glass, `broker scopes apply`); their names are fixed here first.
+Actions marked *planned* are recorded by features being built (break-glass); their names
+are fixed here first.
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ class Action:
 
 
 AUTHENTICATE = "authenticate"
+ADMIN = "admin"
 REQUEST = "request"
 NOTIFY = "notify"
 VIEW = "view"
@@ -37,6 +38,7 @@ SCOPE_APPLY = "scope_apply"
 
 CATALOGUE: tuple[Action, ...] = (
     Action(AUTHENTICATE, "a caller's token was refused", ("denied",)),
+    Action(ADMIN, "a caller who is not an admin used an admin endpoint", ("denied",)),
     Action(
         REQUEST,
         "a credential request and each change of its state",
@@ -62,9 +64,14 @@ CATALOGUE: tuple[Action, ...] = (
         "credentials were issued upstream, served from the cache, or failed",
         ("issued", "cached", "failed"),
     ),
-    Action(REVOKE, "issued credentials were revoked (planned)", ("revoked", "failed")),
-    Action(FREEZE, "the kill switch froze an agent, a scope or everything (planned)", ("frozen",)),
-    Action(UNFREEZE, "an operator lifted a freeze (planned)", ("lifted",)),
+    Action(
+        REVOKE,
+        "the kill switch revoked what a target was issued (complete, or partial when a "
+        "backend could not be reached); per credential: revoked or failed",
+        ("complete", "partial", "revoked", "failed"),
+    ),
+    Action(FREEZE, "the kill switch froze an agent, a scope or everything", ("frozen",)),
+    Action(UNFREEZE, "an operator lifted a freeze (or found none)", ("lifted", "nothing")),
     Action(BREAKER_TRIP, "the circuit breaker froze an agent", ("frozen",)),
     Action(
         BREAK_GLASS,
@@ -107,6 +114,8 @@ VERBS: dict[tuple[str, str], str] = {
     (ISSUE, "failed"): "issue failed",
     (REVOKE, "revoked"): "revoked",
     (REVOKE, "failed"): "revoke failed",
+    (REVOKE, "complete"): "kill switch",
+    (REVOKE, "partial"): "kill switch (partial)",
     (BREAK_GLASS, "requested"): "break-glass",
 }
 
