@@ -396,8 +396,9 @@ def test_a_browser_opens_the_link_reads_the_request_and_approves(
     assert "adds s3:PutObject" in browser.find_element(By.ID, "adds").text
     assert browser.find_element(By.ID, "status").text.startswith("pending")
     browser.find_element(By.ID, "approve").click()
-    assert wait_for(browser, "status") == "approved"
+    wait_for(browser, "outcome")  # only the outcome page has it: the form page is gone
     assert browser.find_element(By.ID, "outcome").get_attribute("data-status") == "approved"
+    assert browser.find_element(By.ID, "status").text == "approved"
     # The agent now collects write credentials, once; its read credentials were read-only.
     response = collect(served, request_id)
     assert response.status_code == 200, response.json
