@@ -139,6 +139,8 @@ class OidcSignIn:
 class ApprovalSettings:
     link_ttl_seconds: int = 24 * 3600
     collect_window_seconds: int = 15 * 60
+    # Break-glass credentials live the lesser of this and the tier's TTL.
+    break_glass_ttl_seconds: int = 15 * 60
     oidc: OidcSignIn | None = None
 
 
@@ -680,7 +682,9 @@ class _ConfigReader(Reader):
         )
 
     def _approvals(self, node: yaml.Node) -> ApprovalSettings | None:
-        fields = self.mapping(node, "approvals", {"link_ttl", "collect_window", "oidc"})
+        fields = self.mapping(
+            node, "approvals", {"link_ttl", "collect_window", "break_glass_ttl", "oidc"}
+        )
         if fields is None:
             return None
         defaults = ApprovalSettings()
@@ -721,8 +725,17 @@ class _ConfigReader(Reader):
                 lambda n: self.duration(n, "approvals.collect_window"),
                 defaults.collect_window_seconds,
             ),
+            break_glass_ttl_seconds=self._break_glass_ttl(fields.get("break_glass_ttl")),
             oidc=oidc,
         )
+
+    def _break_glass_ttl(self, node: yaml.Node | None) -> int:
+        default = ApprovalSettings.break_glass_ttl_seconds
+        seconds = self.duration(node, "approvals.break_glass_ttl") if node is not None else None
+        if seconds is not None and not 60 <= seconds <= 3600:
+            self.error(node, "approvals.break_glass_ttl must be 1m to 1h")
+            return default
+        return default if seconds is None else seconds
 
     def _breaker(self, node: yaml.Node) -> BreakerSettings | None:
         fields = self.mapping(
