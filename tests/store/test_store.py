@@ -1,0 +1,148 @@
+"""The store behaves the same on SQLite (embedded default) and PostgreSQL (replicas)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+from alembic.autogenerate import compare_metadata
+from alembic.migration import MigrationContext
+
+from broker.store.records import (
+    ApprovalRecord,
+    AuditRecord,
+    FreezeRecord,
+    IssuedRecord,
+    RequestRecord,
+)
+from broker.store.sql import SqlStore
+from broker.store.tables import metadata
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path / 'broker.db'}"
+    else:
+        yield request.getfixturevalue("postgres_url")
+
+
+@pytest.fixture()
+def store(store_url: str) -> Iterator[SqlStore]:
+    made = SqlStore.from_url(store_url)
+    yield made
+    made.close()
+
+
+def request_record(request_id: str = "req_" + "a" * 26, status: str = "pending") -> RequestRecord:
+    return RequestRecord(
+        id=request_id, agent_key="local:agent:x:abc", agent_subject="agent:x",
+        agent_issuer="local", agent_claims={"iss": "broker-local"}, service="payments",
+        environment="prod", region="us-east-1", tier="write", backend="aws",
+        resources=("arn:aws:s3:::b/k",), duration_seconds=1800, justification="fix it",
+        status=status, created_at=1000.0, expires_at=2800.0,  # type: ignore[arg-type]
+        approvals_required=2, delay_seconds=600,
+    )
+
+
+def test_the_schema_matches_the_tables_after_migrations(store: SqlStore) -> None:
+    with store.engine.connect() as connection:
+        differences = compare_metadata(MigrationContext.configure(connection), metadata)
+    assert differences == []
+
+
+def test_requests_round_trip_and_survive_a_restart(store_url: str) -> None:
+    first = SqlStore.from_url(store_url)
+    first.create_request(request_record())
+    first.close()
+    second = SqlStore.from_url(store_url)  # migrations run again: nothing to do
+    loaded = second.get_request("req_" + "a" * 26)
+    second.close()
+    assert loaded == request_record()
+
+
+def test_transitions_are_compare_and_set(store: SqlStore) -> None:
+    store.create_request(request_record())
+    moved = store.transition("req_" + "a" * 26, ["pending"], status="denied", decided_at=5.0)
+    assert moved is not None and moved.status == "denied"
+    assert store.transition("req_" + "a" * 26, ["pending"], status="approved") is None
+
+
+def test_decisions_count_distinct_approvers_once(store: SqlStore) -> None:
+    store.create_request(request_record())
+
+    def approve_at_two(request: RequestRecord, approvals: int, counted: bool) -> dict[str, object]:
+        return {"status": "approved", "approved_at": 10.0} if approvals >= 2 else {}
+
+    def decide(approver: str) -> int:
+        result = store.record_decision(
+            "req_" + "a" * 26,
+            ApprovalRecord("req_" + "a" * 26, approver, "approve", "link", 5.0), approve_at_two)
+        return result.approvals
+
+    assert decide("alice") == 1
+    assert decide("alice") == 1  # a double click counts once
+    assert decide("bob") == 2
+    stored = store.get_request("req_" + "a" * 26)
+    assert stored is not None and stored.status == "approved"
+    assert [a.approver for a in store.approvals_for("req_" + "a" * 26)] == ["alice", "bob"]
+
+
+def test_single_use_tokens(store: SqlStore) -> None:
+    assert store.use_token("jti-1", "req_x", 100.0, 1.0) is True
+    assert store.use_token("jti-1", "req_x", 100.0, 2.0) is False
+    assert store.token_used("jti-1") and not store.token_used("jti-2")
+
+
+def test_issued_records_and_revocation(store: SqlStore) -> None:
+    record = IssuedRecord(request_id="req_1", agent_key="k", agent_subject="agent:x",
+                          service="payments", environment="prod", region="us-east-1",
+                          tier="read", backend="aws", issued_at=10.0, expires_at=100.0,
+                          access_key_id="ASIAEXAMPLE", source_identity="agent-x")
+    stored = store.record_issued(record)
+    assert stored.id is not None
+    assert [r.access_key_id for r in store.active_issued(50.0, agent_subject="agent:x")] == [
+        "ASIAEXAMPLE"]
+    assert store.active_issued(150.0) == []  # expired
+    store.mark_revoked([stored.id], 60.0)
+    assert store.active_issued(70.0) == []
+
+
+def test_freezes(store: SqlStore) -> None:
+    store.add_freeze(FreezeRecord("agent", "agent:x", "rogue", "ops", 1.0))
+    store.add_freeze(FreezeRecord("scope", "payments/prod", "incident", "ops", 2.0))
+    assert [f.target for f in store.active_freezes()] == ["agent:x", "payments/prod"]
+    assert store.lift_freezes("agent", "agent:x", 3.0) == 1
+    assert [f.target for f in store.active_freezes()] == ["payments/prod"]
+
+
+def test_counters_enforce_a_sliding_window(store: SqlStore) -> None:
+    results = [store.count_and_add("rate:x", 60, 2, now) for now in (0.0, 1.0, 2.0)]
+    assert [added for added, _, _ in results] == [True, True, False]
+    assert results[2][2] == 0.0  # the oldest event, for Retry-After
+    assert store.count_and_add("rate:x", 60, 2, 61.0)[0] is True  # the first slid out
+
+
+def test_audit_chain_appends_in_order(store: SqlStore) -> None:
+    for i in range(3):
+        store.append_audit(AuditRecord(at=float(i), actor="a", action="issue", outcome="ok",
+                                       request_id=f"req_{i}"))
+    records = list(store.audit_records())
+    assert [r.seq for r in records] == [1, 2, 3]
+    assert records[1].prev_hash == records[0].hash and records[2].prev_hash == records[1].hash
+    assert store.audit_head() == 3
+
+
+def test_restart_keeps_a_pending_request_with_its_approvals(store_url: str) -> None:
+    first = SqlStore.from_url(store_url)
+    first.create_request(request_record())
+    first.record_decision("req_" + "a" * 26,
+                          ApprovalRecord("req_" + "a" * 26, "alice", "approve", "link", 5.0),
+                          lambda *_: {})
+    first.close()
+    second = SqlStore.from_url(store_url)
+    assert [a.approver for a in second.approvals_for("req_" + "a" * 26)] == ["alice"]
+    assert replace(request_record()) == second.get_request("req_" + "a" * 26)
+    second.close()
