@@ -22,7 +22,8 @@ from tests.fixtures.broker import test_settings as broker_settings
 AGENT = "shop-bot"
 OTHER_AGENT = "other-bot"
 
-# Write: alice or bob, 1 approval, at most 3 resources, 3 requests an hour.
+# Write: alice or bob, 1 approval (pending up to a day), at most 3 resources, 3 requests an
+# hour.
 # Delete: 2 of carol, dave, erin (group sre-oncall), a 10 min delay, at most 2 resources.
 SHOP_SCOPE = """\
 apiVersion: broker/v1
@@ -71,6 +72,7 @@ tiers:
     approval:
       approvers: [alice, bob]
       required: 1
+      pending_expiry: 1d
     max_resources: 3
     rate_limit: 3/h
   delete:
