@@ -197,6 +197,7 @@ def build_services(
         guard=guard,
         notifier=notifier,
         audit=audit,
+        metrics=metrics,
         clock=clock,
     )
     services = Services(

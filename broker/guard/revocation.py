@@ -34,6 +34,7 @@ from broker.guard.guard import Guard
 from broker.issuers.aws_accounts import AwsAccounts
 from broker.issuers.aws_sts import source_identity
 from broker.issuers.base import Issuer
+from broker.metrics import Metrics
 from broker.notify.base import NotificationFailed, Notifier
 from broker.policy.globs import substitute
 from broker.scopes.holder import ScopeHolder
@@ -199,6 +200,7 @@ class KillSwitch:
         guard: Guard,
         notifier: Notifier,
         audit: AuditRecorder,
+        metrics: Metrics | None = None,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.store = store
@@ -210,6 +212,7 @@ class KillSwitch:
         self.guard = guard
         self.notifier = notifier
         self.audit = audit
+        self.metrics = metrics
         self.clock = clock
 
     def revoke(self, target: RevokeTarget, actor: str, reason: str) -> RevocationReport:
@@ -231,11 +234,15 @@ class KillSwitch:
             request_id=target.request_id,
         )
         backends = {
-            "vault": self._revoke_each([r for r in records if r.backend == "vault"], "vault", now),
-            "database": self._revoke_each(
-                [r for r in records if r.backend == "database"], "database", now
+            "vault": self._revoke_each(
+                [r for r in records if r.backend == "vault"], "vault", now, actor, reason
             ),
-            "aws": self._revoke_aws(target, [r for r in records if r.backend == "aws"], now),
+            "database": self._revoke_each(
+                [r for r in records if r.backend == "database"], "database", now, actor, reason
+            ),
+            "aws": self._revoke_aws(
+                target, [r for r in records if r.backend == "aws"], now, actor, reason
+            ),
         }
         evicted = self._evict(target)
         cancelled = self.approvals.cancel_open(
@@ -274,7 +281,18 @@ class KillSwitch:
         log.warning("kill switch: %s", report.target, extra={"actor": actor, "complete": report.ok})
         return report
 
-    def _revoke_each(self, records: list[IssuedRecord], backend: str, now: float) -> BackendOutcome:
+    def _credential(
+        self, record: IssuedRecord, revoked: bool, actor: str, reason: str, error: str = ""
+    ) -> None:
+        """One record per credential, with its correlation ids (access key, accessor...)."""
+        outcome = "revoked" if revoked else "failed"
+        self.audit.credential_event("revoke", outcome, actor, record, reason=error or reason)
+        if self.metrics is not None:
+            self.metrics.revocation(record.backend, outcome)
+
+    def _revoke_each(
+        self, records: list[IssuedRecord], backend: str, now: float, actor: str, reason: str
+    ) -> BackendOutcome:
         outcome = BackendOutcome()
         issuer = self.issuers.get(backend)
         if records and issuer is None:
@@ -290,8 +308,10 @@ class KillSwitch:
                 outcome.failed += 1
                 if e.message not in outcome.errors:
                     outcome.errors.append(e.message)
+                self._credential(record, False, actor, reason, e.message)
                 continue
             outcome.revoked += 1
+            self._credential(record, True, actor, reason)
             if record.id is not None:
                 done.append(record.id)
         self.store.mark_revoked(done, now)
@@ -314,7 +334,12 @@ class KillSwitch:
         return sorted(roles)
 
     def _revoke_aws(
-        self, target: RevokeTarget, records: list[IssuedRecord], now: float
+        self,
+        target: RevokeTarget,
+        records: list[IssuedRecord],
+        now: float,
+        actor: str,
+        reason: str,
     ) -> BackendOutcome:
         outcome = BackendOutcome()
         roles = self.affected_roles(target, records)
@@ -341,6 +366,14 @@ class KillSwitch:
             outcome.roles.append(arn)
         reached = set(outcome.roles)
         done = [r for r in records if r.role_arn in reached]
+        for record in records:
+            self._credential(
+                record,
+                record.role_arn in reached,
+                actor,
+                reason,
+                "" if record.role_arn in reached else "its role was not reached",
+            )
         outcome.revoked = len(done)
         outcome.failed = len(records) - len(done)
         self.store.mark_revoked([r.id for r in done if r.id is not None], now)
