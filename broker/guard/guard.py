@@ -28,7 +28,7 @@ from broker.errors import (
 from broker.guard.windows import active_window, describe_window
 from broker.identity.model import AgentIdentity
 from broker.intake import ResolvedRequest
-from broker.notify.base import Notifier
+from broker.notify.base import NotificationFailed, Notifier
 from broker.store.records import FreezeRecord
 from broker.store.sql import SqlStore
 
@@ -174,10 +174,14 @@ class Guard:
             count=count,
             evidence=evidence,
         )
-        self.notifier.alert(
-            f"Agent {subject} was frozen by the circuit breaker: {reason}.", evidence
-        )
         log.warning("circuit breaker froze %s", subject, extra={"kind": kind, "count": count})
+        try:
+            self.notifier.alert(
+                f"Agent {subject} was frozen by the circuit breaker: {reason}.", evidence
+            )
+        except Exception as e:  # noqa: BLE001 - Slack down must not undo or hide the freeze
+            failure = str(e) if isinstance(e, NotificationFailed) else type(e).__name__
+            self.audit.record("notify", "failed", "broker", reason=failure, agent=subject)
 
 
 def _out_of_scope(error: BrokerError) -> bool:
