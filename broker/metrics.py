@@ -67,20 +67,6 @@ class _Scrape:
             yield from collector.collect()
 
 
-class _Unused:
-    """Stands in for the old per-process pending gauge until its callers drop it.
-
-    ``broker_pending_approvals`` now comes from the store at scrape time; counting it up and
-    down per process was wrong across replicas. Calls are accepted and ignored.
-    """
-
-    def inc(self, amount: float = 1) -> None:
-        """Ignored (see the class docstring)."""
-
-    def dec(self, amount: float = 1) -> None:
-        """Ignored (see the class docstring)."""
-
-
 class Metrics:
     def __init__(self) -> None:
         self.registry = CollectorRegistry()
@@ -112,7 +98,6 @@ class Metrics:
             buckets=(10, 30, 60, 120, 300, 600, 1200, 1800, 3600, 7200),
             registry=r,
         )
-        self.pending = _Unused()
         self.upstream_latency = Histogram(
             "broker_upstream_latency_seconds",
             "Upstream call latency by backend and outcome",

@@ -205,7 +205,7 @@ def test_approvals_are_refused_during_a_change_freeze(broker: Broker) -> None:
     edit_scope(
         broker,
         "payments",
-        "freezes:\n",
+        "freezes: []\n",
         f"freezes:\n  - name: incident review\n    start: {start}\n    end: {end}\n"
         "    timezone: UTC\n    tiers: [write]\n",
     )
