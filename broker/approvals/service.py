@@ -147,7 +147,6 @@ class ApprovalService:
             approvals_required=rule.required,
             delay=rule.delay_seconds,
         )
-        self.metrics.pending.inc()
         self._notify_opened(record, resolved.scope, rule)
         return Pending(record)
 
@@ -427,8 +426,6 @@ class ApprovalService:
             self.metrics.approval_latency.observe(
                 max(0.0, (record.approved_at or 0) - record.created_at)
             )
-        if record.status not in OPEN_STATES:
-            self.metrics.pending.dec()
         self.audit.record(
             "request",
             record.status,
@@ -506,7 +503,6 @@ class ApprovalService:
             # Nothing was handed out: give the agent another chance within the window.
             self.store.transition(record.id, ["collected"], status="approved", collected_at=None)
             raise
-        self.metrics.pending.dec()  # the request left its open states
         self.audit.record(
             "collect",
             "collected",
@@ -634,7 +630,6 @@ class ApprovalService:
                     environment=updated.environment,
                     tier=updated.tier,
                 )
-                self.metrics.pending.dec()
                 self._notify_updated(updated, self.view(updated).approvals_received)
         return cancelled
 
