@@ -8,11 +8,11 @@ from typing import Any
 
 import pytest
 
+from tests.fixtures.broker import Broker
 from tests.guard.helpers import (
     AGENT,
     DELETE,
     WRITE,
-    Broker,
     RecordingNotifier,
     guard_broker,
 )

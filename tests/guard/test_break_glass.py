@@ -24,11 +24,11 @@ from broker.guard.break_glass import (
     reason_problem,
 )
 from broker.store.records import FreezeRecord
+from tests.fixtures.broker import Broker
 from tests.guard.helpers import (
     AGENT,
     OTHER_AGENT,
     WRITE,
-    Broker,
     RecordingNotifier,
     epoch,
     guard_broker,

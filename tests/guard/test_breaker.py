@@ -10,13 +10,13 @@ from typing import Any
 import pytest
 
 from broker.config import BreakerSettings
+from tests.fixtures.broker import Broker
 from tests.guard.helpers import (
     AGENT,
     DELETE,
     OTHER_AGENT,
     READ,
     WRITE,
-    Broker,
     RecordingNotifier,
     guard_broker,
 )
@@ -83,7 +83,7 @@ def test_n_destructive_requests_freeze_the_agent(made: tuple[Broker, RecordingNo
     approvals.decide(ids[0], "carol", "approve", "link")
     approvals.decide(ids[0], "dave", "approve", "link")
     broker.clock.advance(600)  # the tier's delay
-    response = broker.client.post(
+    response: Any = broker.client.post(
         f"/v1/requests/{ids[0]}/credentials", headers=broker.headers(AGENT)
     )
     assert (response.status_code, response.json["error"]) == (403, "frozen")

@@ -4,11 +4,13 @@ approvals refused while a window covers the tier. The broker's clock is injected
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from broker.errors import ChangeFreeze
-from tests.guard.helpers import AGENT, DELETE, READ, WRITE, Broker, epoch, guard_broker
+from tests.fixtures.broker import Broker
+from tests.guard.helpers import AGENT, DELETE, READ, WRITE, epoch, guard_broker
 
 NY = "America/New_York"
 FREEZES = """\
@@ -128,7 +130,7 @@ def test_credentials_approved_before_a_window_cannot_be_collected_inside_it(
     broker.services.approvals.decide(request_id, "alice", "approve", "link")
     broker.clock.now = epoch("2027-01-09T10:00", NY)
     path = f"/v1/requests/{request_id}/credentials"
-    response = broker.client.post(path, headers=broker.headers(AGENT))
+    response: Any = broker.client.post(path, headers=broker.headers(AGENT))
     assert response.status_code == 403
     assert (response.json["error"], response.json["window"]) == ("change_freeze", "release freeze")
     assert broker.issuers["aws"].calls == []

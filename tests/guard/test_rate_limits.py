@@ -12,12 +12,12 @@ import pytest
 from broker.config import BreakerSettings
 from broker.keys import load_keys
 from broker.store.sql import SqlStore
+from tests.fixtures.broker import Broker
 from tests.guard.helpers import (
     AGENT,
     DELETE,
     OTHER_AGENT,
     WRITE,
-    Broker,
     RecordingNotifier,
     guard_broker,
     write_scope,
