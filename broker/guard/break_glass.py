@@ -279,11 +279,7 @@ class BreakGlass:
             delay_seconds=0,
             break_glass=True,
         )
-        _, _, eligible = self.approvals.eligible(record)
-        if approver not in eligible:
-            raise Forbidden(
-                f"{approver} is not an approver for tier {record.tier} of {record.service}"
-            )
+        self._check_eligible(record, approver)
         self.store.create_request(record)
         self._claim(record.id, operator, now)
         try:
@@ -332,6 +328,7 @@ class BreakGlass:
         problem = approval_problem(self.prior_approvals(request_id), approver, operator)
         if problem:
             raise Forbidden(problem)
+        self._check_eligible(record, approver)  # before the claim: a typo must not use it up
         self._claim(request_id, operator, now)
         view = self.approvals.decide(request_id, approver, "approve", VIA, reason.strip())
         return self._recorded(view, approver, operator, reason.strip(), opened=False)
@@ -352,6 +349,14 @@ class BreakGlass:
         ]
 
     # -- plumbing ---------------------------------------------------------------------
+
+    def _check_eligible(self, record: RequestRecord, approver: str) -> None:
+        """The approver is listed for the tier now (decide checks again, with the rest)."""
+        _, _, eligible = self.approvals.eligible(record)
+        if approver not in eligible:
+            raise Forbidden(
+                f"{approver} is not an approver for tier {record.tier} of {record.service}"
+            )
 
     def _claim(self, request_id: str, operator: Operator, now: float) -> None:
         """Atomically claim each of the operator's OS names for this request, on any replica.

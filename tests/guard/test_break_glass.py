@@ -204,6 +204,8 @@ def test_approvers_must_be_eligible_for_the_tier(
     request_id = opened(glass)
     with pytest.raises(Forbidden, match=message):
         glass.approve(request_id, approver, REASON, DAVE)
+    # The refused attempt did not use up dave's OS account: he approves under his own name.
+    assert glass.approve(request_id, "dave", REASON, DAVE).view.record.status == "approved"
 
 
 def test_a_break_glass_request_is_approved_on_the_cli_only(
