@@ -217,8 +217,13 @@ def _check_blast_radius(request: CredentialRequest, tier: Tier) -> None:
                 f"resource '{resource}' names everything; "
                 f"{request.tier} requests must name what they change"
             )
-        if request.backend != "aws" and resource.replace("+", "*").strip("*/.") == "":
-            raise BlastRadiusExceeded(f"resource '{resource}' names everything")
+        if request.backend != "aws" and any(c in resource for c in "*?+"):
+            # A KV path or a schema.table with a wildcard names every secret or table it
+            # matches: write/delete requests name the ones they will change.
+            raise BlastRadiusExceeded(
+                f"resource '{resource}' is a wildcard: it names everything it matches; "
+                f"{request.tier} requests must name each secret or table"
+            )
     if tier.max_resources is not None and len(request.resources) > tier.max_resources:
         raise BlastRadiusExceeded(
             f"{len(request.resources)} resources named; tier {request.tier} allows at most "

@@ -29,12 +29,18 @@ def active_window(scope: Scope, tier: str, at: float) -> Freeze | None:
     for freeze in scope.freezes:
         if tier not in freeze.tiers:
             continue
-        zone = zoneinfo.ZoneInfo(freeze.timezone)
-        local = dt.datetime.fromtimestamp(at, zone)
         if freeze.start is not None and freeze.end is not None:
-            if freeze.start <= local < freeze.end:
+            # Compare instants, not wall clocks: datetimes sharing a tzinfo compare by their
+            # wall time, which is wrong across a DST change. A wall time in the repeated hour
+            # names two instants: the window takes the earlier start and the later end, so
+            # it fails closed.
+            start = min(freeze.start.replace(fold=f).timestamp() for f in (0, 1))
+            end = max(freeze.end.replace(fold=f).timestamp() for f in (0, 1))
+            if start <= at < end:
                 return freeze
-        elif _in_recurring(freeze, local):
+            continue
+        local = dt.datetime.fromtimestamp(at, zoneinfo.ZoneInfo(freeze.timezone))
+        if _in_recurring(freeze, local):
             return freeze
     return None
 

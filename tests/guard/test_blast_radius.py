@@ -107,11 +107,6 @@ def test_naming_everything_is_refused_on_vault_and_the_database(
     assert "names everything" in refused(made, body)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="broker/intake.py lets a database table wildcard ('schema.*') through the cap "
-    "when the scope grants that schema: it counts as one resource",
-)
 def test_a_database_table_wildcard_is_refused(made: tuple[Broker, RecordingNotifier]) -> None:
     body = {**DELETE, "backend": "database", "resources": ["reports.*"]}
     del body["region"]

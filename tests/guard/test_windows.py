@@ -117,11 +117,6 @@ def test_a_fixed_range_across_a_dst_change_lasts_its_real_length(tmp_path: Path)
     assert frozen(scope, start + 23 * 3600) is None  # noon EDT, 16:00 UTC
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="broker/guard/windows.py compares wall-clock times (same tzinfo), so a range "
-    "starting in the repeated hour of a DST fall-back is lifted again during the repeat",
-)
 def test_a_range_starting_in_the_repeated_hour_stays_in_effect_during_the_repeat(
     tmp_path: Path,
 ) -> None:
