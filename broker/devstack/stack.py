@@ -146,6 +146,16 @@ def write_config(
     return path
 
 
+def _write_env_file(path: Path, env: dict[str, str]) -> None:
+    """Exports for operator commands in another shell (`source .broker/dev/env`): the
+    local stand-ins' credentials, mode 0600."""
+    path.unlink(missing_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as handle:
+        handle.write("# broker dev: credentials of the local stand-ins, for this stack only\n")
+        handle.writelines(f"export {key}={value}\n" for key, value in sorted(env.items()))
+
+
 def _environment(moto: Moto, bao: OpenBao, config: Path) -> dict[str, str]:
     return {
         "AWS_ACCESS_KEY_ID": moto.broker_key["aws_access_key_id"],
@@ -177,6 +187,7 @@ def start_stack(scopes: Path, state_dir: Path, port: int, say: Callable[[str], N
         config = write_config(state_dir, scopes, url, moto, bao, port)
         env = _environment(moto, bao, config)
         os.environ.update(env)  # apply below uses the same identity the broker will
+        _write_env_file(state_dir / "env", env)
         settings = load_settings(config)
         say("applying the scopes to moto and OpenBao ...")
         client = build_vault_client(settings)
@@ -259,6 +270,7 @@ Broker dev stack is up (Ctrl-C stops everything).
   moto (AWS)  {stack.moto.url}   (IAM enforcement on)
   PostgreSQL  {stack.database or "not reachable: database backend unavailable"}
   config      {stack.config_path}
+  operator    source {stack.config_path.parent / "env"}   (for broker revoke, audit...)
 
 Demo agent agent:{stack.agent} (token valid 8h):
 BROKER_URL={stack.url}
