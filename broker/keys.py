@@ -15,6 +15,7 @@ import os
 import secrets
 import stat
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 
 from cryptography.hazmat.primitives import serialization
@@ -55,11 +56,11 @@ class BrokerKeys:
     agent_signing_key: Ed25519PrivateKey
     link_secret: bytes
 
-    @property
+    @cached_property
     def agent_public_key(self) -> Ed25519PublicKey:
         return self.agent_signing_key.public_key()
 
-    @property
+    @cached_property
     def agent_key_id(self) -> str:
         """A short fingerprint of the public key, used as the JWT ``kid``."""
         raw = self.agent_public_key.public_bytes(

@@ -21,6 +21,7 @@ from typing import Any, TypeVar
 from sqlalchemy import (
     Connection,
     and_,
+    bindparam,
     create_engine,
     delete,
     event,
@@ -81,6 +82,18 @@ def make_engine(url: str) -> Engine:
 
         return engine
     return create_engine(url, pool_pre_ping=True, pool_size=10, max_overflow=20)
+
+
+# Statements of the hot path, built once: SQLAlchemy then reuses their compiled form, which
+# costs a fraction of building and caching a new statement object on every request.
+_INSERT_ISSUED = insert(t.issued)
+_INSERT_AUDIT = insert(t.audit_log)
+_SELECT_HEAD = select(t.audit_head).where(t.audit_head.c.id == 1).with_for_update()
+_UPDATE_HEAD = (
+    update(t.audit_head)
+    .where(t.audit_head.c.id == 1)
+    .values(seq=bindparam("new_seq"), hash=bindparam("new_hash"))
+)
 
 
 def _json(value: Any) -> str:
@@ -300,7 +313,7 @@ class SqlStore:
         """Store an issuance record and, in the same transaction, its audit record."""
         row = {k: v for k, v in asdict(record).items() if k != "id"}
         with self._tx() as connection:
-            result = connection.execute(insert(t.issued).values(**row))
+            result = connection.execute(_INSERT_ISSUED, row)
             key = result.inserted_primary_key
             stored = self._append_audit(connection, audit) if audit is not None else None
         if stored is not None:
@@ -441,11 +454,7 @@ class SqlStore:
 
     def _append_audit(self, connection: Connection, record: AuditRecord) -> AuditRecord:
         """Chain ``record`` inside the caller's transaction (the head row is locked)."""
-        head = (
-            connection.execute(select(t.audit_head).where(t.audit_head.c.id == 1).with_for_update())
-            .mappings()
-            .first()
-        )
+        head = connection.execute(_SELECT_HEAD).mappings().first()
         if head is None:
             # Two replicas may both find no head: the second waits, then inserts nothing.
             dialect_insert = pg_insert if self.is_postgres else sqlite_insert
@@ -454,36 +463,29 @@ class SqlStore:
                 .values(id=1, seq=0, hash=GENESIS)
                 .on_conflict_do_nothing()
             )
-            head = (
-                connection.execute(
-                    select(t.audit_head).where(t.audit_head.c.id == 1).with_for_update()
-                )
-                .mappings()
-                .one()
-            )
+            head = connection.execute(_SELECT_HEAD).mappings().one()
         seq = int(head["seq"]) + 1
         prev = str(head["hash"])
         digest = record_hash(record, seq, prev)
         connection.execute(
-            insert(t.audit_log).values(
-                seq=seq,
-                at=record.at,
-                actor=record.actor,
-                action=record.action,
-                outcome=record.outcome,
-                reason=record.reason,
-                service=record.service,
-                environment=record.environment,
-                tier=record.tier,
-                request_id=record.request_id,
-                details=_json(dict(record.details)),
-                prev_hash=prev,
-                hash=digest,
-            )
+            _INSERT_AUDIT,
+            {
+                "seq": seq,
+                "at": record.at,
+                "actor": record.actor,
+                "action": record.action,
+                "outcome": record.outcome,
+                "reason": record.reason,
+                "service": record.service,
+                "environment": record.environment,
+                "tier": record.tier,
+                "request_id": record.request_id,
+                "details": _json(dict(record.details)),
+                "prev_hash": prev,
+                "hash": digest,
+            },
         )
-        connection.execute(
-            update(t.audit_head).where(t.audit_head.c.id == 1).values(seq=seq, hash=digest)
-        )
+        connection.execute(_UPDATE_HEAD, {"new_seq": seq, "new_hash": digest})
         return replace(record, seq=seq, prev_hash=prev, hash=digest)
 
     def audit_records(
