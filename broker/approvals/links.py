@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import math
 import secrets
 import time
 from dataclasses import dataclass
@@ -106,6 +107,13 @@ class LinkSigner:
 
 
 def _number(value: object) -> float:
+    """A finite time: NaN would never compare as expired, and 10**400 overflows float()."""
     if isinstance(value, bool) or not isinstance(value, int | float):
         raise Unauthenticated("approval link is invalid")
-    return float(value)
+    try:
+        number = float(value)
+    except OverflowError as e:
+        raise Unauthenticated("approval link is invalid") from e
+    if not math.isfinite(number):
+        raise Unauthenticated("approval link is invalid")
+    return number

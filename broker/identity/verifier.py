@@ -9,6 +9,7 @@ cannot pick its own algorithm (``alg: none``, HS256 signed with a public key...)
 from __future__ import annotations
 
 import hashlib
+import math
 import threading
 import time
 from collections.abc import Callable
@@ -157,7 +158,7 @@ class TokenVerifier:
         except jwt.PyJWTError as e:
             raise Unauthenticated("invalid token") from e
         now = self.clock()
-        if float(claims["iat"]) > now + self.settings.leeway_seconds:
+        if _seconds(claims, "iat") > now + self.settings.leeway_seconds:
             raise Unauthenticated("token issued in the future")
         return claims
 
@@ -178,8 +179,20 @@ class TokenVerifier:
             subject=subject,
             claims=identity_claims,
             token_id=str(claims["jti"]) if "jti" in claims else None,
-            expires_at=float(claims["exp"]),
+            expires_at=_seconds(claims, "exp"),
         )
+
+
+def _seconds(claims: dict[str, Any], name: str) -> float:
+    """A time claim as a finite number: PyJWT accepts any integer, 10**400 included,
+    which float() cannot hold (and a signed token must not turn into a 500)."""
+    try:
+        value = float(claims[name])
+    except (TypeError, ValueError, OverflowError) as e:
+        raise Unauthenticated(f"token claim '{name}' is not a time") from e
+    if not math.isfinite(value):
+        raise Unauthenticated(f"token claim '{name}' is not a time")
+    return value
 
 
 def _from_oidc(oidc: OidcIssuer) -> _Issuer:
