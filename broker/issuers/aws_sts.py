@@ -96,7 +96,9 @@ class StsIssuer:
         self._clients: dict[str, Any] = {}
         self._lock = threading.Lock()
         self._config = Config(
-            retries={"max_attempts": 1, "mode": "standard"},  # we retry, within our deadline
+            # We retry, within our deadline: botocore must make exactly one HTTP call per
+            # attempt ("max_attempts" counts retries after the first call, not calls).
+            retries={"total_max_attempts": 1, "mode": "standard"},
             connect_timeout=min(3.0, self.retry.deadline_seconds),
             read_timeout=min(5.0, self.retry.deadline_seconds),
             max_pool_connections=50,

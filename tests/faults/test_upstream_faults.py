@@ -1,0 +1,230 @@
+"""Upstream faults between the broker and STS (moto) or Vault (OpenBao), injected by a proxy.
+
+Transient faults are retried with backoff until the call succeeds; a persistent fault is a
+503 ``upstream_unavailable`` naming the backend, within the deadline, with nothing issued
+or recorded; repeated failures open that upstream's circuit (and ``/readyz`` says so, for
+that backend only); once the upstream heals the broker recovers by itself through a
+half-open trial. A mangled answer (a partial or broader credential) is never handed out.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import time
+from dataclasses import replace
+from typing import Any
+
+import pytest
+from hvac import exceptions as vault_errors
+
+from broker.services import READINESS_CACHE_SECONDS
+from tests.faults.conftest import (
+    COOLDOWN,
+    DEADLINE,
+    RETRY,
+    THRESHOLD,
+    VAULT_TIMEOUT,
+    FaultyBroker,
+)
+from tests.fixtures.faults import Fault, FaultProxy, vault_error
+from tests.fixtures.secret_scan import Watcher
+
+# What the broker's issuance looks like on the wire, for each backend.
+ISSUE_CALL = {"aws": "Action=AssumeRole", "vault": "/v1/auth/token/create"}
+ANSWER_BOUND = DEADLINE + 5  # "within its deadline": a generous bound, not a target
+
+
+def proxy_of(faulty: FaultyBroker, backend: str) -> FaultProxy:
+    return faulty.sts if backend == "aws" else faulty.vault
+
+
+def ask(faulty: FaultyBroker, backend: str) -> tuple[int, dict[str, Any], float]:
+    started = time.monotonic()
+    response = faulty.broker.post("/v1/credentials", faulty.body(backend), agent="shop-bot")
+    return response.status_code, response.json, time.monotonic() - started
+
+
+def nothing_issued(faulty: FaultyBroker) -> None:
+    store = faulty.broker.services.store
+    assert store.active_issued(time.time()) == []
+    outcomes = [(r.action, r.outcome) for r in store.audit_records()]
+    assert ("issue", "issued") not in outcomes
+
+
+# (backend, fault, attempts the proxy sees): each faulted attempt is followed by another.
+TRANSIENT = [
+    ("aws", Fault("reset", times=2), 3),
+    ("aws", Fault("status", times=2, status=503, body=b"<html>503</html>"), 3),
+    ("aws", Fault("status", times=2, status=500), 3),
+    ("aws", Fault("throttle", times=3), 4),
+    ("aws", Fault("latency", times=1, seconds=0.5), 1),  # slower, within the timeout
+    ("vault", Fault("reset", times=2), 3),
+    ("vault", replace(vault_error(503, "Vault is sealed"), times=2), 3),
+    ("vault", replace(vault_error(500, "internal error"), times=2), 3),
+    ("vault", replace(vault_error(429, "rate limit quota exceeded"), times=2), 3),
+    ("vault", Fault("latency", times=1, seconds=VAULT_TIMEOUT + 1), 2),  # one call times out
+]
+
+
+@pytest.mark.parametrize(
+    ("backend", "fault", "attempts"),
+    [pytest.param(*case, id=f"{case[0]}-{case[1].kind}-{case[1].status}") for case in TRANSIENT],
+)
+def test_transient_faults_are_retried_until_the_call_succeeds(
+    faulty: FaultyBroker, backend: str, fault: Fault, attempts: int
+) -> None:
+    proxy = proxy_of(faulty, backend)
+    fault = proxy.inject(replace(fault, match=ISSUE_CALL[backend], applied=0))
+    status, body, _ = ask(faulty, backend)
+    assert status == 200, body
+    assert body["credentials"]
+    assert fault.applied == fault.times
+    assert proxy.attempts(ISSUE_CALL[backend]) == attempts
+    assert faulty.circuits[backend].state == "closed"
+
+
+def test_sts_throttling_is_retried_with_backoff(faulty: FaultyBroker) -> None:
+    """STS's real Throttling error (HTTP 400, XML) is retried, not taken as a refusal."""
+    throttled = faulty.sts.inject(Fault("throttle", times=4, match=ISSUE_CALL["aws"]))
+    status, body, _ = ask(faulty, "aws")
+    assert status == 200, body
+    outcomes = [s.outcome for s in faulty.sts.seen(ISSUE_CALL["aws"])]
+    assert outcomes == ["throttle"] * 4 + ["relayed"]
+    assert throttled.applied == 4
+
+
+PERSISTENT = [
+    pytest.param("aws", Fault("reset"), id="aws-reset"),
+    pytest.param("aws", Fault("status", status=503), id="aws-503"),
+    pytest.param("aws", Fault("throttle"), id="aws-throttling"),
+    pytest.param("aws", Fault("latency", seconds=DEADLINE + 3), id="aws-latency"),
+    pytest.param("vault", Fault("reset"), id="vault-reset"),
+    pytest.param("vault", vault_error(502, "bad gateway"), id="vault-502"),
+    pytest.param("vault", Fault("latency", seconds=DEADLINE + 3), id="vault-latency"),
+]
+
+
+@pytest.mark.parametrize(("backend", "fault"), PERSISTENT)
+def test_a_persistent_fault_is_a_503_within_the_deadline_and_nothing_is_issued(
+    faulty: FaultyBroker, backend: str, fault: Fault
+) -> None:
+    proxy = proxy_of(faulty, backend)
+    fault = proxy.inject(replace(fault, match=ISSUE_CALL[backend], times=None, applied=0))
+    status, body, elapsed = ask(faulty, backend)
+    assert status == 503, body
+    assert (body["error"], body["backend"]) == ("upstream_unavailable", backend)
+    assert "credentials" not in body
+    assert elapsed < ANSWER_BOUND
+    attempts = proxy.attempts(ISSUE_CALL[backend])
+    if fault.kind == "latency":  # STS's read timeout is the deadline; Vault's is half of it
+        assert attempts == (1 if backend == "aws" else 2)
+    else:  # retried before giving up, never more often than the policy allows
+        assert 2 <= attempts <= RETRY.max_attempts
+    nothing_issued(faulty)
+    failed = [r for r in faulty.broker.services.store.audit_records() if r.action == "issue"]
+    assert [(r.outcome, r.details.get("backend")) for r in failed] == [("failed", backend)]
+
+
+def test_each_attempt_is_one_call_to_sts(faulty: FaultyBroker) -> None:
+    """Regression: botocore retried each attempt once more behind the broker's back
+    (``max_attempts`` counts retries, not calls), doubling the calls and the time a
+    timed-out attempt takes. The attempts the broker reports are the calls STS saw."""
+    faulty.sts.inject(Fault("reset", match=ISSUE_CALL["aws"]))
+    status, body, _ = ask(faulty, "aws")
+    assert status == 503, body
+    reported = re.search(r"after (\d+) attempt", body["message"])
+    assert reported, body["message"]
+    assert faulty.sts.attempts(ISSUE_CALL["aws"]) == int(reported.group(1)) >= 2
+
+
+@pytest.mark.parametrize("backend", ["aws", "vault"])
+def test_the_circuit_opens_for_that_backend_only_and_recovers_by_itself(
+    faulty: FaultyBroker, backend: str
+) -> None:
+    other = "vault" if backend == "aws" else "aws"
+    proxy = proxy_of(faulty, backend)
+    circuit = faulty.circuits[backend]
+    proxy.inject(Fault("status", status=503, match=ISSUE_CALL[backend]))
+    for _ in range(THRESHOLD):
+        assert ask(faulty, backend)[0] == 503
+    assert circuit.state == "open"
+
+    # Open: refused at once, without calling the sick upstream.
+    attempts = proxy.attempts()
+    status, body, _ = ask(faulty, backend)
+    assert status == 503 and body["backend"] == backend
+    assert "circuit is open" in body["message"]
+    assert proxy.attempts() == attempts
+    # The other upstream is unaffected.
+    assert ask(faulty, other)[0] == 200
+
+    ready = faulty.broker.client.get("/readyz")
+    assert ready.status_code == 503
+    checks: dict[str, str] = ready.get_json()["checks"]
+    assert "circuit open" in checks[backend]
+    assert {k: v for k, v in checks.items() if k != backend} == {
+        "scopes": "ok",
+        "store": "ok",
+        other: "ok",
+    }
+
+    # Healed, but still inside the cooldown: the circuit keeps the broker off it.
+    proxy.heal()
+    assert ask(faulty, backend)[0] == 503
+    assert proxy.attempts() == attempts
+
+    # After the cooldown a failing trial opens the circuit again...
+    proxy.inject(Fault("status", status=503, match=ISSUE_CALL[backend]))
+    faulty.clock.advance(COOLDOWN)
+    assert circuit.state == "half-open"
+    assert ask(faulty, backend)[0] == 503
+    assert circuit.state == "open"
+    assert proxy.attempts() > attempts
+
+    # ...and once the upstream is well, the next trial closes it: no restart needed.
+    proxy.heal()
+    faulty.clock.advance(COOLDOWN)
+    status, body, _ = ask(faulty, backend)
+    assert status == 200, body
+    assert circuit.state == "closed"
+    time.sleep(READINESS_CACHE_SECONDS)  # let /readyz ask again rather than answer its cache
+    ready = faulty.broker.client.get("/readyz")
+    assert ready.status_code == 200, ready.json
+
+
+def _without_session_token(body: bytes) -> bytes:
+    return re.sub(rb"<SessionToken>[^<]*</SessionToken>", b"", body)
+
+
+def test_a_partial_sts_answer_is_never_handed_out(faulty: FaultyBroker) -> None:
+    faulty.sts.inject(Fault("rewrite", match=ISSUE_CALL["aws"], rewrite=_without_session_token))
+    status, body, _ = ask(faulty, "aws")
+    assert status == 503, body
+    assert body["backend"] == "aws" and "incomplete" in body["message"]
+    assert "credentials" not in body
+    nothing_issued(faulty)
+
+
+def test_a_vault_token_with_more_policies_is_revoked_not_handed_out(
+    faulty: FaultyBroker, secret_scan: Watcher
+) -> None:
+    """Vault's answer claims an extra policy: the broker refuses the token and revokes it."""
+    accessors: list[str] = []
+
+    def broaden(body: bytes) -> bytes:
+        answer = json.loads(body)
+        secret_scan.add_secret(answer["auth"]["client_token"], "a token broadened in transit")
+        accessors.append(answer["auth"]["accessor"])
+        answer["auth"]["policies"] = [*answer["auth"]["policies"], "root"]
+        return json.dumps(answer).encode()
+
+    faulty.vault.inject(Fault("rewrite", times=1, match=ISSUE_CALL["vault"], rewrite=broaden))
+    status, body, _ = ask(faulty, "vault")
+    assert status == 503, body
+    assert body["backend"] == "vault" and "unexpected policies" in body["message"]
+    assert "credentials" not in body
+    nothing_issued(faulty)
+    [accessor] = accessors
+    with pytest.raises(vault_errors.InvalidRequest):  # revoked: Vault no longer knows it
+        faulty.bao.client().auth.token.lookup_accessor(accessor)
