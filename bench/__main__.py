@@ -8,6 +8,7 @@ import sys
 BENCHMARKS = {
     "scopes": "bench.scopes_bench",
     "issuance": "bench.issuance_bench",
+    "cached": "bench.cached_bench",
 }
 
 

@@ -11,6 +11,7 @@ from flask import Flask, Response, g, request
 
 from broker.api import admin, approval_page, credentials, health, openapi, requests, slack
 from broker.api.errors import register_error_handlers
+from broker.api.sessions import BrowserOnlySessions
 from broker.config import Settings
 from broker.services import Services, build_services
 
@@ -32,6 +33,7 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
         else "http",
     )
     app.json.sort_keys = False  # type: ignore[attr-defined]
+    app.session_interface = BrowserOnlySessions()
     app.extensions["broker"] = services
     for blueprint in (
         health.blueprint,

@@ -9,14 +9,16 @@ Database errors are translated to :class:`StoreUnavailable` here, once.
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import json
+import os
 import threading
 from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from dataclasses import asdict, replace
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import IO, Any, TypeVar
 
 from sqlalchemy import (
     Connection,
@@ -40,6 +42,7 @@ from sqlalchemy.pool import StaticPool
 from broker.audit.chain import GENESIS, record_hash
 from broker.errors import StoreUnavailable
 from broker.store import tables as t
+from broker.store.group_commit import GroupCommitter
 from broker.store.migrate import upgrade
 from broker.store.records import (
     ApprovalRecord,
@@ -84,6 +87,51 @@ def make_engine(url: str) -> Engine:
     return create_engine(url, pool_pre_ping=True, pool_size=10, max_overflow=20)
 
 
+class _FileWriterLock:
+    """One writer at a time on a SQLite file, across threads and processes, without waits.
+
+    SQLite serializes writers itself, but a waiting writer polls with growing sleeps (its
+    busy handler), which under contention between gunicorn workers adds tens of
+    milliseconds. Blocking on an advisory lock on a file beside the database wakes the next
+    writer as soon as the previous one is done.
+    """
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._thread_lock = threading.Lock()
+        self._handle: IO[bytes] | None = None
+        self._pid = 0
+
+    def __enter__(self) -> None:
+        self._thread_lock.acquire()
+        try:
+            if self._handle is None or self._pid != os.getpid():
+                self._handle = self.path.open("ab")  # per process: flock is per open file
+                self._pid = os.getpid()
+            fcntl.flock(self._handle, fcntl.LOCK_EX)
+        except BaseException:
+            self._thread_lock.release()
+            raise
+
+    def __exit__(self, *_: object) -> None:
+        try:
+            if self._handle is not None:
+                fcntl.flock(self._handle, fcntl.LOCK_UN)
+        finally:
+            self._thread_lock.release()
+
+
+def writer_lock(engine: Engine) -> AbstractContextManager[None]:
+    """The file lock for a SQLite file database; nothing for PostgreSQL or memory."""
+    database = engine.url.database
+    if engine.dialect.name == "sqlite" and database and database != ":memory:":
+        return _FileWriterLock(Path(database + ".writer-lock"))
+    return nullcontext()
+
+
+_Write = tuple[IssuedRecord | None, AuditRecord | None]
+_Written = tuple[IssuedRecord | None, AuditRecord | None]
+
 # Statements of the hot path, built once: SQLAlchemy then reuses their compiled form, which
 # costs a fraction of building and caching a new statement object on every request.
 _INSERT_ISSUED = insert(t.issued)
@@ -108,6 +156,8 @@ class SqlStore:
         self.is_postgres = engine.dialect.name == "postgresql"
         self._audit_listeners: list[Callable[[AuditRecord], None]] = []
         self._lock = threading.Lock()
+        self._committer: GroupCommitter[_Write, _Written] = GroupCommitter(self._write_batch)
+        self._writers = writer_lock(engine)
         if migrate:
             self._guard(lambda: upgrade(engine))
 
@@ -126,7 +176,7 @@ class SqlStore:
     @contextmanager
     def _tx(self) -> Iterator[Connection]:
         try:
-            with self.engine.begin() as connection:
+            with self._writers, self.engine.begin() as connection:
                 yield connection
         except SQLAlchemyError as e:
             raise StoreUnavailable(f"the broker's store is unavailable ({type(e).__name__})") from e
@@ -136,6 +186,7 @@ class SqlStore:
             connection.execute(select(1))
 
     def close(self) -> None:
+        self._committer.close()
         self.engine.dispose()
 
     # -- requests ---------------------------------------------------------------------
@@ -311,14 +362,9 @@ class SqlStore:
 
     def record_issued(self, record: IssuedRecord, audit: AuditRecord | None = None) -> IssuedRecord:
         """Store an issuance record and, in the same transaction, its audit record."""
-        row = {k: v for k, v in asdict(record).items() if k != "id"}
-        with self._tx() as connection:
-            result = connection.execute(_INSERT_ISSUED, row)
-            key = result.inserted_primary_key
-            stored = self._append_audit(connection, audit) if audit is not None else None
-        if stored is not None:
-            self._notify_audit(stored)
-        return replace(record, id=int(key[0]) if key else None)
+        stored, _ = self._committer.submit((record, audit))
+        assert stored is not None
+        return stored
 
     def active_issued(
         self,
@@ -442,11 +488,36 @@ class SqlStore:
         self._audit_listeners.append(listener)
 
     def append_audit(self, record: AuditRecord) -> AuditRecord:
-        """Append to the hash chain; concurrent writers on any replica stay in order."""
-        with self._tx() as connection:
-            stored = self._append_audit(connection, record)
-        self._notify_audit(stored)
+        """Append to the hash chain; concurrent writers on any replica stay in order.
+
+        Concurrent appends of this process share one transaction (group commit); each call
+        returns once its record is committed.
+        """
+        _, stored = self._committer.submit((None, record))
+        assert stored is not None
         return stored
+
+    def _write_batch(self, items: list[_Write]) -> list[_Written]:
+        """Issuance and audit records of several callers, in order, in one transaction."""
+        issued_out: list[IssuedRecord | None] = []
+        with self._tx() as connection:
+            for issued, _ in items:
+                if issued is None:
+                    issued_out.append(None)
+                    continue
+                row = {k: v for k, v in asdict(issued).items() if k != "id"}
+                key = connection.execute(_INSERT_ISSUED, row).inserted_primary_key
+                issued_out.append(replace(issued, id=int(key[0]) if key else None))
+            audits = [audit for _, audit in items if audit is not None]
+            chained = iter(self._append_audits(connection, audits))
+        written = [
+            (stored_issued, next(chained) if audit is not None else None)
+            for stored_issued, (_, audit) in zip(issued_out, items, strict=True)
+        ]
+        for _, stored in written:
+            if stored is not None:
+                self._notify_audit(stored)
+        return written
 
     def _notify_audit(self, stored: AuditRecord) -> None:
         for listener in self._audit_listeners:
@@ -454,6 +525,13 @@ class SqlStore:
 
     def _append_audit(self, connection: Connection, record: AuditRecord) -> AuditRecord:
         """Chain ``record`` inside the caller's transaction (the head row is locked)."""
+        return self._append_audits(connection, [record])[0]
+
+    def _append_audits(
+        self, connection: Connection, records: list[AuditRecord]
+    ) -> list[AuditRecord]:
+        """Chain ``records`` in order inside the caller's transaction: the head is read and
+        locked once, the rows are inserted in one statement, the head moves once."""
         head = connection.execute(_SELECT_HEAD).mappings().first()
         if head is None:
             # Two replicas may both find no head: the second waits, then inserts nothing.
@@ -464,29 +542,36 @@ class SqlStore:
                 .on_conflict_do_nothing()
             )
             head = connection.execute(_SELECT_HEAD).mappings().one()
-        seq = int(head["seq"]) + 1
+        seq = int(head["seq"])
         prev = str(head["hash"])
-        digest = record_hash(record, seq, prev)
-        connection.execute(
-            _INSERT_AUDIT,
-            {
-                "seq": seq,
-                "at": record.at,
-                "actor": record.actor,
-                "action": record.action,
-                "outcome": record.outcome,
-                "reason": record.reason,
-                "service": record.service,
-                "environment": record.environment,
-                "tier": record.tier,
-                "request_id": record.request_id,
-                "details": _json(dict(record.details)),
-                "prev_hash": prev,
-                "hash": digest,
-            },
-        )
-        connection.execute(_UPDATE_HEAD, {"new_seq": seq, "new_hash": digest})
-        return replace(record, seq=seq, prev_hash=prev, hash=digest)
+        rows: list[dict[str, Any]] = []
+        chained: list[AuditRecord] = []
+        for record in records:
+            seq += 1
+            digest = record_hash(record, seq, prev)
+            rows.append(
+                {
+                    "seq": seq,
+                    "at": record.at,
+                    "actor": record.actor,
+                    "action": record.action,
+                    "outcome": record.outcome,
+                    "reason": record.reason,
+                    "service": record.service,
+                    "environment": record.environment,
+                    "tier": record.tier,
+                    "request_id": record.request_id,
+                    "details": _json(dict(record.details)),
+                    "prev_hash": prev,
+                    "hash": digest,
+                }
+            )
+            chained.append(replace(record, seq=seq, prev_hash=prev, hash=digest))
+            prev = digest
+        if rows:
+            connection.execute(_INSERT_AUDIT, rows)
+            connection.execute(_UPDATE_HEAD, {"new_seq": seq, "new_hash": prev})
+        return chained
 
     def audit_records(
         self,

@@ -1,0 +1,135 @@
+"""Cached read issuance under concurrency: 50 agents on keep-alive connections, gunicorn.
+
+`wrk` (Debian's package; `make bench` installs it) drives `POST /v1/credentials` with 50
+connections, each request carrying one of 50 agent tokens, against `broker serve` with two
+workers. After the first request of an agent on a worker, every answer comes from that
+worker's cache: no upstream call, but still a verified token, the guardrails and an audit
+record (cache hits are audited). Target: at least 1,000 requests/s on this 2-core machine.
+
+Also measured here, in-process: the cost of verifying a new agent token, and of one store
+write (an issuance record and its audit record, one transaction, SQLite).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from bench.stack import AGENT_PREFIX, SERVICE, bench_stack
+from broker.config import load_settings
+from broker.identity.verifier import TokenVerifier
+from broker.keys import load_keys
+from broker.store.records import AuditRecord, IssuedRecord
+from broker.store.sql import SqlStore
+
+AGENTS = 50
+DURATION = "15s"
+WORKERS = int(os.environ.get("BENCH_WORKERS", "2"))
+THREADS = int(os.environ.get("BENCH_THREADS", "4"))
+
+LUA = """
+local tokens = {}
+for line in io.lines("%(tokens)s") do tokens[#tokens + 1] = line end
+local counter = 0
+local body = '{"service":"%(service)s","environment":"prod","tier":"read","backend":"vault"}'
+function setup(thread) thread:set("offset", math.random(0, #tokens - 1)) end
+function init(args) counter = offset end
+function request()
+  counter = counter + 1
+  local token = tokens[(counter %% #tokens) + 1]
+  return wrk.format("POST", "/v1/credentials",
+    {["Content-Type"] = "application/json", ["Authorization"] = "Bearer " .. token}, body)
+end
+function done(summary, latency, requests)
+  io.write(string.format("p50_us %%d\\np99_us %%d\\n", latency:percentile(50),
+                         latency:percentile(99)))
+  io.write(string.format("errors %%d\\n", summary.errors.status + summary.errors.connect +
+                         summary.errors.read + summary.errors.write + summary.errors.timeout))
+end
+"""
+
+
+def wrk_binary() -> str:
+    found = shutil.which("wrk")
+    if found is None:
+        raise SystemExit("wrk is missing: apt-get install wrk (make bench does)")
+    return found
+
+
+def jwt_cost(config: Path, rounds: int = 2000) -> tuple[float, float]:
+    """Microseconds to verify a new token, and a token already verified (cached)."""
+    settings = load_settings(config)
+    keys = load_keys(settings.state_dir)
+    verifier = TokenVerifier(settings.identity, keys)
+    from broker.identity.mint import mint_agent_token
+
+    tokens = [mint_agent_token(keys, settings.identity.local, f"{AGENT_PREFIX}j{i}", 3600)
+              for i in range(rounds)]
+    start = time.perf_counter()
+    for token in tokens:
+        verifier.verify(token)
+    fresh = (time.perf_counter() - start) / rounds * 1e6
+    start = time.perf_counter()
+    for token in tokens:
+        verifier.verify(token)
+    cached = (time.perf_counter() - start) / rounds * 1e6
+    return fresh, cached
+
+
+def store_write_cost(directory: Path, rounds: int = 2000) -> float:
+    """Microseconds per issuance record + audit record, one transaction, on SQLite."""
+    store = SqlStore.from_url(f"sqlite:///{directory / 'write-bench.db'}")
+    issued = IssuedRecord(request_id="req_bench", agent_key="k", agent_subject="agent:x",
+                          service=SERVICE, environment="prod", region=None, tier="read",
+                          backend="vault", issued_at=1.0, expires_at=2.0, vault_accessor="acc")
+    timings = []
+    for i in range(rounds):
+        audit = AuditRecord(at=float(i), actor="agent:x", action="issue", outcome="issued",
+                            request_id="req_bench", details={"accessor": "acc"})
+        start = time.perf_counter()
+        store.record_issued(issued, audit)
+        timings.append(time.perf_counter() - start)
+    store.close()
+    return statistics.median(timings) * 1e6
+
+
+def main() -> None:
+    with tempfile.TemporaryDirectory(prefix="broker-bench-") as tmp, \
+            bench_stack(Path(tmp), threads=THREADS) as stack:
+        directory = Path(tmp)
+        tokens = directory / "tokens.txt"
+        tokens.write_text("\n".join(stack.token(f"{AGENT_PREFIX}{i}", 7200)
+                                    for i in range(AGENTS)) + "\n")
+        script = directory / "cached.lua"
+        script.write_text(LUA % {"tokens": tokens, "service": SERVICE})
+        url = stack.start_broker(workers=WORKERS, threads=THREADS)
+        warm = subprocess.run([wrk_binary(), "-t2", f"-c{AGENTS}", "-d3s", "-s", str(script),
+                               url], capture_output=True, text=True, check=True)
+        assert "Requests/sec" in warm.stdout
+        run = subprocess.run([wrk_binary(), "-t2", f"-c{AGENTS}", f"-d{DURATION}", "--latency",
+                              "-s", str(script), url], capture_output=True, text=True,
+                             check=True).stdout
+        fresh, cached = jwt_cost(stack.config)
+        write = store_write_cost(directory)
+    rate = float(re.search(r"Requests/sec:\s+([\d.]+)", run).group(1))  # type: ignore[union-attr]
+    p50 = int(re.search(r"p50_us (\d+)", run).group(1)) / 1000  # type: ignore[union-attr]
+    p99 = int(re.search(r"p99_us (\d+)", run).group(1)) / 1000  # type: ignore[union-attr]
+    errors = int(re.search(r"errors (\d+)", run).group(1))  # type: ignore[union-attr]
+    verdict = "meets" if rate >= 1000 and errors == 0 else "MISSES"
+    print(f"cached read issuance, {AGENTS} agents on keep-alive connections, gunicorn "
+          f"{WORKERS} workers x {THREADS} threads, {DURATION}:")
+    print(f"  {rate:,.0f} requests/s  p50 {p50:.1f} ms  p99 {p99:.1f} ms  errors {errors}  "
+          f"-> {verdict} the 1,000 requests/s target")
+    print(f"  JWT verification: {fresh:.0f} us for a new token, {cached:.0f} us when cached")
+    print(f"  store write (issuance + audit record, one SQLite transaction): {write:.0f} us")
+
+
+if __name__ == "__main__":
+    sys.exit(main())
