@@ -261,6 +261,21 @@ def config_check(path: Path) -> None:
     )
 
 
+@cli.command("openapi")
+@click.option("--markdown", is_flag=True, help="The reference in Markdown (docs/api.md).")
+def openapi_command(markdown: bool) -> None:
+    """Print the API's OpenAPI document (JSON), or its Markdown reference."""
+    import json
+
+    from broker.api.openapi import spec
+    from broker.api.reference import render_markdown
+
+    document = spec()
+    click.echo(
+        render_markdown(document) if markdown else json.dumps(document, indent=2), nl=not markdown
+    )
+
+
 @cli.group("store")
 def store_group() -> None:
     """The broker's database."""
