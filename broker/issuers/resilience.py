@@ -115,7 +115,8 @@ def call(
 ) -> T:
     """Run ``action`` with retries; raise UpstreamUnavailable(backend) when it cannot succeed.
 
-    ``action`` raises TransientError for what may pass and PermanentError for what will not.
+    ``action`` raises TransientError for what may pass and PermanentError for what will not;
+    any other exception is an unusable answer: not retried, counted as a failure.
     """
     if not circuit.allow():
         raise UpstreamUnavailable(
@@ -142,5 +143,13 @@ def call(
                 ) from e
             sleep(delay)
             continue
+        except Exception as e:
+            # Anything else (an answer the client library cannot parse, such as a
+            # middlebox's HTML page) still fails closed as this upstream's 503, and still
+            # counts for the circuit: a half-open trial must never leave it wedged.
+            circuit.failure()
+            raise UpstreamUnavailable(
+                f"{backend} gave an unusable answer ({type(e).__name__})", backend
+            ) from e
         circuit.success()
         return result

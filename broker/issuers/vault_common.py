@@ -76,6 +76,14 @@ class VaultCaller:
         self(health)
 
 
+def json_answer(response: object, backend: str) -> dict[str, Any]:
+    """Vault's JSON answer. hvac hands back the raw HTTP response when the body is not
+    JSON (a proxy's error page, a truncated body): an unusable answer, never a credential."""
+    if isinstance(response, dict):
+        return response
+    raise UpstreamUnavailable(f"{backend} gave an unusable answer (not JSON)", backend)
+
+
 def make_client(
     url: str,
     token: str | None,

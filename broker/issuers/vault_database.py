@@ -16,7 +16,7 @@ from urllib.parse import urlsplit
 
 from broker.errors import UpstreamUnavailable
 from broker.issuers.base import IssuedCredential, IssueRequest
-from broker.issuers.vault_common import VaultCaller
+from broker.issuers.vault_common import VaultCaller, json_answer
 from broker.store.records import IssuedRecord
 
 BACKEND = "database"
@@ -37,17 +37,20 @@ class DatabaseIssuer:
             raise UpstreamUnavailable("this environment has no database role for the tier", BACKEND)
         role = database.roles[request.tier]
         issued_at = self.clock()
-        response = self.caller(
-            lambda client: client.secrets.database.generate_credentials(
-                name=role, mount_point=database.mount
-            )
+        response = json_answer(
+            self.caller(
+                lambda client: client.secrets.database.generate_credentials(
+                    name=role, mount_point=database.mount
+                )
+            ),
+            BACKEND,
         )
-        data = (response or {}).get("data") or {}
-        lease_id = (response or {}).get("lease_id")
+        data = response.get("data") or {}
+        lease_id = response.get("lease_id")
         username, password = data.get("username"), data.get("password")
         if not username or not password or not lease_id:
             raise UpstreamUnavailable("Vault returned incomplete database credentials", BACKEND)
-        lease = int((response or {}).get("lease_duration") or request.duration_seconds)
+        lease = int(response.get("lease_duration") or request.duration_seconds)
         public = {
             "username": username,
             "lease_id": lease_id,
@@ -72,14 +75,10 @@ class DatabaseIssuer:
             return client.secrets.database.read_connection(name=connection, mount_point=mount)
 
         try:
-            response = self.caller(read)
+            response = json_answer(self.caller(read), BACKEND)
         except UpstreamUnavailable:
             return {}
-        url = (
-            ((response or {}).get("data") or {})
-            .get("connection_details", {})
-            .get("connection_url", "")
-        )
+        url = (response.get("data") or {}).get("connection_details", {}).get("connection_url", "")
         info: dict[str, str] = {}
         if url:
             parts = urlsplit(url.replace("{{username}}", "u").replace("{{password}}", "p"))

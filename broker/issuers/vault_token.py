@@ -17,7 +17,7 @@ from typing import Any
 
 from broker.errors import UpstreamUnavailable
 from broker.issuers.base import IssuedCredential, IssueRequest
-from broker.issuers.vault_common import VaultCaller
+from broker.issuers.vault_common import VaultCaller, json_answer
 from broker.policy.compiler import vault_policy_name
 from broker.store.records import IssuedRecord
 
@@ -80,8 +80,8 @@ class VaultTokenIssuer:
             )
 
         issued_at = self.clock()
-        response = self.caller(create)
-        auth = (response or {}).get("auth") or {}
+        response = json_answer(self.caller(create), BACKEND)
+        auth = response.get("auth") or {}
         token, accessor = auth.get("client_token"), auth.get("accessor")
         if not token or not accessor or auth.get("policies") is None:
             raise UpstreamUnavailable("Vault returned an incomplete token", BACKEND)

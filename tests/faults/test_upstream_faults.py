@@ -228,3 +228,49 @@ def test_a_vault_token_with_more_policies_is_revoked_not_handed_out(
     [accessor] = accessors
     with pytest.raises(vault_errors.InvalidRequest):  # revoked: Vault no longer knows it
         faulty.bao.client().auth.token.lookup_accessor(accessor)
+
+
+# A middlebox's page where the upstream's answer should be (a captive portal, a proxy).
+UNUSABLE = Fault(
+    "status",
+    status=200,
+    body=b"<html><body>Please sign in to the network</body></html>",
+    content_type="text/html",
+)
+
+
+@pytest.mark.parametrize("backend", ["aws", "vault"])
+def test_an_unusable_answer_is_a_503_naming_the_backend(faulty: FaultyBroker, backend: str) -> None:
+    """Regression: a 200 that is not the upstream's format was a 500 internal_error
+    (botocore's parser raised KeyError; hvac handed back the raw HTTP response)."""
+    proxy_of(faulty, backend).inject(replace(UNUSABLE, match=ISSUE_CALL[backend]))
+    status, body, _ = ask(faulty, backend)
+    assert status == 503, body
+    assert (body["error"], body["backend"]) == ("upstream_unavailable", backend)
+    assert "unusable answer" in body["message"] and "credentials" not in body
+    nothing_issued(faulty)
+    outcomes = [(r.action, r.outcome) for r in faulty.broker.services.store.audit_records()]
+    assert ("issue", "failed") in outcomes
+
+
+def test_an_unusable_answer_to_the_half_open_trial_does_not_wedge_the_circuit(
+    faulty: FaultyBroker,
+) -> None:
+    """Regression: an exception other than the issuer's own escaped the circuit during
+    the half-open trial, which then stayed "running": every later call was refused as
+    "circuit open" until the broker was restarted."""
+    circuit = faulty.circuits["aws"]
+    faulty.sts.inject(Fault("status", status=503, match=ISSUE_CALL["aws"]))
+    for _ in range(THRESHOLD):
+        assert ask(faulty, "aws")[0] == 503
+    assert circuit.state == "open"
+    faulty.sts.heal()
+    faulty.sts.inject(replace(UNUSABLE, match=ISSUE_CALL["aws"], times=1))
+    faulty.clock.advance(COOLDOWN)
+    status, body, _ = ask(faulty, "aws")
+    assert status == 503 and "unusable answer" in body["message"], body
+    assert circuit.state == "open"  # the failed trial reopened it
+    faulty.clock.advance(COOLDOWN)
+    status, body, _ = ask(faulty, "aws")
+    assert status == 200, body
+    assert circuit.state == "closed"
