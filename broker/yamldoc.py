@@ -24,6 +24,9 @@ MAX_FILE_BYTES = 1024 * 1024
 MAX_DEPTH = 32
 MAX_EVENTS = 200_000
 MAX_FLOW_BRACKETS = 2_000
+# Block nesting needs indentation or an indicator ('- ', '? ', 'key: ') on the same line,
+# so its depth is at most about twice the longest line: files with longer lines are scanned.
+MAX_DIRECT_LINE = 1_000
 ALIAS_REASON = "YAML anchors and aliases are not allowed in this file"
 
 STANDARD_TAGS = frozenset(
@@ -88,14 +91,21 @@ def read_text(path: Path, max_bytes: int = MAX_FILE_BYTES) -> str:
 def parse(text: str, name: str) -> yaml.Node | None:
     """Parse one YAML document into positioned nodes, refusing hostile structures.
 
-    Files that could hold anchors, aliases, custom tags or deep flow nesting go through an
-    event-by-event scan first, which refuses them with a precise position: libyaml composes
-    recursively and shares aliased nodes, so neither may reach it. Ordinary scope files
-    hold none of these and are composed directly, at C speed. (An alias without an anchor
-    is an error libyaml reports itself.)
+    Files that could hold anchors, aliases, custom tags or deep nesting (many flow
+    brackets, or a line long enough for '- - - - ...') go through an event-by-event scan
+    first, which refuses them with a precise position: libyaml composes recursively (a
+    100 KB line of '- ' overflowed the C stack and killed the process) and shares aliased
+    nodes, so neither may reach it. Ordinary scope files hold none of these and are
+    composed directly, at C speed. (An alias without an anchor is an error libyaml
+    reports itself.)
     """
     # Without an anchor (&) there can be no valid alias, and without '!' no tag.
-    if "&" in text or "!" in text or text.count("[") + text.count("{") > MAX_FLOW_BRACKETS:
+    if (
+        "&" in text
+        or "!" in text
+        or text.count("[") + text.count("{") > MAX_FLOW_BRACKETS
+        or max(map(len, text.split("\n"))) > MAX_DIRECT_LINE
+    ):
         _prescan(text, name)
     try:
         loader = _Loader(text)
@@ -106,7 +116,7 @@ def parse(text: str, name: str) -> yaml.Node | None:
     except yaml.MarkedYAMLError as e:
         raise DocumentError(_problem_from_yaml_error(e, name)) from e
     except yaml.YAMLError as e:
-        raise DocumentError(Problem(name, 1, 1, f"invalid YAML: {e}")) from e
+        raise DocumentError(_problem_from_other_error(e, name, text)) from e
     return node
 
 
@@ -138,7 +148,7 @@ def _prescan(text: str, name: str) -> None:
     except yaml.MarkedYAMLError as e:
         raise DocumentError(_problem_from_yaml_error(e, name)) from e
     except yaml.YAMLError as e:
-        raise DocumentError(Problem(name, 1, 1, f"invalid YAML: {e}")) from e
+        raise DocumentError(_problem_from_other_error(e, name, text)) from e
 
 
 def _at(name: str, event: yaml.Event, reason: str) -> Problem:
@@ -146,6 +156,20 @@ def _at(name: str, event: yaml.Event, reason: str) -> Problem:
     if mark is None:
         return Problem(name, 1, 1, reason)
     return Problem(name, mark.line + 1, mark.column + 1, reason)
+
+
+def _problem_from_other_error(e: yaml.YAMLError, name: str, text: str) -> Problem:
+    """An unmarked YAML error (a forbidden character) as one positioned, one-line problem."""
+    if isinstance(e, yaml.reader.ReaderError) and isinstance(e.position, int):
+        # PyYAML counts characters; libyaml counts bytes of the UTF-8 encoding.
+        offset = e.position
+        if e.encoding != "unicode":
+            offset = len(text.encode("utf-8")[:offset].decode("utf-8", errors="ignore"))
+        line = text.count("\n", 0, offset) + 1
+        column = offset - (text.rfind("\n", 0, offset) + 1) + 1
+        character = f"#x{e.character:04x}" if isinstance(e.character, int) else "a character"
+        return Problem(name, line, column, f"invalid YAML: {character}: {e.reason}")
+    return Problem(name, 1, 1, "invalid YAML: " + " ".join(str(e).split()))
 
 
 def _problem_from_yaml_error(e: yaml.MarkedYAMLError, name: str) -> Problem:
