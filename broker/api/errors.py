@@ -68,7 +68,11 @@ def register_error_handlers(app: Flask) -> None:
             405: f"method {request.method} is not allowed here",
             413: "request body is too large",
         }.get(status, error.description or "request failed")
-        return error_response(status, HTTP_CODES.get(status, "error"), message)
+        response = error_response(status, HTTP_CODES.get(status, "error"), message)
+        for name, value in error.get_headers():
+            if name.lower() not in ("content-type", "content-length"):
+                response.headers[name] = value  # e.g. Allow, which a 405 must carry
+        return response
 
     @app.errorhandler(Exception)
     def unexpected(error: Exception) -> Response:
