@@ -91,7 +91,9 @@ def test_read_token_reads_and_cannot_write_or_delete(shop: Broker, backends: Bac
     )
     other = f"{backends.name}/staging/api-key"
     assert forbidden(
-        lambda: client.secrets.kv.v2.read_secret_version(path=other, mount_point="secret")
+        lambda: client.secrets.kv.v2.read_secret_version(
+            path=other, mount_point="secret", raise_on_deleted_version=True
+        )
     )
 
 
