@@ -107,30 +107,10 @@ class ApprovalService:
         break_glass: bool = False,
     ) -> Pending:
         """Create a pending request and tell its approvers. (Escalations protocol.)"""
+        record = pending_record(identity, resolved, now, break_glass=break_glass)
         request = resolved.request
         rule = resolved.tier.approval
-        assert rule is not None, "escalated tiers always have an approval rule"
-        record = RequestRecord(
-            id=new_request_id(now),
-            agent_key=identity.key,
-            agent_subject=identity.subject,
-            agent_issuer=identity.issuer,
-            agent_claims=dict(identity.claims),
-            service=request.service,
-            environment=request.environment,
-            region=request.region,
-            tier=request.tier,
-            backend=request.backend,
-            resources=request.resources,
-            duration_seconds=resolved.duration_seconds,
-            justification=request.justification,
-            status="pending",
-            created_at=now,
-            expires_at=now + rule.pending_expiry_seconds,
-            approvals_required=rule.required,
-            delay_seconds=rule.delay_seconds,
-            break_glass=break_glass,
-        )
+        assert rule is not None
         self.store.create_request(record)
         self.audit.record(
             "request",
@@ -677,6 +657,41 @@ class ApprovalService:
             )
         entries.sort(key=lambda e: e["at"], reverse=True)
         return entries[:limit]
+
+
+def pending_record(
+    identity: AgentIdentity,
+    resolved: ResolvedRequest,
+    now: float,
+    break_glass: bool = False,
+    approvals_required: int | None = None,
+    delay_seconds: int | None = None,
+) -> RequestRecord:
+    """A new pending escalation for exactly what was resolved, under the tier's rule."""
+    request = resolved.request
+    rule = resolved.tier.approval
+    assert rule is not None, "escalated tiers always have an approval rule"
+    return RequestRecord(
+        id=new_request_id(now),
+        agent_key=identity.key,
+        agent_subject=identity.subject,
+        agent_issuer=identity.issuer,
+        agent_claims=dict(identity.claims),
+        service=request.service,
+        environment=request.environment,
+        region=request.region,
+        tier=request.tier,
+        backend=request.backend,
+        resources=request.resources,
+        duration_seconds=resolved.duration_seconds,
+        justification=request.justification,
+        status="pending",
+        created_at=now,
+        expires_at=now + rule.pending_expiry_seconds,
+        approvals_required=rule.required if approvals_required is None else approvals_required,
+        delay_seconds=rule.delay_seconds if delay_seconds is None else delay_seconds,
+        break_glass=break_glass,
+    )
 
 
 def _is_requester(approver: Approver, record: RequestRecord) -> bool:

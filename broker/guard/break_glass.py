@@ -31,14 +31,14 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from broker.approvals.service import ApprovalService, RequestView
+from broker.approvals.service import ApprovalService, RequestView, pending_record
 from broker.audit.recorder import AuditRecorder
 from broker.config import Settings
 from broker.errors import BadRequest, BrokerError, Conflict, Forbidden, Frozen
 from broker.identity.mint import AGENT_SUBJECT_PREFIX
 from broker.identity.model import AgentIdentity
 from broker.identity.verifier import LOCAL_ISSUER_NAME
-from broker.ids import looks_like_request_id, new_request_id
+from broker.ids import looks_like_request_id
 from broker.intake import MAX_JUSTIFICATION, parse_request, resolve
 from broker.notify.base import NotificationFailed, Notifier
 from broker.policy.iam_actions import IamDatabase
@@ -258,26 +258,13 @@ class BreakGlass:
             )
         rule = resolved.tier.approval
         assert rule is not None, "escalated tiers always have an approval rule"
-        record = RequestRecord(
-            id=new_request_id(now),
-            agent_key=identity.key,
-            agent_subject=identity.subject,
-            agent_issuer=identity.issuer,
-            agent_claims=dict(identity.claims),
-            service=parsed.service,
-            environment=parsed.environment,
-            region=parsed.region,
-            tier=parsed.tier,
-            backend=parsed.backend,
-            resources=parsed.resources,
-            duration_seconds=resolved.duration_seconds,
-            justification=parsed.justification,
-            status="pending",
-            created_at=now,
-            expires_at=now + rule.pending_expiry_seconds,
+        record = pending_record(
+            identity,
+            resolved,
+            now,
+            break_glass=True,
             approvals_required=max(REQUIRED_APPROVERS, rule.required),
             delay_seconds=0,
-            break_glass=True,
         )
         self._check_eligible(record, approver)
         self.store.create_request(record)
