@@ -73,19 +73,45 @@ def json_body() -> Any:
         value = json.loads(text)
     except (ValueError, RecursionError) as e:
         raise BadRequest("request body is not valid JSON") from e
-    if "\\u" in text and _has_lone_surrogate(value):
-        # JSON may escape half of a UTF-16 pair (\ud800); Python keeps it as a lone
-        # surrogate, which no UTF-8 store, log or audit record can encode.
-        raise BadRequest("request body holds an unpaired UTF-16 surrogate (\\ud800-\\udfff)")
+    if "\\u" in text:  # only a JSON escape can put these into a UTF-8 body
+        _refuse_what_is_not_text(value)
     return value
 
 
-def _has_lone_surrogate(value: Any) -> bool:
-    try:
-        json.dumps(value, ensure_ascii=False).encode("utf-8")
-    except UnicodeEncodeError:
-        return True
-    return False
+def _refuse_what_is_not_text(body: Any) -> None:
+    """Refuse text no store can hold, naming the top-level field it came in.
+
+    JSON may escape half of a UTF-16 pair (\\ud800), which no UTF-8 store, log or audit
+    record can encode, and NUL (\\u0000), which PostgreSQL refuses in text (a 503 "store
+    unavailable" for what is bad input).
+    """
+    fields = body.items() if isinstance(body, dict) else [(None, body)]
+    for name, value in fields:
+        problem = _not_text(name) if name is not None else None
+        problem = problem or _not_text(value)
+        if problem:
+            field = name if name is not None and not _not_text(name) else None
+            raise BadRequest(f"request body holds {problem}, which the broker cannot store", field)
+
+
+def _not_text(value: Any) -> str | None:
+    """What in a parsed JSON value is not storable text, or None."""
+    stack = [value]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, dict):
+            stack.extend(item)
+            stack.extend(item.values())
+        elif isinstance(item, list):
+            stack.extend(item)
+        elif isinstance(item, str):
+            if "\x00" in item:
+                return "a NUL character (\\u0000)"
+            try:
+                item.encode("utf-8")
+            except UnicodeEncodeError:
+                return "an unpaired UTF-16 surrogate (\\ud800-\\udfff)"
+    return None
 
 
 def _depth(text: str) -> int:

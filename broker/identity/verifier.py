@@ -173,14 +173,27 @@ class TokenVerifier:
                 raise Unauthenticated(f"token lacks the required claim '{name}'")
             if not isinstance(value, str | int | bool):
                 raise Unauthenticated(f"claim '{name}' must be a string")
-            identity_claims[name] = str(value)
+            identity_claims[name] = _text(str(value), name)
         return AgentIdentity(
             issuer=issuer.name,
-            subject=subject,
+            subject=_text(subject, issuer.subject_claim),
             claims=identity_claims,
-            token_id=str(claims["jti"]) if "jti" in claims else None,
+            token_id=_text(str(claims["jti"]), "jti") if "jti" in claims else None,
             expires_at=_seconds(claims, "exp"),
         )
+
+
+def _text(value: str, name: str) -> str:
+    """A claim that can be stored and logged: JSON's escapes can carry a lone surrogate
+    (\\ud800), which no UTF-8 store, log or audit record can encode, or a NUL, which
+    PostgreSQL refuses in text."""
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError as e:
+        raise Unauthenticated(f"claim '{name}' is not valid text") from e
+    if "\x00" in value:
+        raise Unauthenticated(f"claim '{name}' is not valid text")
+    return value
 
 
 def _seconds(claims: dict[str, Any], name: str) -> float:

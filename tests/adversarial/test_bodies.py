@@ -196,3 +196,48 @@ def test_duplicate_keys_cannot_smuggle_a_second_service(target: Broker) -> None:
     )
     assert_clean_error(response, 403)
     assert issuer_calls(target) == 0
+
+
+def test_text_no_store_can_hold_is_bad_input_on_postgresql(
+    tmp_path: Path, postgres_url: str
+) -> None:
+    """Regression: on PostgreSQL a NUL escape (\\u0000) in any string of a body, even an
+    unknown field's name, was a 503 "store unavailable" (PostgreSQL refuses NUL in text):
+    bad input looked like an outage. It is a 400 naming the field now, on every store."""
+    broker = patient_broker(tmp_path, store_url=postgres_url)
+    write = {
+        **READ_PAYMENTS,
+        "tier": "write",
+        "resources": ["arn:aws:s3:::payments-prod-invoices/x"],
+    }
+    cases = [
+        (
+            "/v1/credentials",
+            "payments-copilot",
+            {**write, "justification": "a\x00b"},
+            "justification",
+        ),
+        ("/v1/credentials", "payments-copilot", {**write, "service": "pay\x00"}, "service"),
+        (
+            "/v1/credentials",
+            "payments-copilot",
+            {**write, "resources": ["x", "y\x00"]},
+            "resources",
+        ),
+        ("/v1/credentials", "payments-copilot", {**write, "x\x00": 1}, None),
+        ("/v1/revoke", ADMIN, {"agent": "agent:x", "reason": "why\x00"}, "reason"),
+    ]
+    for path, agent, body, field in cases:
+        text = json.dumps(body)  # json.dumps writes NUL as the escape \u0000
+        response = _post(broker, path, agent, text.encode(), "application/json")
+        error = assert_clean_error(response, 400)
+        assert "NUL" in error["message"] and error.get("field") == field, (body, error)
+    surrogate = json.dumps({**write, "justification": "S"}).replace('"S"', '"\\udc00"')
+    response = _post(
+        broker, "/v1/credentials", "payments-copilot", surrogate.encode(), "application/json"
+    )
+    assert assert_clean_error(response, 400)["field"] == "justification"
+    assert broker.services.store.count_requests("pending") == 0
+    assert broker.post("/v1/credentials", write).status_code == 202
+    assert broker.client.get("/readyz").status_code == 200  # the store was never in trouble
+    broker.services.close()

@@ -109,7 +109,13 @@ def _claims_text(base: dict[str, Any], changes: dict[str, Any], odd: dict[str, s
 
 CLAIM_NAMES = ["iss", "aud", "sub", "iat", "exp", "nbf", "jti", "repository", "workflow"]
 claim_changes = st.dictionaries(st.sampled_from(CLAIM_NAMES), JSON_VALUES, max_size=4)
-odd_claims = st.dictionaries(st.sampled_from(["iat", "exp", "nbf"]), ODD_NUMBERS, max_size=2)
+# Strings JSON can carry that are not storable text: a lone surrogate, a NUL.
+ODD_TEXTS = st.sampled_from(['"\\ud800"', '"a\\udfff"', '"\\u0000"', '"x\\u0000y"'])
+odd_claims = st.dictionaries(
+    st.sampled_from(["iat", "exp", "nbf"]), ODD_NUMBERS, max_size=2
+) | st.dictionaries(
+    st.sampled_from(["sub", "repository", "workflow", "jti"]), ODD_TEXTS, max_size=2
+)
 header_changes = st.dictionaries(
     st.sampled_from(["alg", "kid", "typ", "crit", "jku", "x5u", "b64"]),
     st.sampled_from(
@@ -136,10 +142,14 @@ def verifier(keys: BrokerKeys, oidc: OidcProvider) -> TokenVerifier:
 def outcome(verifier: TokenVerifier, token: str) -> AgentIdentity | str:
     """The identity, or the one-line reason; any other exception fails the test."""
     try:
-        return verifier.verify(token)
+        identity = verifier.verify(token)
     except Unauthenticated as e:
         assert e.message and "\n" not in e.message and len(e.message) <= 200, e.message
         return e.message
+    for text in (identity.subject, identity.token_id or "", *identity.claims.values()):
+        assert "\x00" not in text
+        text.encode("utf-8")  # storable: no lone surrogate
+    return identity
 
 
 def local_token(keys: BrokerKeys, agent: str = "payments-copilot") -> str:
@@ -437,3 +447,44 @@ def test_the_approval_page_answers_junk_links_with_401(page_broker: Broker, toke
     response = page_broker.client.get("/approve/" + quote(token, safe=""))
     assert response.status_code in (401, 404), (token, response.status_code)
     assert "Traceback" not in response.get_data(as_text=True)
+
+
+def test_a_signed_claim_that_is_not_text_is_refused(
+    tmp_path: Path, postgres_url: str, oidc: OidcProvider
+) -> None:
+    """Regression: a trusted issuer's token with a lone surrogate or a NUL in its subject,
+    an identity claim or its id was a 500 (or on PostgreSQL a 503) once it reached the
+    store; it is a 401 now."""
+    broker = patient_broker(
+        tmp_path,
+        store_url=postgres_url,
+        identity=IdentitySettings(local=LocalIssuer(), oidc=(oidc.config(),)),
+    )
+    scope = broker.services.settings.scopes_dir / "payments.yaml"
+    scope.write_text(
+        scope.read_text().replace(
+            "requesters:\n", f'requesters:\n  - claims: {{iss: "{oidc.issuer}"}}\n', 1
+        )
+    )
+    assert broker.services.scopes.reload().applied
+    write = {
+        "service": "payments",
+        "environment": "prod",
+        "region": "us-east-1",
+        "tier": "write",
+        "backend": "aws",
+        "resources": ["arn:aws:s3:::payments-prod-invoices/x"],
+    }
+    for claim in ("sub", "repository", "jti"):
+        for raw in ('"x\\ud800"', '"x\\u0000y"'):
+            text = json.dumps(oidc.claims(**{claim: "@@"})).replace('"@@"', raw)
+            headers = {"Authorization": f"Bearer {oidc.sign(text)}"}
+            for response in (
+                broker.client.get("/v1/scopes", headers=headers),
+                broker.client.post("/v1/credentials", json=write, headers=headers),
+            ):
+                assert response.status_code == 401, (claim, raw, response.get_data(as_text=True))
+                assert response.get_json()["message"] == f"claim '{claim}' is not valid text"
+    honest = {"Authorization": f"Bearer {oidc.sign(oidc.claims())}"}
+    assert broker.client.post("/v1/credentials", json=write, headers=honest).status_code == 202
+    broker.services.close()
