@@ -9,7 +9,16 @@ import time
 
 from flask import Flask, Response, g, request
 
-from broker.api import admin, approval_page, credentials, health, openapi, requests, slack
+from broker.api import (
+    admin,
+    approval_page,
+    credentials,
+    health,
+    oidc_signin,
+    openapi,
+    requests,
+    slack,
+)
 from broker.api.errors import register_error_handlers
 from broker.api.sessions import BrowserOnlySessions
 from broker.config import Settings
@@ -41,6 +50,7 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
         requests.blueprint,
         openapi.blueprint,
         approval_page.blueprint,
+        oidc_signin.blueprint,
         slack.blueprint,
         admin.blueprint,
     ):

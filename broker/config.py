@@ -133,6 +133,10 @@ class OidcSignIn:
     client_id: str
     client_secret: str | None = None
     approver_claim: str = "email"
+    # A signed-in approver's browser session ends after this long without a request, and
+    # after session_max in any case.
+    session_idle_seconds: int = 30 * 60
+    session_max_seconds: int = 8 * 3600
 
 
 @dataclass(frozen=True)
@@ -693,7 +697,7 @@ class _ConfigReader(Reader):
             of = self.mapping(
                 fields["oidc"],
                 "approvals.oidc",
-                {"issuer", "client_id", "approver_claim"},
+                {"issuer", "client_id", "approver_claim", "session_idle", "session_max"},
                 ("issuer", "client_id"),
             )
             if of is not None:
@@ -710,6 +714,18 @@ class _ConfigReader(Reader):
                             "approver_claim",
                             lambda n: self.string(n, "approvals.oidc.approver_claim"),
                             "email",
+                        ),
+                        session_idle_seconds=self.each(
+                            of,
+                            "session_idle",
+                            lambda n: self.duration(n, "approvals.oidc.session_idle"),
+                            OidcSignIn.session_idle_seconds,
+                        ),
+                        session_max_seconds=self.each(
+                            of,
+                            "session_max",
+                            lambda n: self.duration(n, "approvals.oidc.session_max"),
+                            OidcSignIn.session_max_seconds,
                         ),
                     )
         return ApprovalSettings(

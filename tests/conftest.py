@@ -6,6 +6,7 @@ pytest_plugins = [
     "tests.fixtures.slack",
     "tests.fixtures.browser",
     "tests.fixtures.secret_scan",
+    "tests.fixtures.oidc",
     "pytester",
     "tests.fixtures.openbao",
     "tests.fixtures.moto",

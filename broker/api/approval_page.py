@@ -5,7 +5,8 @@
 Deny are ``POST``s to the same address carrying a CSRF token (Flask-WTF, bound to this
 browser's session cookie); the link's ``jti`` is consumed first, so a link decides once,
 on any replica. ``GET /requests/<id>`` tells anyone holding a request's address how an
-approver acts on it, without revealing anything about the request.
+approver acts on it, without revealing anything about the request (with OIDC sign-in
+configured, a signed-in approver gets the full page there: :mod:`broker.api.oidc_signin`).
 
 Who is acting comes only from the signed link (never from the request's other headers):
 a request carrying an agent's bearer token is refused outright, and a browser that
@@ -127,9 +128,10 @@ def duration(seconds: int) -> str:
     return f"{seconds} s"
 
 
-def _model(claims: LinkClaims, approver: Approver) -> PageModel:
+def _model(request_id: str, approver: Approver, link_jti: str | None = None) -> PageModel:
+    """The page for ``approver``; ``link_jti`` names the personal link in use, if any."""
     svc = services()
-    record = svc.approvals.get(claims.request_id)
+    record = svc.approvals.get(request_id)
     view = svc.approvals.view(record)
     decided = tuple(
         Decided(a.approver, a.decision, a.via, iso(a.created_at))
@@ -137,7 +139,7 @@ def _model(claims: LinkClaims, approver: Approver) -> PageModel:
     )
     adds: tuple[str, ...] = ()
     eligible: set[str] = set()
-    link_used = svc.store.token_used(claims.jti)
+    link_used = link_jti is not None and svc.store.token_used(link_jti)
     try:
         scope, _, eligible = svc.approvals.eligible(record)
         adds = svc.approvals.permission_difference(record, scope)
@@ -250,7 +252,7 @@ def show(token: str) -> Response:
     """
     _refuse_agents()
     claims, approver = _approver(token)
-    model = _model(claims, approver)
+    model = _model(claims.request_id, approver, claims.jti)
     svc = services()
     record = model.record
     svc.audit.record(
@@ -328,10 +330,17 @@ def act(token: str) -> Response:
 def about(request_id: str) -> Response:
     """How to act on a request; reveals nothing about it (not even whether it exists).
 
+    With OIDC sign-in configured, :func:`broker.api.oidc_signin.request_page` answers
+    instead (the full page once signed in; see its status codes).
+
     200 the page; 400 malformed request id.
     """
     if not looks_like_request_id(request_id):
         raise BadRequest("malformed request id", "request_id")
+    from broker.api import oidc_signin  # imported here: it builds on this module
+
+    if oidc_signin.configured():
+        return oidc_signin.request_page(request_id)
     return _render("request.html", request_id=request_id)
 
 

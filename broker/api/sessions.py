@@ -14,8 +14,9 @@ from flask import Flask, Request
 from flask.sessions import NullSession, SecureCookieSession, SecureCookieSessionInterface
 from itsdangerous import URLSafeTimedSerializer
 
-# Paths of pages a browser uses (the approval page); every other path is the JSON API.
-BROWSER_PATHS = ("/approve/", "/requests/")
+# Paths of pages a browser uses (the approval page, OIDC sign-in); every other path is the
+# JSON API.
+BROWSER_PATHS = ("/approve/", "/requests/", "/auth/")
 
 
 class BrowserOnlySessions(SecureCookieSessionInterface):

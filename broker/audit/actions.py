@@ -27,6 +27,7 @@ SLACK = "slack"
 APPROVE = "approve"
 DENY = "deny"
 COLLECT = "collect"
+SIGN_IN = "sign_in"
 ISSUE = "issue"
 REVOKE = "revoke"
 FREEZE = "freeze"
@@ -59,6 +60,11 @@ CATALOGUE: tuple[Action, ...] = (
     Action(APPROVE, "an approver approved (or was refused)", ("recorded", "refused")),
     Action(DENY, "an approver denied (or was refused)", ("recorded", "refused")),
     Action(COLLECT, "the agent collected approved credentials", ("collected", "refused")),
+    Action(
+        SIGN_IN,
+        "an approver signed in through the OIDC provider (or was refused), or signed out",
+        ("signed_in", "refused", "signed_out"),
+    ),
     Action(
         ISSUE,
         "credentials were issued upstream, served from the cache, or failed",
