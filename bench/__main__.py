@@ -9,6 +9,7 @@ BENCHMARKS = {
     "scopes": "bench.scopes_bench",
     "issuance": "bench.issuance_bench",
     "cached": "bench.cached_bench",
+    "burst": "bench.burst_bench",
 }
 
 

@@ -70,8 +70,10 @@ def jwt_cost(config: Path, rounds: int = 2000) -> tuple[float, float]:
     verifier = TokenVerifier(settings.identity, keys)
     from broker.identity.mint import mint_agent_token
 
-    tokens = [mint_agent_token(keys, settings.identity.local, f"{AGENT_PREFIX}j{i}", 3600)
-              for i in range(rounds)]
+    tokens = [
+        mint_agent_token(keys, settings.identity.local, f"{AGENT_PREFIX}j{i}", 3600)
+        for i in range(rounds)
+    ]
     start = time.perf_counter()
     for token in tokens:
         verifier.verify(token)
@@ -86,13 +88,29 @@ def jwt_cost(config: Path, rounds: int = 2000) -> tuple[float, float]:
 def store_write_cost(directory: Path, rounds: int = 2000) -> float:
     """Microseconds per issuance record + audit record, one transaction, on SQLite."""
     store = SqlStore.from_url(f"sqlite:///{directory / 'write-bench.db'}")
-    issued = IssuedRecord(request_id="req_bench", agent_key="k", agent_subject="agent:x",
-                          service=SERVICE, environment="prod", region=None, tier="read",
-                          backend="vault", issued_at=1.0, expires_at=2.0, vault_accessor="acc")
+    issued = IssuedRecord(
+        request_id="req_bench",
+        agent_key="k",
+        agent_subject="agent:x",
+        service=SERVICE,
+        environment="prod",
+        region=None,
+        tier="read",
+        backend="vault",
+        issued_at=1.0,
+        expires_at=2.0,
+        vault_accessor="acc",
+    )
     timings = []
     for i in range(rounds):
-        audit = AuditRecord(at=float(i), actor="agent:x", action="issue", outcome="issued",
-                            request_id="req_bench", details={"accessor": "acc"})
+        audit = AuditRecord(
+            at=float(i),
+            actor="agent:x",
+            action="issue",
+            outcome="issued",
+            request_id="req_bench",
+            details={"accessor": "acc"},
+        )
         start = time.perf_counter()
         store.record_issued(issued, audit)
         timings.append(time.perf_counter() - start)
@@ -101,21 +119,40 @@ def store_write_cost(directory: Path, rounds: int = 2000) -> float:
 
 
 def main() -> None:
-    with tempfile.TemporaryDirectory(prefix="broker-bench-") as tmp, \
-            bench_stack(Path(tmp), threads=THREADS) as stack:
+    with (
+        tempfile.TemporaryDirectory(prefix="broker-bench-") as tmp,
+        bench_stack(Path(tmp), threads=THREADS) as stack,
+    ):
         directory = Path(tmp)
         tokens = directory / "tokens.txt"
-        tokens.write_text("\n".join(stack.token(f"{AGENT_PREFIX}{i}", 7200)
-                                    for i in range(AGENTS)) + "\n")
+        tokens.write_text(
+            "\n".join(stack.token(f"{AGENT_PREFIX}{i}", 7200) for i in range(AGENTS)) + "\n"
+        )
         script = directory / "cached.lua"
         script.write_text(LUA % {"tokens": tokens, "service": SERVICE})
         url = stack.start_broker(workers=WORKERS, threads=THREADS)
-        warm = subprocess.run([wrk_binary(), "-t2", f"-c{AGENTS}", "-d3s", "-s", str(script),
-                               url], capture_output=True, text=True, check=True)
+        warm = subprocess.run(
+            [wrk_binary(), "-t2", f"-c{AGENTS}", "-d3s", "-s", str(script), url],
+            capture_output=True,
+            text=True,
+            check=True,
+        )
         assert "Requests/sec" in warm.stdout
-        run = subprocess.run([wrk_binary(), "-t2", f"-c{AGENTS}", f"-d{DURATION}", "--latency",
-                              "-s", str(script), url], capture_output=True, text=True,
-                             check=True).stdout
+        run = subprocess.run(
+            [
+                wrk_binary(),
+                "-t2",
+                f"-c{AGENTS}",
+                f"-d{DURATION}",
+                "--latency",
+                "-s",
+                str(script),
+                url,
+            ],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout
         fresh, cached = jwt_cost(stack.config)
         write = store_write_cost(directory)
     rate = float(re.search(r"Requests/sec:\s+([\d.]+)", run).group(1))  # type: ignore[union-attr]
@@ -123,10 +160,14 @@ def main() -> None:
     p99 = int(re.search(r"p99_us (\d+)", run).group(1)) / 1000  # type: ignore[union-attr]
     errors = int(re.search(r"errors (\d+)", run).group(1))  # type: ignore[union-attr]
     verdict = "meets" if rate >= 1000 and errors == 0 else "MISSES"
-    print(f"cached read issuance, {AGENTS} agents on keep-alive connections, gunicorn "
-          f"{WORKERS} workers x {THREADS} threads, {DURATION}:")
-    print(f"  {rate:,.0f} requests/s  p50 {p50:.1f} ms  p99 {p99:.1f} ms  errors {errors}  "
-          f"-> {verdict} the 1,000 requests/s target")
+    print(
+        f"cached read issuance, {AGENTS} agents on keep-alive connections, gunicorn "
+        f"{WORKERS} workers x {THREADS} threads, {DURATION}:"
+    )
+    print(
+        f"  {rate:,.0f} requests/s  p50 {p50:.1f} ms  p99 {p99:.1f} ms  errors {errors}  "
+        f"-> {verdict} the 1,000 requests/s target"
+    )
     print(f"  JWT verification: {fresh:.0f} us for a new token, {cached:.0f} us when cached")
     print(f"  store write (issuance + audit record, one SQLite transaction): {write:.0f} us")
 

@@ -88,22 +88,33 @@ class BenchStack:
 
     def token(self, agent: str, ttl: int = 3600) -> str:
         settings = load_settings(self.config)
-        return mint_agent_token(load_keys(settings.state_dir), settings.identity.local,
-                                agent, ttl)
+        return mint_agent_token(load_keys(settings.state_dir), settings.identity.local, agent, ttl)
 
-    def start_broker(self, workers: int = 1, threads: int = 8,
-                     store_url: str | None = None) -> str:
+    def start_broker(self, workers: int = 1, threads: int = 8, store_url: str | None = None) -> str:
         port = free_port()
         env = {**self.env, "PYTHONUNBUFFERED": "1"}
         if store_url:
             env["BROKER_STORE_URL"] = store_url
         process = ServerProcess(
-            [sys.executable, "-m", "broker.cli", "serve", "--config", str(self.config),
-             "--workers", str(workers), "--bind", f"127.0.0.1:{port}"],
-            self.directory / f"broker-{port}.log", env=env)
+            [
+                sys.executable,
+                "-m",
+                "broker.cli",
+                "serve",
+                "--config",
+                str(self.config),
+                "--workers",
+                str(workers),
+                "--bind",
+                f"127.0.0.1:{port}",
+            ],
+            self.directory / f"broker-{port}.log",
+            env=env,
+        )
         url = f"http://127.0.0.1:{port}"
-        process.start(lambda: requests.get(f"{url}/readyz", timeout=1).status_code == 200,
-                      timeout=60)
+        process.start(
+            lambda: requests.get(f"{url}/readyz", timeout=1).status_code == 200, timeout=60
+        )
         self.brokers.append(process)
         self.urls.append(url)
         return url
@@ -116,10 +127,12 @@ class BenchStack:
         with psycopg.connect(POSTGRES, autocommit=True) as connection:
             connection.execute(
                 "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s",
-                (self.database,))
+                (self.database,),
+            )
             connection.execute(f'DROP DATABASE IF EXISTS "{self.database}"')
             roles = connection.execute(
-                "SELECT rolname FROM pg_roles WHERE rolname LIKE 'v-%%bench-pr%%'").fetchall()
+                "SELECT rolname FROM pg_roles WHERE rolname LIKE 'v-%%bench-pr%%'"
+            ).fetchall()
             for (role,) in roles:
                 connection.execute(f'DROP ROLE IF EXISTS "{role}"')
 
@@ -139,30 +152,50 @@ def bench_stack(directory: Path, threads: int = 8) -> Iterator[BenchStack]:
     client.sys.enable_secrets_engine("database", path="database")
     host = POSTGRES.split("@", 1)[1].split("/", 1)[0]
     client.secrets.database.configure(
-        name="bench-prod", plugin_name="postgresql-database-plugin", mount_point="database",
+        name="bench-prod",
+        plugin_name="postgresql-database-plugin",
+        mount_point="database",
         connection_url=f"postgresql://{{{{username}}}}:{{{{password}}}}@{host}/{database}"
-                       "?sslmode=disable",
-        username="postgres", password="unused", allowed_roles="*")
+        "?sslmode=disable",
+        username="postgres",
+        password="unused",
+        allowed_roles="*",
+    )
     scopes = directory / "scopes"
     scopes.mkdir(exist_ok=True)
     (scopes / "bench.yaml").write_text(SCOPE)
     result = load_scope_set(scopes, LintContext(iam=iam_database()))
     assert not result.problems, result.problems
     config = directory / "broker.yaml"
-    config.write_text(yaml.safe_dump({
-        "scopes_dir": str(scopes), "state_dir": str(directory / "state"),
-        "public_url": "http://127.0.0.1:8080", "threads": threads,
-        "aws": {"endpoint_url": moto.url}, "vault": {"url": bao.url},
-        "limits": {"upstream_deadline": "10s"},
-    }))
-    env = {"AWS_ACCESS_KEY_ID": moto.broker_key["aws_access_key_id"],
-           "AWS_SECRET_ACCESS_KEY": moto.broker_key["aws_secret_access_key"],
-           "AWS_DEFAULT_REGION": "us-east-1", "BROKER_VAULT_TOKEN": bao.root_token}
+    config.write_text(
+        yaml.safe_dump(
+            {
+                "scopes_dir": str(scopes),
+                "state_dir": str(directory / "state"),
+                "public_url": "http://127.0.0.1:8080",
+                "threads": threads,
+                "aws": {"endpoint_url": moto.url},
+                "vault": {"url": bao.url},
+                "limits": {"upstream_deadline": "10s"},
+            }
+        )
+    )
+    env = {
+        "AWS_ACCESS_KEY_ID": moto.broker_key["aws_access_key_id"],
+        "AWS_SECRET_ACCESS_KEY": moto.broker_key["aws_secret_access_key"],
+        "AWS_DEFAULT_REGION": "us-east-1",
+        "BROKER_VAULT_TOKEN": bao.root_token,
+    }
     os.environ.update(env)
     settings = load_settings(config)
     vault = build_vault_client(settings)
-    outcome = apply_scopes(result.scope_set, build_accounts(settings, build_sts(settings)),
-                           HvacVaultManager(vault) if vault else None, True, lambda _l: None)
+    outcome = apply_scopes(
+        result.scope_set,
+        build_accounts(settings, build_sts(settings)),
+        HvacVaultManager(vault) if vault else None,
+        True,
+        lambda _l: None,
+    )
     assert outcome.ok, outcome.problems
     stack = BenchStack(directory, bao, moto, result.scope_set, config, database, env)
     try:
