@@ -578,6 +578,45 @@ def test_one_approver_per_browser(signin: Broker, oidc_provider: OidcProvider) -
 # -- sessions -------------------------------------------------------------------------
 
 
+def test_under_https_the_session_cookie_is_secure_and_host_only(
+    tmp_path: Path, oidc_provider: OidcProvider
+) -> None:
+    made = oidc_broker(tmp_path, oidc_provider, public_url="https://broker.example.com")
+    try:
+        client = made.client
+        https = "https://broker.example.com"
+        login = client.get("/auth/login", base_url=https)
+        assert parse_qs(urlsplit(login.headers["Location"]).query)["redirect_uri"] == [
+            f"{https}/auth/callback"
+        ]
+        back = client.get(through_provider(login), base_url=https)
+        assert back.status_code == 200, text(back)[:800]
+        cookie_header = back.headers["Set-Cookie"]
+        assert cookie_header.startswith("__Host-broker-session=")
+        for flag in ("Secure", "HttpOnly", "SameSite=Lax", "Path=/"):
+            assert flag in cookie_header
+        assert "Domain=" not in cookie_header
+    finally:
+        made.services.close()
+
+
+def test_sign_in_pages_are_locked_down(signin: Broker) -> None:
+    client = signin.client
+    for response in (
+        start_sign_in(client, "https://evil.example"),
+        client.get("/auth/callback"),
+        sign_in(client),
+        client.post("/auth/logout", data={}),
+    ):
+        assert response.mimetype == "text/html"
+        csp = response.headers["Content-Security-Policy"]
+        assert "default-src 'none'" in csp and "script-src" not in csp
+        assert "form-action 'self'" in csp and "frame-ancestors 'none'" in csp
+        assert response.headers["X-Frame-Options"] == "DENY"
+        assert response.headers["Cache-Control"] == "no-store"
+        assert response.headers["Referrer-Policy"] == "no-referrer"
+
+
 def test_signing_in_starts_a_new_session(signin: Broker) -> None:
     client = signin.client
     request_id = open_request(signin, WRITE_PAYMENTS)
