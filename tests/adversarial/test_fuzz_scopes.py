@@ -33,7 +33,7 @@ from tests.scopes.factory import lint_context
 pytestmark = pytest.mark.timeout(180)  # a hang guard for the whole module's tests
 
 FUZZ = settings(
-    max_examples=120,
+    max_examples=80,
     deadline=None,
     database=None,
     derandomize=True,

@@ -38,7 +38,7 @@ from tests.adversarial.support import patient_broker
 from tests.fixtures.broker import Broker
 
 FUZZ = settings(
-    max_examples=150,
+    max_examples=100,
     deadline=None,
     database=None,
     derandomize=True,

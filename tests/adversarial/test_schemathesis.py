@@ -44,7 +44,7 @@ from tests.approvals.flows import (
 from tests.fixtures.broker import READ_PAYMENTS, Broker
 
 AGENT = "payments-copilot"
-MAX_EXAMPLES = 40
+MAX_EXAMPLES = 30
 MODES = (GenerationMode.POSITIVE, GenerationMode.NEGATIVE)
 
 # A 400 for data that fits the document is a lie of the document, except for these fields
@@ -229,7 +229,7 @@ def test_credential_requests_for_real_scopes(fuzzed: Broker, agent: str, own: st
         lambda op: op.label == "POST /v1/credentials",
         _informed(own),
         modes=(GenerationMode.POSITIVE,),
-        max_examples=150,
+        max_examples=100,
     )
     assert not failures, "\n\n".join(failures)
     reached = {status for _, status in statuses}
