@@ -477,6 +477,7 @@ def callback() -> BaseResponse:
     now = svc.clock()
     client = _client()
     oidc = _settings()
+    _metadata(client)  # this replica may not have read it yet: check its issuer here too
     state = request.args.get("state", "")
     pending = client.framework.get_state_data(session, state) if state else None
     if not isinstance(pending, dict):
@@ -541,7 +542,7 @@ def callback() -> BaseResponse:
         approver = _approver_for(oidc.approver_claim, value)
     except (Unauthenticated, Forbidden) as e:
         raise _refuse_sign_in(e, f"oidc:{subject}", claim=oidc.approver_claim) from e
-    signed_in()  # an ended session (and the browser's binding to its approver) is dropped
+    previous = signed_in()  # an ended session (and the browser's binding) is dropped
     bound = session.get(page.SESSION_APPROVER)
     if bound is not None and bound != approver.name:
         raise _refuse_sign_in(
@@ -552,6 +553,8 @@ def callback() -> BaseResponse:
             f"approver:{approver.name}",
         )
     target = pending.get("next")
+    if previous is not None:
+        _end_session(previous)  # signing in again: copies of the old cookie die too
     _start_session(approver, now)
     svc.audit.record(
         "sign_in",

@@ -633,6 +633,15 @@ def test_signing_in_starts_a_new_session(signin: Broker) -> None:
     before = signin.app.test_client()
     before.set_cookie(COOKIE, planted)
     assert 'id="sign-in"' in text(before.get(f"/requests/{request_id}"))
+    # Signing in again ends the first signed-in session: a copy of its cookie is refused.
+    first = cookie(client)
+    copy = signin.app.test_client()
+    copy.set_cookie(COOKIE, first)
+    assert 'id="justification"' in text(copy.get(f"/requests/{request_id}"))
+    assert sign_in(client).status_code == 200
+    copy.set_cookie(COOKIE, first)
+    assert "this session was signed out" in text(copy.get(f"/requests/{request_id}"))
+    assert 'id="justification"' in text(client.get(f"/requests/{request_id}"))
 
 
 def test_signing_out_ends_the_session_and_every_copy(signin: Broker) -> None:
