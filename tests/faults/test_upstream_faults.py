@@ -118,7 +118,7 @@ def test_a_persistent_fault_is_a_503_within_the_deadline_and_nothing_is_issued(
     assert elapsed < ANSWER_BOUND
     attempts = proxy.attempts(ISSUE_CALL[backend])
     if fault.kind == "latency":  # STS's read timeout is the deadline; Vault's is half of it
-        assert attempts == (1 if backend == "aws" else 2)
+        assert attempts in ((1,) if backend == "aws" else (1, 2))
     else:  # retried before giving up, never more often than the policy allows
         assert 2 <= attempts <= RETRY.max_attempts
     nothing_issued(faulty)
