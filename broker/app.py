@@ -43,6 +43,8 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
     )
     app.json.sort_keys = False  # type: ignore[attr-defined]
     app.session_interface = BrowserOnlySessions()
+    # A path with '//' is a 404 like any unknown path, not a redirect built from the Host.
+    app.url_map.merge_slashes = False
     app.extensions["broker"] = services
     for blueprint in (
         health.blueprint,

@@ -52,6 +52,10 @@ class Guard(Protocol):
         """Learn of a refusal (the circuit breaker counts them)."""
         ...
 
+    def revoked_requests(self) -> frozenset[str]:
+        """Requests whose credentials were revoked (on any replica)."""
+        ...
+
 
 class Escalations(Protocol):
     def open(self, identity: AgentIdentity, resolved: ResolvedRequest, now: float) -> Pending:
@@ -142,6 +146,10 @@ class CredentialService:
         )
         if use_cache:
             entry = self.cache.get(key)
+            if entry is not None and entry.request_id in self.guard.revoked_requests():
+                # Revoked by the kill switch, perhaps on another replica: never hand it out.
+                self.cache.evict_request(entry.request_id)
+                entry = None
             self.metrics.cache_lookup(entry is not None)
             if entry is not None:
                 self.audit.record(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import re
 import secrets
 import time
 
@@ -16,9 +17,9 @@ def new_request_id(now: float | None = None) -> str:
     return REQUEST_PREFIX + base64.b32encode(raw).decode().lower().rstrip("=")
 
 
+_REQUEST_ID = re.compile(r"req_[a-z2-7]{26}")
+
+
 def looks_like_request_id(value: str) -> bool:
-    return (
-        value.startswith(REQUEST_PREFIX)
-        and len(value) == len(REQUEST_PREFIX) + 26
-        and value[len(REQUEST_PREFIX) :].isalnum()
-    )
+    """The shape of an id new_request_id makes (ASCII base32), before any lookup."""
+    return _REQUEST_ID.fullmatch(value) is not None

@@ -22,7 +22,7 @@ from broker.audit.redact import REDACTED, is_secret_name, redact
 
 RESERVED = set(vars(logging.makeLogRecord({}))) | {"message", "asctime"}
 # Libraries that log request and response bodies (with credentials) at DEBUG/INFO.
-NOISY_LOGGERS = ("botocore", "boto3", "urllib3", "hvac", "werkzeug", "slack_sdk")
+NOISY_LOGGERS = ("botocore", "boto3", "urllib3", "hvac", "werkzeug", "slack_sdk", "authlib")
 
 
 class JsonFormatter(logging.Formatter):

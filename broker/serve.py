@@ -32,6 +32,9 @@ class BrokerServer(BaseApplication):  # type: ignore[misc]
             "limit_request_fields": 64,
             "accesslog": None,
             "proc_name": "credential-broker",
+            # gunicorn's control socket is an unauthenticated admin interface in $HOME, shared
+            # by every broker on the host: the broker is managed by signals, not through it.
+            "control_socket_disable": True,
             "post_worker_init": _post_worker_init,
         }
         super().__init__()

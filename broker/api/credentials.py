@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 
-from flask import Blueprint, Response, jsonify, url_for
+from flask import Blueprint, Response, jsonify
 
 from broker.api.common import current_agent, json_body, services
 from broker.credentials import Issued, Pending
@@ -42,7 +42,8 @@ def pending_body(record: RequestRecord, approvals_received: int) -> dict[str, ob
         "approvals_required": record.approvals_required,
         "approvals_received": approvals_received,
         "expires_at": iso(record.expires_at),
-        "poll_url": url_for("requests.get_request", request_id=record.id, _external=True),
+        # From the configured public URL, never the request's Host header.
+        "poll_url": f"{services().settings.public_url}/v1/requests/{record.id}",
         # Where approvers act: the broker's page for this request (personal links and
         # sign-in start there); an agent may show it to its human.
         "approval_url": f"{services().settings.public_url}/requests/{record.id}",

@@ -66,18 +66,29 @@ class Guard:
         self.breaker = breaker
         self.clock = clock
         self._freezes: Sequence[FreezeRecord] = ()
+        self._revoked: frozenset[str] = frozenset()
         self._freezes_read_at = float("-inf")
         self._lock = threading.Lock()
 
     # -- freezes ----------------------------------------------------------------------
 
     def active_freezes(self, fresh: bool = False) -> Sequence[FreezeRecord]:
+        self._refresh(fresh)
+        return self._freezes
+
+    def revoked_requests(self) -> frozenset[str]:
+        """Requests whose credentials the kill switch revoked (still unexpired), as seen by
+        every replica within a second: a cache must not hand those out again."""
+        self._refresh(False)
+        return self._revoked
+
+    def _refresh(self, fresh: bool) -> None:
         now = self.clock()
         with self._lock:
             if fresh or now - self._freezes_read_at > FREEZE_CACHE_SECONDS:
                 self._freezes = self.store.active_freezes()
+                self._revoked = frozenset(self.store.revoked_request_ids(now))
                 self._freezes_read_at = now
-            return self._freezes
 
     def forget_freezes(self) -> None:
         with self._lock:

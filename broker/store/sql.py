@@ -390,6 +390,16 @@ class SqlStore:
             rows = connection.execute(query.order_by(t.issued.c.id)).mappings().all()
         return [IssuedRecord(**dict(row)) for row in rows]
 
+    def revoked_request_ids(self, now: float) -> list[str]:
+        """Requests with a revoked credential that has not expired yet."""
+        query = (
+            select(t.issued.c.request_id)
+            .distinct()
+            .where(and_(t.issued.c.revoked_at.is_not(None), t.issued.c.expires_at > now))
+        )
+        with self._tx() as connection:
+            return [str(row[0]) for row in connection.execute(query)]
+
     def mark_revoked(self, ids: Sequence[int], now: float) -> None:
         if not ids:
             return

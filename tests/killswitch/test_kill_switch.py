@@ -13,7 +13,7 @@ from hvac import exceptions as vault_errors
 
 from broker.app import create_app
 from broker.cli import main
-from broker.guard.revocation import REVOCATION_POLICY_NAME
+from broker.guard.revocation import REVOCATION_POLICY_NAME, RevokeTarget
 from broker.issuers.aws_accounts import AwsAccounts
 from broker.notify.base import ApprovalNotice, NotificationFailed
 from broker.services import build_services
@@ -282,3 +282,22 @@ def test_malformed_revocations_are_refused(tmp_path: Path, body: dict[str, Any])
     broker = make_broker(tmp_path, admins=("agent:ops",))
     response = broker.post("/v1/revoke", body, agent=ADMIN)
     assert response.status_code == 400, response.json
+
+
+def test_a_request_revoked_on_another_replica_is_not_served_from_this_cache(
+    tmp_path: Path,
+) -> None:
+    """Revoking one request freezes nobody; the caches of other replicas must still drop it."""
+    here = make_broker(tmp_path)
+    there = make_broker(tmp_path)  # another replica: same store, its own cache
+    read = {"service": "ledger", "environment": "prod", "tier": "read", "backend": "vault"}
+    agent = "ledger-maintainer"
+    first = here.post("/v1/credentials", read, agent=agent).json
+    assert here.post("/v1/credentials", read, agent=agent).json["cached"] is True
+    report = there.services.kill_switch.revoke(
+        RevokeTarget(request_id=first["request_id"]), "ops", "leaked in a log"
+    )
+    assert report.backends["vault"].revoked == 1
+    here.clock.advance(2)  # replicas re-read revocations at least every second
+    again = here.post("/v1/credentials", read, agent=agent).json
+    assert again["cached"] is False and again["request_id"] != first["request_id"]
