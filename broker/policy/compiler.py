@@ -139,6 +139,7 @@ def session_policy(
     tier: TierName,
     iam: IamDatabase,
     resources: Sequence[str] = (),
+    check_size: bool = True,
 ) -> Policy:
     """The session policy for one request: its region, and its resources when it names any.
 
@@ -169,6 +170,8 @@ def session_policy(
             "resources",
         )
     document = {"Version": POLICY_VERSION, "Statement": _statements(rows, [region])}
+    if not check_size:
+        return document
     size = len(json.dumps(document, separators=(",", ":")))  # key order does not change size
     if size > SESSION_POLICY_MAX_CHARS:
         raise PolicyTooLarge(
@@ -347,8 +350,17 @@ def compile_scope(scope: Scope, iam: IamDatabase) -> dict[str, Any]:
                     if tier in env.aws.roles
                     else None,
                     "role_policy": role_policy(scope, env, tier, iam),
+                    # Documents differ between regions only by the region's name: checking
+                    # the size of the longest name's is checking them all.
                     "session_policies": {
-                        region: session_policy(scope, env, region, tier, iam)
+                        region: session_policy(
+                            scope,
+                            env,
+                            region,
+                            tier,
+                            iam,
+                            check_size=region == max(env.aws.regions, key=len),
+                        )
                         for region in env.aws.regions
                     },
                 }

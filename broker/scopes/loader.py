@@ -8,6 +8,7 @@ in :mod:`broker.scopes.lint` and run on the loaded model.
 from __future__ import annotations
 
 import datetime as dt
+import os
 import re
 import zoneinfo
 from collections.abc import Callable, Iterator
@@ -109,18 +110,23 @@ class LoadedScope:
 
 
 def scope_files(path: Path) -> Iterator[Path]:
-    """The scope files under a path: the file itself, or *.yaml/*.yml in a directory tree."""
+    """The scope files under a path: the file itself, or *.yaml/*.yml in a directory tree.
+
+    Hidden names are skipped: editors' backups, and the timestamped copies behind the links
+    Kubernetes makes when it mounts a ConfigMap (each scope would load twice).
+    """
     if path.is_file():
         yield path
         return
-    for candidate in sorted(path.rglob("*")):
-        relative = candidate.relative_to(path)
-        # Hidden names are skipped: editors' backups, and the timestamped copies behind the
-        # links Kubernetes makes when it mounts a ConfigMap (each scope would load twice).
-        if any(part.startswith(".") for part in relative.parts):
-            continue
-        if candidate.suffix in SCOPE_SUFFIXES and candidate.is_file():
-            yield candidate
+    found: list[str] = []
+    for root, directories, files in os.walk(path):
+        directories[:] = [d for d in directories if not d.startswith(".")]
+        for name in files:
+            full = os.path.join(root, name)
+            if not name.startswith(".") and name.endswith(SCOPE_SUFFIXES) and os.path.isfile(full):
+                found.append(full)
+    for full in sorted(found):
+        yield Path(full)
 
 
 def load_scope_file(path: Path) -> tuple[LoadedScope | None, list[Problem]]:

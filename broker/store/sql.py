@@ -16,14 +16,13 @@ import os
 import threading
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import AbstractContextManager, contextmanager, nullcontext
-from dataclasses import asdict, replace
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import IO, Any, TypeVar
 
 from sqlalchemy import (
     Connection,
     and_,
-    bindparam,
     create_engine,
     delete,
     event,
@@ -129,19 +128,42 @@ def writer_lock(engine: Engine) -> AbstractContextManager[None]:
     return nullcontext()
 
 
+@dataclass(frozen=True)
+class AuditSql:
+    """The three statements of every audit append, as the driver's own SQL.
+
+    Every request appends to the chain; going straight to the driver for these statements
+    skips SQLAlchemy's per-statement machinery, which cost as much as the writes themselves.
+    The text is fixed and parameters are always bound, never formatted in.
+    """
+
+    select_head: str
+    insert_rows: str
+    move_head: str
+
+    @classmethod
+    def for_dialect(cls, postgres: bool) -> AuditSql:
+        columns = [column.name for column in t.audit_log.columns]
+
+        def bind(name: str) -> str:
+            return f"%({name})s" if postgres else f":{name}"
+
+        return cls(
+            select_head="SELECT seq, hash FROM audit_head WHERE id = 1"
+            + (" FOR UPDATE" if postgres else ""),
+            insert_rows=f"INSERT INTO audit_log ({', '.join(columns)}) "
+            f"VALUES ({', '.join(bind(c) for c in columns)})",
+            move_head=f"UPDATE audit_head SET seq = {bind('new_seq')}, hash = {bind('new_hash')} "
+            "WHERE id = 1",
+        )
+
+
 _Write = tuple[IssuedRecord | None, AuditRecord | None]
 _Written = tuple[IssuedRecord | None, AuditRecord | None]
 
 # Statements of the hot path, built once: SQLAlchemy then reuses their compiled form, which
 # costs a fraction of building and caching a new statement object on every request.
 _INSERT_ISSUED = insert(t.issued)
-_INSERT_AUDIT = insert(t.audit_log)
-_SELECT_HEAD = select(t.audit_head).where(t.audit_head.c.id == 1).with_for_update()
-_UPDATE_HEAD = (
-    update(t.audit_head)
-    .where(t.audit_head.c.id == 1)
-    .values(seq=bindparam("new_seq"), hash=bindparam("new_hash"))
-)
 
 
 def _json(value: Any) -> str:
@@ -158,6 +180,7 @@ class SqlStore:
         self._lock = threading.Lock()
         self._committer: GroupCommitter[_Write, _Written] = GroupCommitter(self._write_batch)
         self._writers = writer_lock(engine)
+        self._audit_sql = AuditSql.for_dialect(self.is_postgres)
         if migrate:
             self._guard(lambda: upgrade(engine))
 
@@ -542,7 +565,8 @@ class SqlStore:
     ) -> list[AuditRecord]:
         """Chain ``records`` in order inside the caller's transaction: the head is read and
         locked once, the rows are inserted in one statement, the head moves once."""
-        head = connection.execute(_SELECT_HEAD).mappings().first()
+        sql = self._audit_sql
+        head = connection.exec_driver_sql(sql.select_head).mappings().first()
         if head is None:
             # Two replicas may both find no head: the second waits, then inserts nothing.
             dialect_insert = pg_insert if self.is_postgres else sqlite_insert
@@ -551,7 +575,7 @@ class SqlStore:
                 .values(id=1, seq=0, hash=GENESIS)
                 .on_conflict_do_nothing()
             )
-            head = connection.execute(_SELECT_HEAD).mappings().one()
+            head = connection.exec_driver_sql(sql.select_head).mappings().one()
         seq = int(head["seq"])
         prev = str(head["hash"])
         rows: list[dict[str, Any]] = []
@@ -579,8 +603,8 @@ class SqlStore:
             chained.append(replace(record, seq=seq, prev_hash=prev, hash=digest))
             prev = digest
         if rows:
-            connection.execute(_INSERT_AUDIT, rows)
-            connection.execute(_UPDATE_HEAD, {"new_seq": seq, "new_hash": prev})
+            connection.exec_driver_sql(sql.insert_rows, rows)
+            connection.exec_driver_sql(sql.move_head, {"new_seq": seq, "new_hash": prev})
         return chained
 
     def audit_records(
