@@ -30,9 +30,10 @@ from broker.store.records import AuditRecord, IssuedRecord
 from broker.store.sql import SqlStore
 
 AGENTS = 50
-DURATION = "15s"
+DURATION = "10s"
+ROUNDS = 3
 WORKERS = int(os.environ.get("BENCH_WORKERS", "2"))
-THREADS = int(os.environ.get("BENCH_THREADS", "4"))
+THREADS = int(os.environ.get("BENCH_THREADS", "8"))  # the default of `threads`
 
 LUA = """
 local tokens = {}
@@ -61,6 +62,12 @@ def wrk_binary() -> str:
     if found is None:
         raise SystemExit("wrk is missing: apt-get install wrk (make bench does)")
     return found
+
+
+def _rate(output: str) -> float:
+    match = re.search(r"Requests/sec:\s+([\d.]+)", output)
+    assert match, output
+    return float(match.group(1))
 
 
 def jwt_cost(config: Path, rounds: int = 2000) -> tuple[float, float]:
@@ -138,31 +145,34 @@ def main() -> None:
             check=True,
         )
         assert "Requests/sec" in warm.stdout
-        run = subprocess.run(
-            [
-                wrk_binary(),
-                "-t2",
-                f"-c{AGENTS}",
-                f"-d{DURATION}",
-                "--latency",
-                "-s",
-                str(script),
-                url,
-            ],
-            capture_output=True,
-            text=True,
-            check=True,
-        ).stdout
+        command = [
+            wrk_binary(),
+            "-t2",
+            f"-c{AGENTS}",
+            f"-d{DURATION}",
+            "--latency",
+            "-s",
+            str(script),
+            url,
+        ]
+        runs = [
+            subprocess.run(command, capture_output=True, text=True, check=True).stdout
+            for _ in range(ROUNDS)
+        ]
+        # The median run by throughput: one noisy moment on a shared VM does not decide.
+        run = sorted(runs, key=_rate)[len(runs) // 2]
+        rates = [_rate(r) for r in runs]  # in the order they ran
         fresh, cached = jwt_cost(stack.config)
         write = store_write_cost(directory)
-    rate = float(re.search(r"Requests/sec:\s+([\d.]+)", run).group(1))  # type: ignore[union-attr]
+    rate = _rate(run)
     p50 = int(re.search(r"p50_us (\d+)", run).group(1)) / 1000  # type: ignore[union-attr]
     p99 = int(re.search(r"p99_us (\d+)", run).group(1)) / 1000  # type: ignore[union-attr]
     errors = int(re.search(r"errors (\d+)", run).group(1))  # type: ignore[union-attr]
     verdict = "meets" if rate >= 1000 and errors == 0 else "MISSES"
     print(
         f"cached read issuance, {AGENTS} agents on keep-alive connections, gunicorn "
-        f"{WORKERS} workers x {THREADS} threads, {DURATION}:"
+        f"{WORKERS} workers x {THREADS} threads, {ROUNDS} runs of {DURATION} (median run; in order: "
+        f"{', '.join(f'{r:,.0f}' for r in rates)} requests/s):"
     )
     print(
         f"  {rate:,.0f} requests/s  p50 {p50:.1f} ms  p99 {p99:.1f} ms  errors {errors}  "

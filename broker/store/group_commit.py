@@ -1,18 +1,17 @@
 """Group commit for the audit chain: many concurrent appends, one transaction.
 
 Every request writes at least one audit record, and every append takes the chain's head
-lock. Under load (session-start storms, cached reads at thousands per second) one
-transaction per record makes the lock the bottleneck, and SQLite's busy-wait turns it into
-latency. Here concurrent appends of one process are queued and written by one thread, many
-per transaction, in submission order. Each caller still waits until its record is committed:
-nothing is acknowledged before it is durable, so a crash right after a response loses no
-record.
+lock. Under load (session-start storms, cached reads at hundreds per second) one transaction
+per record makes that lock the bottleneck. Here the first caller to arrive while nobody is
+writing becomes the leader: it writes its own item and everything that queued up behind it,
+many per transaction, in arrival order, until the queue is empty. The others wait for their
+item to be committed. Nothing is acknowledged before it is durable, so a crash right after a
+response loses no record; and with no contention the leader simply writes its own item, with
+no hand-off to another thread.
 """
 
 from __future__ import annotations
 
-import os
-import queue
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -33,55 +32,39 @@ class _Pending(Generic[Item, Result]):
 
 
 class GroupCommitter(Generic[Item, Result]):
-    """Runs ``write_batch(items) -> results`` on one thread for everything queued at once."""
+    """Runs ``write_batch(items) -> results`` for everything queued while a write was busy."""
 
-    def __init__(
-        self, write_batch: Callable[[list[Item]], list[Result]], name: str = "audit-writer"
-    ) -> None:
+    def __init__(self, write_batch: Callable[[list[Item]], list[Result]]) -> None:
         self.write_batch = write_batch
-        self.name = name
-        self._queue: queue.SimpleQueue[_Pending[Item, Result] | None] = queue.SimpleQueue()
-        self._thread: threading.Thread | None = None
-        self._pid = 0
+        self._queue: list[_Pending[Item, Result]] = []
+        self._writing = False
         self._lock = threading.Lock()
 
     def submit(self, item: Item) -> Result:
         """Write ``item`` with whatever else is waiting; return its result once committed."""
-        self._ensure_running()
         pending: _Pending[Item, Result] = _Pending(item)
-        self._queue.put(pending)
-        pending.done.wait()
+        with self._lock:
+            self._queue.append(pending)
+            leader = not self._writing
+            self._writing = True
+        if leader:
+            self._lead()
+        else:
+            pending.done.wait()
         if pending.error is not None:
             raise pending.error
         assert pending.result is not None
         return pending.result
 
-    def _ensure_running(self) -> None:
-        # A thread does not survive fork: gunicorn workers each start their own.
-        if self._thread is not None and self._pid == os.getpid() and self._thread.is_alive():
-            return
-        with self._lock:
-            if self._thread is None or self._pid != os.getpid() or not self._thread.is_alive():
-                self._queue = queue.SimpleQueue()
-                self._pid = os.getpid()
-                self._thread = threading.Thread(target=self._run, name=self.name, daemon=True)
-                self._thread.start()
-
-    def _run(self) -> None:
+    def _lead(self) -> None:
+        """Write batches until nothing is queued, then give up the lead."""
         while True:
-            first = self._queue.get()
-            if first is None:
-                return
-            batch = [first]
-            while len(batch) < MAX_BATCH:
-                try:
-                    more = self._queue.get_nowait()
-                except queue.Empty:
-                    break
-                if more is None:
-                    self._queue.put(None)  # stop after this batch
-                    break
-                batch.append(more)
+            with self._lock:
+                batch = self._queue[:MAX_BATCH]
+                del self._queue[:MAX_BATCH]
+                if not batch:
+                    self._writing = False
+                    return
             try:
                 results = self.write_batch([pending.item for pending in batch])
             except BaseException:  # noqa: BLE001 - retried one by one below
@@ -101,6 +84,4 @@ class GroupCommitter(Generic[Item, Result]):
             pending.done.set()
 
     def close(self) -> None:
-        if self._thread is not None and self._thread.is_alive() and self._pid == os.getpid():
-            self._queue.put(None)
-            self._thread.join(timeout=5)
+        """Nothing to stop: writes happen on the callers' own threads."""
