@@ -171,8 +171,8 @@ def main() -> None:
     verdict = "meets" if rate >= 1000 and errors == 0 else "MISSES"
     print(
         f"cached read issuance, {AGENTS} agents on keep-alive connections, gunicorn "
-        f"{WORKERS} workers x {THREADS} threads, {ROUNDS} runs of {DURATION} (median run; in order: "
-        f"{', '.join(f'{r:,.0f}' for r in rates)} requests/s):"
+        f"{WORKERS} workers x {THREADS} threads, {ROUNDS} runs of {DURATION} (median run; "
+        f"in order: {', '.join(f'{r:,.0f}' for r in rates)} requests/s):"
     )
     print(
         f"  {rate:,.0f} requests/s  p50 {p50:.1f} ms  p99 {p99:.1f} ms  errors {errors}  "
