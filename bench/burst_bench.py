@@ -28,6 +28,7 @@ import psycopg
 import requests
 
 from bench.stack import AGENT_PREFIX, POSTGRES, SERVICE, BenchStack, bench_stack
+from broker.store.sql import SqlStore
 
 AGENTS = 500
 CLIENT_THREADS = 64
@@ -52,7 +53,16 @@ def workers_of(stack: BenchStack) -> list[int]:
     return pids
 
 
-def burst(stack: BenchStack, urls: list[str], label: str) -> dict[str, Any]:
+def reloads(store_url: str) -> int:
+    """Scope reloads the replicas recorded (each worker reloads on its own)."""
+    store = SqlStore.from_url(store_url, migrate=False)
+    try:
+        return sum(1 for r in store.audit_records() if r.action == "scope_reload")
+    finally:
+        store.close()
+
+
+def burst(stack: BenchStack, urls: list[str], label: str, store_url: str) -> dict[str, Any]:
     tokens = [stack.token(f"{AGENT_PREFIX}{label}-{i}", 3600) for i in range(AGENTS)]
     sessions = threading.local()
     results: list[tuple[int, int, float, dict[str, Any]]] = []
@@ -108,7 +118,9 @@ def burst(stack: BenchStack, urls: list[str], label: str) -> dict[str, Any]:
     def change_scope() -> None:
         time.sleep(max(0.0, reload_at - time.perf_counter()))
         scope = next((stack.directory / "scopes").glob("*.yaml"))
-        scope.write_text(scope.read_text().replace("ttl: 15m", "ttl: 16m"))
+        text = scope.read_text()
+        swapped = ("ttl: 15m", "ttl: 16m") if "ttl: 15m" in text else ("ttl: 16m", "ttl: 15m")
+        scope.write_text(text.replace(*swapped))
 
     changer = threading.Thread(target=change_scope)
     changer.start()
@@ -131,6 +143,7 @@ def burst(stack: BenchStack, urls: list[str], label: str) -> dict[str, Any]:
         "rss_rest_mb": statistics.mean(at_rest),
         "rss_peak_mb": statistics.mean(peak.values()),
         "workers": len(pids),
+        "reloads": reloads(store_url),
     }
 
 
@@ -185,7 +198,8 @@ def report(label: str, r: dict[str, Any]) -> None:
         f"  {label}: {verdict}; p50 {r['p50_ms']:.0f} ms, p99 {r['p99_ms']:.0f} ms, last "
         f"agent served after {r['last_served_s']:.2f} s; duplicates {r['duplicates']}, "
         f"crossed {r['crossed']}; {r['workers']} workers, RSS {r['rss_rest_mb']:.0f} MB at "
-        f"rest, {r['rss_peak_mb']:.0f} MB under load (mean per worker)"
+        f"rest, {r['rss_peak_mb']:.0f} MB under load (mean per worker); the scope change was "
+        f"reloaded by {r['reloads']} worker(s) during the burst"
     )
 
 
@@ -199,7 +213,8 @@ def main() -> None:
         bench_stack(Path(tmp), threads=8) as stack,
     ):
         url = stack.start_broker(workers=2)
-        report("1 replica, SQLite ", burst(stack, [url], "one"))
+        sqlite = f"sqlite:///{(stack.directory / 'state' / 'broker.db').resolve()}"
+        report("1 replica, SQLite ", burst(stack, [url], "one", sqlite))
         for process in stack.brokers:
             process.stop()
         stack.brokers.clear()
@@ -208,7 +223,7 @@ def main() -> None:
             store = POSTGRES.rsplit("/", 1)[0].replace("postgresql://", "postgresql+psycopg://")
             store = f"{store}/{database}"
             urls = [stack.start_broker(workers=2, store_url=store) for _ in range(2)]
-            report("2 replicas, PostgreSQL", burst(stack, urls, "two"))
+            report("2 replicas, PostgreSQL", burst(stack, urls, "two", store))
             for process in stack.brokers:
                 process.stop()
             stack.brokers.clear()
