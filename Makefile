@@ -49,7 +49,9 @@ unit: $(STAMP) system-deps services
 
 test: lint typecheck unit
 
-bench: $(STAMP)
+bench: $(STAMP) services
+	@command -v wrk >/dev/null || { SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+	  $$SUDO apt-get install -y -qq wrk >/dev/null; }
 	$(BIN)/python -m bench
 
 clean:

@@ -139,7 +139,7 @@ def main() -> None:
         script.write_text(LUA % {"tokens": tokens, "service": SERVICE})
         url = stack.start_broker(workers=WORKERS, threads=THREADS)
         warm = subprocess.run(
-            [wrk_binary(), "-t2", f"-c{AGENTS}", "-d3s", "-s", str(script), url],
+            [wrk_binary(), "-t2", f"-c{AGENTS}", "-d10s", "-s", str(script), url],
             capture_output=True,
             text=True,
             check=True,
