@@ -26,7 +26,7 @@ from broker.devstack.processes import ServerProcess, free_port
 
 MOTO_ACCOUNT = "123456789012"  # moto's default account: where the broker's user lives
 # A made-up key: accepted while moto is not enforcing, refused once it is.
-ROOT_KEY = {"aws_access_key_id": "AKIAIOSFODNN7EXAMPLE", "aws_secret_access_key": "root-secret"}
+ROOT_KEY = {"aws_access_key_id": "dev-bootstrap-key", "aws_secret_access_key": "root-secret"}
 BROKER_USER_POLICY = {
     "Version": "2012-10-17",
     "Statement": [
