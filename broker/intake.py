@@ -59,6 +59,16 @@ class CredentialRequest:
     duration: int | None
     justification: str
 
+    def audit_fields(self) -> dict[str, Any]:
+        """What every audit record about this request names."""
+        return {
+            "service": self.service,
+            "environment": self.environment,
+            "tier": self.tier,
+            "backend": self.backend,
+            "region": self.region,
+        }
+
 
 @dataclass(frozen=True)
 class ResolvedRequest:

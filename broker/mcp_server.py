@@ -185,6 +185,21 @@ class CredentialWriter:
 # -- the tools --------------------------------------------------------------------------
 
 BackendName = Literal["aws", "vault", "database"]
+# Parameters the request tools share, described once for the model.
+ServiceParam = Annotated[str, Field(description="The scope's service, e.g. payments")]
+EnvironmentParam = Annotated[str, Field(description="The environment, e.g. prod")]
+BackendParam = Annotated[BackendName, Field(description="aws, vault or database")]
+RegionParam = Annotated[str | None, Field(description="AWS region (aws only)")]
+DurationParam = Annotated[
+    int | None, Field(description="Lifetime wanted; clamped to the tier's", gt=0)
+]
+ProfileParam = Annotated[
+    str | None,
+    Field(description="AWS profile (or env file) name; default broker-<service>-..."),
+]
+EnvFileParam = Annotated[
+    bool, Field(description="Write AWS credentials to an env file, not a profile")
+]
 
 
 class BrokerTools:
@@ -208,24 +223,17 @@ class BrokerTools:
 
     def request_credentials(
         self,
-        service: Annotated[str, Field(description="The scope's service, e.g. payments")],
-        environment: Annotated[str, Field(description="The environment, e.g. prod")],
-        backend: Annotated[BackendName, Field(description="aws, vault or database")] = "aws",
-        region: Annotated[str | None, Field(description="AWS region (aws only)")] = None,
+        service: ServiceParam,
+        environment: EnvironmentParam,
+        backend: BackendParam = "aws",
+        region: RegionParam = None,
         resources: Annotated[
             list[str] | None,
             Field(description="Narrow to these ARNs, KV paths or schema.table names"),
         ] = None,
-        duration_seconds: Annotated[
-            int | None, Field(description="Lifetime wanted; clamped to the tier's", gt=0)
-        ] = None,
-        profile: Annotated[
-            str | None,
-            Field(description="AWS profile (or env file) name; default broker-<service>-..."),
-        ] = None,
-        env_file: Annotated[
-            bool, Field(description="Write AWS credentials to an env file, not a profile")
-        ] = False,
+        duration_seconds: DurationParam = None,
+        profile: ProfileParam = None,
+        env_file: EnvFileParam = False,
     ) -> dict[str, Any]:
         """Get read-only credentials now. They are written to an AWS profile (aws) or an
         env file (vault, database); the result names it. Secrets are never returned."""
@@ -244,8 +252,8 @@ class BrokerTools:
 
     def request_elevation(
         self,
-        service: Annotated[str, Field(description="The scope's service, e.g. payments")],
-        environment: Annotated[str, Field(description="The environment, e.g. prod")],
+        service: ServiceParam,
+        environment: EnvironmentParam,
         tier: Annotated[Literal["write", "delete"], Field(description="write or delete")],
         justification: Annotated[
             str,
@@ -255,22 +263,15 @@ class BrokerTools:
                 max_length=2000,
             ),
         ],
-        backend: Annotated[BackendName, Field(description="aws, vault or database")] = "aws",
-        region: Annotated[str | None, Field(description="AWS region (aws only)")] = None,
+        backend: BackendParam = "aws",
+        region: RegionParam = None,
         resources: Annotated[
             list[str] | None,
             Field(description="The exact ARNs, KV paths or tables to change (fewer is faster)"),
         ] = None,
-        duration_seconds: Annotated[
-            int | None, Field(description="Lifetime wanted; clamped to the tier's", gt=0)
-        ] = None,
-        profile: Annotated[
-            str | None,
-            Field(description="AWS profile (or env file) name; default broker-<service>-..."),
-        ] = None,
-        env_file: Annotated[
-            bool, Field(description="Write AWS credentials to an env file, not a profile")
-        ] = False,
+        duration_seconds: DurationParam = None,
+        profile: ProfileParam = None,
+        env_file: EnvFileParam = False,
     ) -> dict[str, Any]:
         """Ask humans for write or delete credentials. Returns status pending with the
         approval_url to show the user; then poll request_status with the request_id."""

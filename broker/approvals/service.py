@@ -116,12 +116,8 @@ class ApprovalService:
             "request",
             "pending",
             identity.subject,
-            service=request.service,
-            environment=request.environment,
-            tier=request.tier,
             request_id=record.id,
-            backend=request.backend,
-            region=request.region,
+            **request.audit_fields(),
             resources=list(request.resources),
             justification=request.justification[:500],
             approvals_required=rule.required,
@@ -285,13 +281,12 @@ class ApprovalService:
         now = self.clock()
         action = "approve" if decision == "approve" else "deny"
         record = self.get(request_id)
-        try:
-            approver = self.approver_identity(approver_name)
-        except BrokerError as e:
+
+        def audit_refusal(actor: str, e: BrokerError) -> None:
             self.audit.record(
                 action,
                 "refused",
-                f"approver:{approver_name}",
+                f"approver:{actor}",
                 reason=e.message,
                 request_id=record.id,
                 service=record.service,
@@ -299,6 +294,11 @@ class ApprovalService:
                 tier=record.tier,
                 via=via,
             )
+
+        try:
+            approver = self.approver_identity(approver_name)
+        except BrokerError as e:
+            audit_refusal(approver_name, e)
             raise
         window = self.settings.approvals.collect_window_seconds
 
@@ -338,17 +338,7 @@ class ApprovalService:
                 apply,
             )
         except (Forbidden, Conflict) as e:
-            self.audit.record(
-                action,
-                "refused",
-                f"approver:{approver.name}",
-                reason=e.message,
-                request_id=record.id,
-                service=record.service,
-                environment=record.environment,
-                tier=record.tier,
-                via=via,
-            )
+            audit_refusal(approver.name, e)
             raise
         updated = result.request
         if result.counted:
