@@ -19,9 +19,22 @@ ROOT = Path(__file__).resolve().parents[2]
 
 def start(state: Path, port: int) -> subprocess.Popen[str]:
     return subprocess.Popen(
-        [sys.executable, "-m", "broker.cli", "dev", "--port", str(port),
-         "--scopes", str(ROOT / "scopes"), "--state", str(state)],
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=ROOT,
+        [
+            sys.executable,
+            "-m",
+            "broker.cli",
+            "dev",
+            "--port",
+            str(port),
+            "--scopes",
+            str(ROOT / "scopes"),
+            "--state",
+            str(state),
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        cwd=ROOT,
         start_new_session=True,
     )
 
@@ -50,18 +63,30 @@ def test_dev_stack_serves_an_issuance_and_stops_cleanly(tmp_path: Path) -> None:
         values = read_until(first, "BROKER_TOKEN=")
         url, token = values["BROKER_URL"], values["BROKER_TOKEN"]
         assert url == f"http://127.0.0.1:{port}"
-        response = requests.post(f"{url}/v1/credentials", timeout=30, json={
-            "service": "payments", "environment": "prod", "region": "us-east-1",
-            "tier": "read", "backend": "aws"}, headers={"Authorization": f"Bearer {token}"})
+        response = requests.post(
+            f"{url}/v1/credentials",
+            timeout=30,
+            json={
+                "service": "payments",
+                "environment": "prod",
+                "region": "us-east-1",
+                "tier": "read",
+                "backend": "aws",
+            },
+            headers={"Authorization": f"Bearer {token}"},
+        )
         assert response.status_code == 200, response.text
         credentials = response.json()["credentials"]
         config = (tmp_path / "state" / "broker.yaml").read_text()
         moto_url = config.split("endpoint_url: ", 1)[1].split("\n", 1)[0].strip()
         s3 = boto3.client(
-            "s3", endpoint_url=moto_url, region_name="us-east-1",
+            "s3",
+            endpoint_url=moto_url,
+            region_name="us-east-1",
             aws_access_key_id=credentials["access_key_id"],
             aws_secret_access_key=credentials["secret_access_key"],
-            aws_session_token=credentials["session_token"])
+            aws_session_token=credentials["session_token"],
+        )
         body = s3.get_object(Bucket="payments-prod-invoices", Key="README.txt")["Body"].read()
         assert body.startswith(b"demo object")
 

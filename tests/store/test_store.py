@@ -38,12 +38,24 @@ def store(store_url: str) -> Iterator[SqlStore]:
 
 def request_record(request_id: str = "req_" + "a" * 26, status: str = "pending") -> RequestRecord:
     return RequestRecord(
-        id=request_id, agent_key="local:agent:x:abc", agent_subject="agent:x",
-        agent_issuer="local", agent_claims={"iss": "broker-local"}, service="payments",
-        environment="prod", region="us-east-1", tier="write", backend="aws",
-        resources=("arn:aws:s3:::b/k",), duration_seconds=1800, justification="fix it",
-        status=status, created_at=1000.0, expires_at=2800.0,  # type: ignore[arg-type]
-        approvals_required=2, delay_seconds=600,
+        id=request_id,
+        agent_key="local:agent:x:abc",
+        agent_subject="agent:x",
+        agent_issuer="local",
+        agent_claims={"iss": "broker-local"},
+        service="payments",
+        environment="prod",
+        region="us-east-1",
+        tier="write",
+        backend="aws",
+        resources=("arn:aws:s3:::b/k",),
+        duration_seconds=1800,
+        justification="fix it",
+        status=status,
+        created_at=1000.0,
+        expires_at=2800.0,  # type: ignore[arg-type]
+        approvals_required=2,
+        delay_seconds=600,
     )
 
 
@@ -79,7 +91,9 @@ def test_decisions_count_distinct_approvers_once(store: SqlStore) -> None:
     def decide(approver: str) -> int:
         result = store.record_decision(
             "req_" + "a" * 26,
-            ApprovalRecord("req_" + "a" * 26, approver, "approve", "link", 5.0), approve_at_two)
+            ApprovalRecord("req_" + "a" * 26, approver, "approve", "link", 5.0),
+            approve_at_two,
+        )
         return result.approvals
 
     assert decide("alice") == 1
@@ -97,14 +111,25 @@ def test_single_use_tokens(store: SqlStore) -> None:
 
 
 def test_issued_records_and_revocation(store: SqlStore) -> None:
-    record = IssuedRecord(request_id="req_1", agent_key="k", agent_subject="agent:x",
-                          service="payments", environment="prod", region="us-east-1",
-                          tier="read", backend="aws", issued_at=10.0, expires_at=100.0,
-                          access_key_id="ASIAEXAMPLE", source_identity="agent-x")
+    record = IssuedRecord(
+        request_id="req_1",
+        agent_key="k",
+        agent_subject="agent:x",
+        service="payments",
+        environment="prod",
+        region="us-east-1",
+        tier="read",
+        backend="aws",
+        issued_at=10.0,
+        expires_at=100.0,
+        access_key_id="ASIAEXAMPLE",
+        source_identity="agent-x",
+    )
     stored = store.record_issued(record)
     assert stored.id is not None
     assert [r.access_key_id for r in store.active_issued(50.0, agent_subject="agent:x")] == [
-        "ASIAEXAMPLE"]
+        "ASIAEXAMPLE"
+    ]
     assert store.active_issued(150.0) == []  # expired
     store.mark_revoked([stored.id], 60.0)
     assert store.active_issued(70.0) == []
@@ -127,8 +152,9 @@ def test_counters_enforce_a_sliding_window(store: SqlStore) -> None:
 
 def test_audit_chain_appends_in_order(store: SqlStore) -> None:
     for i in range(3):
-        store.append_audit(AuditRecord(at=float(i), actor="a", action="issue", outcome="ok",
-                                       request_id=f"req_{i}"))
+        store.append_audit(
+            AuditRecord(at=float(i), actor="a", action="issue", outcome="ok", request_id=f"req_{i}")
+        )
     records = list(store.audit_records())
     assert [r.seq for r in records] == [1, 2, 3]
     assert records[1].prev_hash == records[0].hash and records[2].prev_hash == records[1].hash
@@ -138,9 +164,11 @@ def test_audit_chain_appends_in_order(store: SqlStore) -> None:
 def test_restart_keeps_a_pending_request_with_its_approvals(store_url: str) -> None:
     first = SqlStore.from_url(store_url)
     first.create_request(request_record())
-    first.record_decision("req_" + "a" * 26,
-                          ApprovalRecord("req_" + "a" * 26, "alice", "approve", "link", 5.0),
-                          lambda *_: {})
+    first.record_decision(
+        "req_" + "a" * 26,
+        ApprovalRecord("req_" + "a" * 26, "alice", "approve", "link", 5.0),
+        lambda *_: {},
+    )
     first.close()
     second = SqlStore.from_url(store_url)
     assert [a.approver for a in second.approvals_for("req_" + "a" * 26)] == ["alice"]
