@@ -6,42 +6,18 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import yaml
 
-from broker.cli import main
 from tests.approvals.flows import WRITE_PAYMENTS, approve_via_page, open_request
-from tests.fixtures.broker import APPROVERS, GROUPS, Broker, make_broker
+from tests.fixtures.broker import Broker, make_broker
+from tests.fixtures.cli import run_cli
 
 
 @pytest.fixture()
 def setup(tmp_path: Path) -> Any:
     """A broker and a config file naming the same state (keys, SQLite store) and URL."""
     made = make_broker(tmp_path)
-    settings = made.services.settings
-    config = tmp_path / "broker.yaml"
-    config.write_text(
-        yaml.safe_dump(
-            {
-                "scopes_dir": str(settings.scopes_dir),
-                "state_dir": str(settings.state_dir),
-                "public_url": settings.public_url,
-                "approvers": {name: {"email": a.email} for name, a in APPROVERS.items()},
-                "groups": {name: list(members) for name, members in GROUPS.items()},
-            }
-        )
-    )
-    yield made, config
+    yield made, made.write_config(tmp_path / "broker.yaml")
     made.services.close()
-
-
-def run(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:
-    try:
-        main(list(args))
-        code = 0
-    except SystemExit as e:
-        code = int(e.code or 0)
-    out, err = capsys.readouterr()
-    return code, out, err
 
 
 def test_the_printed_link_opens_the_page_and_decides(
@@ -49,7 +25,7 @@ def test_the_printed_link_opens_the_page_and_decides(
 ) -> None:
     made, config = setup
     request_id = open_request(made, WRITE_PAYMENTS)
-    code, out, err = run(
+    code, out, err = run_cli(
         capsys,
         "approvals",
         "link",
@@ -91,7 +67,7 @@ def test_refusals_are_one_line_errors(
 ) -> None:
     made, config = setup
     real = open_request(made, WRITE_PAYMENTS)
-    code, out, err = run(
+    code, out, err = run_cli(
         capsys,
         "approvals",
         "link",
@@ -112,7 +88,7 @@ def test_no_link_for_a_closed_request(
     made, config = setup
     request_id = open_request(made, WRITE_PAYMENTS)
     made.services.approvals.decide(request_id, "bob", "deny", "link")
-    code, out, err = run(
+    code, out, err = run_cli(
         capsys,
         "approvals",
         "link",

@@ -1,37 +1,14 @@
-"""Helpers for the audit tests: run the `broker` command in-process, fill a chain."""
+"""Helpers for the audit tests: a config for `broker` commands, a filled chain."""
 
 from __future__ import annotations
 
 import re
 import shutil
-from dataclasses import dataclass
 from pathlib import Path
 
-import pytest
-
 from broker.audit.recorder import AuditRecorder
-from broker.cli import main
 from broker.store.sql import SqlStore
 from tests.fixtures.broker import ROOT
-
-
-@dataclass(frozen=True)
-class CliResult:
-    code: int
-    out: str
-    err: str
-
-
-def run_cli(capsys: pytest.CaptureFixture[str], *args: str) -> CliResult:
-    """`broker ARGS` in this process; the exit code, stdout and stderr."""
-    capsys.readouterr()
-    code = 0
-    try:
-        main(list(args))
-    except SystemExit as e:
-        code = e.code if isinstance(e.code, int) else 1
-    captured = capsys.readouterr()
-    return CliResult(code, captured.out, captured.err)
 
 
 def write_config(directory: Path, store_url: str | None = None) -> Path:

@@ -17,8 +17,9 @@ from broker.audit.chain import GENESIS, record_hash
 from broker.audit.recorder import AuditRecorder
 from broker.store.records import AuditRecord
 from broker.store.sql import SqlStore
-from tests.audit.helpers import run_cli, scopes_without_freezes, write_config
+from tests.audit.helpers import scopes_without_freezes, write_config
 from tests.fixtures.broker import Broker, make_broker
+from tests.fixtures.cli import run_cli
 
 DELETE_INVOICE = {
     "service": "payments",

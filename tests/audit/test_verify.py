@@ -17,7 +17,8 @@ from sqlalchemy import text
 from broker.audit.chain import GENESIS, record_hash
 from broker.audit.verify import verify_store
 from broker.store.sql import SqlStore
-from tests.audit.helpers import fill, run_cli, write_config
+from tests.audit.helpers import fill, write_config
+from tests.fixtures.cli import run_cli
 
 RECORDS = 8
 

@@ -9,23 +9,17 @@ from pathlib import Path
 import pytest
 import requests
 
-from broker.cli import main
 from broker.config import load_settings
 from broker.devstack.processes import ServerProcess, free_port
 from broker.identity.verifier import TokenVerifier
 from broker.keys import load_keys
+from tests.fixtures.cli import CliResult, run_cli
 
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def run(args: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
-    code = 0
-    try:
-        main(args)
-    except SystemExit as e:
-        code = int(e.code or 0)
-    out, err = capsys.readouterr()
-    return code, out, err
+def run(args: list[str], capsys: pytest.CaptureFixture[str]) -> CliResult:
+    return run_cli(capsys, *args)
 
 
 def write_config(tmp_path: Path, extra: str = "") -> Path:

@@ -30,9 +30,9 @@ from broker.agent_cli import (
     describe,
     token_identity,
 )
-from broker.cli import main
 from broker.client import RequestState
 from tests.client.conftest import LiveBroker, free_port
+from tests.fixtures.cli import CliResult, run_cli
 
 BROKER = str(Path(sys.executable).with_name("broker"))
 READ_ARGS = ["--service", "payments", "--environment", "prod", "--region", "us-east-1"]
@@ -58,14 +58,8 @@ def env(live: LiveBroker, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Pa
     return cache
 
 
-def run(argv: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
-    try:
-        main(["creds", *argv])
-        code = 0
-    except SystemExit as e:
-        code = e.code if isinstance(e.code, int) else 1
-    captured = capsys.readouterr()
-    return code, captured.out, captured.err
+def run(argv: list[str], capsys: pytest.CaptureFixture[str]) -> CliResult:
+    return run_cli(capsys, "creds", *argv)
 
 
 def posts(live: LiveBroker) -> int:

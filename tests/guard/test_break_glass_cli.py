@@ -15,10 +15,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import yaml
 
-from broker.cli import main
-from tests.fixtures.broker import APPROVERS, GROUPS, Broker
+from tests.fixtures.broker import Broker
+from tests.fixtures.cli import run_cli
 from tests.guard.helpers import AGENT, guard_broker
 
 ALWAYS_FROZEN = """\
@@ -34,31 +33,8 @@ REASON = "Checkout is down: a corrupt export blocks every order; restore it now.
 def setup(tmp_path: Path) -> Any:
     """A broker on the real clock and a config file naming the same scopes and store."""
     made, _ = guard_broker(tmp_path, ALWAYS_FROZEN, at=time.time())
-    settings = made.services.settings
-    config = tmp_path / "broker.yaml"
-    config.write_text(
-        yaml.safe_dump(
-            {
-                "scopes_dir": str(settings.scopes_dir),
-                "state_dir": str(settings.state_dir),
-                "public_url": settings.public_url,
-                "approvers": {name: {"email": a.email} for name, a in APPROVERS.items()},
-                "groups": {name: list(members) for name, members in GROUPS.items()},
-            }
-        )
-    )
-    yield made, config
+    yield made, made.write_config(tmp_path / "broker.yaml")
     made.services.close()
-
-
-def run(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:
-    try:
-        main(list(args))
-        code = 0
-    except SystemExit as e:
-        code = int(e.code or 0)
-    out, err = capsys.readouterr()
-    return code, out, err
 
 
 def request_args(config: Path, reason: str = REASON, approver: str = "carol") -> list[str]:
@@ -95,7 +71,7 @@ def test_request_prints_the_id_alerts_and_records_the_os_user(
 ) -> None:
     made, config = setup
     caplog.set_level(logging.WARNING)
-    code, out, err = run(capsys, *request_args(config))
+    code, out, err = run_cli(capsys, *request_args(config))
     assert code == 0, err
     request_id = out.strip()
     record = made.services.store.get_request(request_id)
@@ -120,18 +96,18 @@ def test_the_same_os_user_cannot_approve_twice_even_with_another_user_name(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     made, config = setup
-    code, out, err = run(capsys, *request_args(config))
+    code, out, err = run_cli(capsys, *request_args(config))
     assert code == 0, err
     request_id = out.strip()
     approve = ["break-glass", "approve", request_id, "--config", str(config)]
     approve += ["--approver", "dave", "--reason", REASON]
-    code, out, err = run(capsys, *approve)
+    code, out, err = run_cli(capsys, *approve)
     assert (code, out) == (1, "")
     assert err.startswith("error: operating-system user ") and "already approved" in err
     assert "Traceback" not in err
     monkeypatch.setenv("USER", "someone-else")  # getpass.getuser() reads these first
     monkeypatch.setenv("LOGNAME", "someone-else")
-    code, out, err = run(capsys, *approve)
+    code, out, err = run_cli(capsys, *approve)
     assert code == 1 and "already approved" in err
     assert [a.approver for a in made.services.store.approvals_for(request_id)] == ["carol"]
     assert made.services.approvals.get(request_id).status == "pending"
@@ -155,7 +131,7 @@ def test_refusals_are_one_line_errors(
     base = request_args(config)
     for option, value in zip(args[::2], args[1::2], strict=True):
         base[base.index(option) + 1] = value
-    code, out, err = run(capsys, *base)
+    code, out, err = run_cli(capsys, *base)
     assert (code, out) == (1, "")
     assert err.startswith("error: ") and message in err and "Traceback" not in err
     assert made.services.store.list_requests() == []
@@ -167,7 +143,7 @@ def test_a_reason_is_required(
     _, config = setup
     args = request_args(config)
     index = args.index("--reason")
-    code, _, err = run(capsys, *args[:index], *args[index + 2 :])
+    code, _, err = run_cli(capsys, *args[:index], *args[index + 2 :])
     assert code == 2 and "Missing option '--reason'" in err
 
 
@@ -182,7 +158,7 @@ def test_it_goes_on_when_slack_is_down(
         port = probe.getsockname()[1]
     webhook = f"http://127.0.0.1:{port}/services/T000/B000/webhooksecret123"
     monkeypatch.setenv("BROKER_SLACK_WEBHOOK_URL", webhook)
-    code, out, err = run(capsys, *request_args(config))
+    code, out, err = run_cli(capsys, *request_args(config))
     assert code == 0, err
     request_id = out.strip()
     assert "warning: the alert could not be sent (slack webhook alert failed: " in err

@@ -9,20 +9,14 @@ from pathlib import Path
 
 import pytest
 
-from broker.cli import main
+from tests.fixtures.cli import CliResult, run_cli
 from tests.scopes.factory import scope_data, write_scope
 
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def run(args: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
-    code = 0
-    try:
-        main(args)
-    except SystemExit as e:
-        code = int(e.code or 0)
-    out, err = capsys.readouterr()
-    return code, out, err
+def run(args: list[str], capsys: pytest.CaptureFixture[str]) -> CliResult:
+    return run_cli(capsys, *args)
 
 
 def test_validate_examples(capsys: pytest.CaptureFixture[str]) -> None:
