@@ -34,6 +34,7 @@ from broker.issuers.resilience import (
     RetryPolicy,
     TransientError,
     call,
+    within_deadline,
 )
 from broker.policy.compiler import dumps
 from broker.policy.globs import substitute
@@ -95,12 +96,13 @@ class StsIssuer:
         self.sleep = sleep
         self._clients: dict[str, Any] = {}
         self._lock = threading.Lock()
+        self._read_timeout = min(5.0, self.retry.deadline_seconds)
         self._config = Config(
             # We retry, within our deadline: botocore must make exactly one HTTP call per
             # attempt ("max_attempts" counts retries after the first call, not calls).
             retries={"total_max_attempts": 1, "mode": "standard"},
             connect_timeout=min(3.0, self.retry.deadline_seconds),
-            read_timeout=min(5.0, self.retry.deadline_seconds),
+            read_timeout=self._read_timeout,
             max_pool_connections=50,
         )
 
@@ -117,8 +119,14 @@ class StsIssuer:
                     endpoint_url=self.endpoint_url,
                     config=self._config,
                 )
+                existing.meta.events.register("before-call", self._read_within_deadline)
                 self._clients[key] = existing
             return existing
+
+    def _read_within_deadline(self, context: dict[str, Any], **_: Any) -> None:
+        """A retry started late waits for STS only as long as the deadline still allows
+        (botocore takes a per-request read timeout from the request's context)."""
+        context["read_timeout"] = within_deadline(self._read_timeout)
 
     def _sts(self, region: str | None) -> Any:
         # Regional STS endpoints keep working when another region's endpoint is down, and

@@ -5,6 +5,9 @@ Only transient failures are retried (connection errors, timeouts, 5xx, throttlin
 retry repeats the *same* call: there is never a fallback to a broader role or policy. When
 the deadline passes or the circuit is open, the caller gets :class:`UpstreamUnavailable`
 and nothing is issued.
+
+While :func:`call` runs, :func:`time_left` tells the HTTP layer underneath how long the
+deadline still allows, so one attempt's socket timeouts never carry the answer past it.
 """
 
 from __future__ import annotations
@@ -14,6 +17,7 @@ import random
 import threading
 import time
 from collections.abc import Callable
+from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import TypeVar
 
@@ -21,6 +25,31 @@ from broker.errors import UpstreamUnavailable
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
+
+# The deadline of the upstream call running in this thread: (instant, the clock it is on).
+_deadline: ContextVar[tuple[float, Callable[[], float]] | None] = ContextVar(
+    "upstream_deadline", default=None
+)
+# An attempt started just before the deadline still gets this long (a zero timeout would
+# make the socket non-blocking, not quick).
+MIN_ATTEMPT_SECONDS = 0.05
+
+
+def time_left() -> float | None:
+    """Seconds the current upstream call's deadline still allows, or None outside a call."""
+    current = _deadline.get()
+    if current is None:
+        return None
+    deadline, clock = current
+    return deadline - clock()
+
+
+def within_deadline(timeout: float) -> float:
+    """``timeout`` for one HTTP call, shortened so it ends by the current call's deadline."""
+    left = time_left()
+    if left is None:
+        return timeout
+    return max(MIN_ATTEMPT_SECONDS, min(timeout, left))
 
 
 class TransientError(Exception):
@@ -123,6 +152,22 @@ def call(
             f"{backend} is failing; its circuit is open, retrying shortly", backend
         )
     deadline = clock() + policy.deadline_seconds
+    scope = _deadline.set((deadline, clock))
+    try:
+        return _attempts(backend, action, policy, circuit, deadline, sleep, clock)
+    finally:
+        _deadline.reset(scope)
+
+
+def _attempts(
+    backend: str,
+    action: Callable[[], T],
+    policy: RetryPolicy,
+    circuit: CircuitBreaker,
+    deadline: float,
+    sleep: Callable[[float], None],
+    clock: Callable[[], float],
+) -> T:
     attempt = 0
     last_reason = "no attempt made"
     while True:
@@ -136,13 +181,14 @@ def call(
             last_reason = str(e)
             delay = min(policy.max_delay_seconds, policy.base_delay_seconds * 2 ** (attempt - 1))
             delay = random.uniform(delay / 2, delay)  # noqa: S311 - jitter, not security
-            if attempt >= policy.max_attempts or clock() + delay >= deadline:
-                circuit.failure()
-                raise UpstreamUnavailable(
-                    f"{backend} is unavailable after {attempt} attempt(s): {last_reason}", backend
-                ) from e
-            sleep(delay)
-            continue
+            if attempt < policy.max_attempts and clock() + delay + MIN_ATTEMPT_SECONDS < deadline:
+                sleep(delay)
+                if clock() + MIN_ATTEMPT_SECONDS < deadline:  # a slow wake-up may eat it
+                    continue
+            circuit.failure()
+            raise UpstreamUnavailable(
+                f"{backend} is unavailable after {attempt} attempt(s): {last_reason}", backend
+            ) from e
         except Exception as e:
             # Anything else (an answer the client library cannot parse, such as a
             # middlebox's HTML page) still fails closed as this upstream's 503, and still

@@ -11,6 +11,8 @@ from broker.issuers.resilience import (
     RetryPolicy,
     TransientError,
     call,
+    time_left,
+    within_deadline,
 )
 
 
@@ -110,3 +112,26 @@ def test_a_failed_trial_reopens_the_circuit() -> None:
     with pytest.raises(UpstreamUnavailable):
         run(flaky(1000), clock, circuit, policy)
     assert circuit.state == "open"
+
+
+def test_each_attempt_is_told_the_time_the_deadline_still_allows() -> None:
+    """What the HTTP layer reads to cut one call's socket timeout (see DeadlineAdapter and
+    the STS issuer's read timeout): the time left, never less than a sliver, and nothing
+    outside a call."""
+    clock = Clock()
+    seen: list[tuple[float | None, float]] = []
+
+    def action() -> str:
+        seen.append((time_left(), within_deadline(5.0)))
+        raise TransientError("ReadTimeout")
+
+    # Every wake-up comes a second late (a busy machine), so time runs out mid-retry.
+    clock.sleep = lambda s: setattr(clock, "now", clock.now + s + 1.0)  # type: ignore[method-assign]
+    policy = RetryPolicy(deadline_seconds=3.0, base_delay_seconds=0.01)
+    with pytest.raises(UpstreamUnavailable):
+        run(action, clock, CircuitBreaker("aws", clock=clock), policy)
+    assert len(seen) == 3  # a fourth would have started with the deadline passed
+    assert seen[0] == (3.0, 3.0)
+    assert [left for left, _ in seen] == sorted((left for left, _ in seen), reverse=True)
+    assert all(cut == min(5.0, left) for left, cut in seen if left is not None)
+    assert time_left() is None and within_deadline(5.0) == 5.0

@@ -11,8 +11,10 @@ from hvac import exceptions as vault_errors
 
 from broker.credentials import Issued
 from broker.intake import parse_request, resolve
+from broker.issuers.vault_common import make_client
 from tests.fixtures.backends import Backends
 from tests.fixtures.broker import Broker, make_broker
+from tests.fixtures.faults import fault_proxy
 
 AGENT = "shop-bot"
 
@@ -171,3 +173,21 @@ def test_revoked_lease_drops_the_login(shop: Broker, backends: Backends) -> None
     url = "postgresql://{username}:{password}@{host}:{port}/{database}".format(**credentials)
     with pytest.raises(psycopg.OperationalError):
         psycopg.connect(url, connect_timeout=5)
+
+
+@pytest.mark.parametrize(("no_proxy", "through_proxy"), [("", 1), ("127.0.0.1", 0)])
+def test_the_environments_proxy_settings_are_read_once_with_requests_rules(
+    monkeypatch: pytest.MonkeyPatch, backends: Backends, no_proxy: str, through_proxy: int
+) -> None:
+    """The broker's Vault client reads HTTP(S)_PROXY and NO_PROXY when it is built, not on
+    every call (requests would walk the environment each time), and still obeys them."""
+    with fault_proxy(backends.bao.url) as proxy:
+        for name in ("HTTP_PROXY", "http_proxy"):
+            monkeypatch.setenv(name, proxy.url)
+        for name in ("NO_PROXY", "no_proxy"):
+            monkeypatch.setenv(name, no_proxy)
+        client = make_client(backends.bao.url, backends.bao.root_token)
+        for name in ("HTTP_PROXY", "http_proxy", "NO_PROXY", "no_proxy"):
+            monkeypatch.delenv(name)
+        assert client.sys.read_health_status(method="GET")["initialized"]
+        assert proxy.attempts("/v1/sys/health") == through_proxy
