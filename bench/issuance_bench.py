@@ -1,11 +1,20 @@
 """Uncached read issuance through the broker against calling the upstream directly.
 
-For each backend, the same upstream call the broker makes (OpenBao token create, moto
-AssumeRole with the compiled session policy and tags, Vault database credentials) is timed
-directly and through `POST /v1/credentials` on a running `broker serve`, interleaved one by
-one so both see the same machine state. Every broker call comes from a different agent, so
-none is served from the cache. Targets: the broker adds at most 50 % for Vault tokens and
-at most 20 % for STS.
+For each backend, three arms are timed one after another in every round, so all three see
+the same machine state:
+
+- direct: the upstream call the broker makes (`bench.upstream_calls`: OpenBao token create
+  through the broker's token role, moto AssumeRole with the compiled session policy and
+  tags, Vault database credentials), from this process, through the broker's own Vault
+  client construction;
+- forwarder: the same call behind `bench.forwarder`, a Flask app under gunicorn that does
+  nothing else: the floor any HTTP service on this stack adds;
+- broker: `POST /v1/credentials` on a running `broker serve` (1 worker), each call from a
+  new agent (a new token to verify) so nothing is served from the cache.
+
+Targets (from the issue): the broker adds at most 50 % to the direct latency for Vault
+tokens and at most 20 % for STS. The forwarder shows which part of what the broker adds is
+the hop itself and which part is the broker's own work.
 """
 
 from __future__ import annotations
@@ -20,13 +29,15 @@ from typing import Any
 
 import requests
 
-from bench.stack import AGENT_PREFIX, SERVICE, BenchStack, bench_stack
-from broker.issuers.aws_sts import session_name, source_identity
+from bench.stack import BenchStack, bench_stack
+from bench.upstream_calls import AGENT_PREFIX, SERVICE, upstream_calls
+from broker.issuers.vault_common import make_client
 from broker.policy.compiler import dumps
 
 ROUNDS = 300
 WARMUP = 20
 TARGETS = {"vault": 0.50, "aws": 0.20, "database": None}
+ARMS = ("direct", "forwarder", "broker")
 
 
 def percentile(values: list[float], fraction: float) -> float:
@@ -35,58 +46,30 @@ def percentile(values: list[float], fraction: float) -> float:
 
 
 def direct_calls(stack: BenchStack) -> dict[str, Callable[[int], Any]]:
-    vault = stack.bao.client()
-    sts = stack.moto.client("sts")
-    compiled = stack.scope_set.compiled[SERVICE]["prod"]["read"]
-    policy = dumps(compiled["aws"]["session_policies"]["us-east-1"])
-    role = compiled["aws"]["role_arn"]
-
-    def token(i: int) -> Any:
-        return vault.auth.token.create_orphan(
-            policies=["broker-bench-prod-read"],
-            no_default_policy=True,
-            ttl="900s",
-            explicit_max_ttl="900s",
-            renewable=True,
-            num_uses=0,
-            display_name="broker-bench-read",
-            meta={
-                "agent": f"agent:{AGENT_PREFIX}{i}",
-                "service": SERVICE,
-                "environment": "prod",
-                "tier": "read",
-                "request_id": f"req_direct{i}",
-            },
-        )
-
-    def assume(i: int) -> Any:
-        agent = f"agent:{AGENT_PREFIX}{i}"
-        return sts.assume_role(
-            RoleArn=role,
-            RoleSessionName=session_name(agent, f"req_direct{i:010d}"),
-            DurationSeconds=900,
-            Policy=policy,
-            SourceIdentity=source_identity(agent),
-            Tags=[
-                {"Key": "broker:service", "Value": SERVICE},
-                {"Key": "broker:environment", "Value": "prod"},
-                {"Key": "broker:tier", "Value": "read"},
-                {"Key": "broker:request-id", "Value": f"req_direct{i}"},
-                {"Key": "broker:agent", "Value": agent},
-            ],
-        )
-
-    def database(_i: int) -> Any:
-        return vault.secrets.database.generate_credentials(
-            name="bench-prod-read", mount_point="database"
-        )
-
-    return {"vault": token, "aws": assume, "database": database}
+    compiled = stack.scope_set.compiled[SERVICE]["prod"]["read"]["aws"]
+    return upstream_calls(
+        make_client(stack.bao.url, stack.bao.root_token),
+        stack.moto.client("sts"),
+        compiled["role_arn"],
+        dumps(compiled["session_policies"]["us-east-1"]),
+    )
 
 
-def broker_call(stack: BenchStack, url: str, backend: str) -> Callable[[int], Any]:
+def forwarder_call(url: str, backend: str) -> Callable[[int], Any]:
     session = requests.Session()
-    tokens: dict[int, str] = {}
+
+    def call(i: int) -> Any:
+        response = session.post(f"{url}/{backend}/{i}", json={}, timeout=30)
+        if response.status_code != 200:
+            raise RuntimeError(f"forwarder answered {response.status_code}")
+        return response
+
+    return call
+
+
+def broker_call(stack: BenchStack, url: str, backend: str, count: int) -> Callable[[int], Any]:
+    session = requests.Session()
+    tokens = [stack.token(f"{AGENT_PREFIX}{backend}-{i}") for i in range(count)]
     body: dict[str, Any] = {
         "service": SERVICE,
         "environment": "prod",
@@ -96,10 +79,6 @@ def broker_call(stack: BenchStack, url: str, backend: str) -> Callable[[int], An
     }
     if backend == "aws":
         body["region"] = "us-east-1"
-
-    def prepare(count: int, offset: int) -> None:
-        for i in range(offset, offset + count):
-            tokens[i] = stack.token(f"{AGENT_PREFIX}{backend}-{i}")
 
     def call(i: int) -> Any:
         response = session.post(
@@ -112,7 +91,6 @@ def broker_call(stack: BenchStack, url: str, backend: str) -> Callable[[int], An
             raise RuntimeError(f"broker answered {response.status_code}: {response.text[:200]}")
         return response
 
-    call.prepare = prepare  # type: ignore[attr-defined]
     return call
 
 
@@ -127,27 +105,37 @@ def floor(url: str, rounds: int) -> float:
     return statistics.median(timings) * 1000
 
 
-def measure(stack: BenchStack, url: str, rounds: int) -> dict[str, dict[str, float]]:
+def measure(
+    stack: BenchStack, broker_url: str, forwarder_url: str, rounds: int
+) -> dict[str, dict[str, float]]:
     direct = direct_calls(stack)
-    results: dict[str, dict[str, float]] = {"http": {"floor_p50": floor(url, rounds)}}
+    results: dict[str, dict[str, float]] = {"http": {"floor_p50": floor(broker_url, rounds)}}
     for backend, direct_call in direct.items():
-        through = broker_call(stack, url, backend)
-        through.prepare(rounds + WARMUP, 0)  # type: ignore[attr-defined]
-        timings: dict[str, list[float]] = {"direct": [], "broker": []}
+        arms = {
+            "direct": direct_call,
+            "forwarder": forwarder_call(forwarder_url, backend),
+            "broker": broker_call(stack, broker_url, backend, rounds + WARMUP),
+        }
+        timings: dict[str, list[float]] = {arm: [] for arm in ARMS}
         for i in range(rounds + WARMUP):
-            for kind, call in (("direct", direct_call), ("broker", through)):
+            for arm in ARMS:
                 start = time.perf_counter()
-                call(i)
+                arms[arm](i)
                 elapsed = time.perf_counter() - start
                 if i >= WARMUP:
-                    timings[kind].append(elapsed)
-        results[backend] = {
-            "direct_p50": statistics.median(timings["direct"]) * 1000,
-            "direct_p99": percentile(timings["direct"], 0.99) * 1000,
-            "broker_p50": statistics.median(timings["broker"]) * 1000,
-            "broker_p99": percentile(timings["broker"], 0.99) * 1000,
-        }
+                    timings[arm].append(elapsed)
+        results[backend] = {}
+        for arm in ARMS:
+            results[backend][f"{arm}_p50"] = statistics.median(timings[arm]) * 1000
+            results[backend][f"{arm}_p99"] = percentile(timings[arm], 0.99) * 1000
     return results
+
+
+def verdict(backend: str, added: float) -> str:
+    target = TARGETS[backend]
+    if target is None:
+        return "-"
+    return ("meets" if added <= target else "MISSES") + f" <= {target:.0%}"
 
 
 def main() -> None:
@@ -156,30 +144,29 @@ def main() -> None:
         tempfile.TemporaryDirectory(prefix="broker-bench-") as tmp,
         bench_stack(Path(tmp)) as stack,
     ):
-        url = stack.start_broker(workers=1)
-        results = measure(stack, url, rounds)
+        broker_url = stack.start_broker(workers=1)
+        forwarder_url = stack.start_forwarder()
+        results = measure(stack, broker_url, forwarder_url, rounds)
     http = results.pop("http")
-    print(f"uncached read issuance, {rounds} interleaved calls each (ms):")
+    print(f"uncached read issuance, {rounds} interleaved rounds of direct, forwarder, broker (ms):")
     print(
-        f"  {'backend':9} {'direct p50':>10} {'broker p50':>10} {'added':>7} "
-        f"{'direct p99':>10} {'broker p99':>10}  target"
+        f"  {'backend':9} {'direct':>7} {'fwd':>7} {'broker':>7} {'added':>6} {'hop':>6} "
+        f"{'own':>6}   {'p99 dir':>7} {'p99 fwd':>7} {'p99 brk':>7}  target"
     )
     for backend, r in results.items():
-        added = r["broker_p50"] / r["direct_p50"] - 1
-        target = TARGETS[backend]
-        verdict = (
-            "-"
-            if target is None
-            else ("meets" if added <= target else "MISSES") + f" <= {target:.0%}"
-        )
+        direct, forwarder, broker = (r[f"{arm}_p50"] for arm in ARMS)
+        added = broker / direct - 1
         print(
-            f"  {backend:9} {r['direct_p50']:10.2f} {r['broker_p50']:10.2f} {added:7.0%} "
-            f"{r['direct_p99']:10.2f} {r['broker_p99']:10.2f}  {verdict}"
+            f"  {backend:9} {direct:7.2f} {forwarder:7.2f} {broker:7.2f} {added:6.0%} "
+            f"{forwarder / direct - 1:6.0%} {(broker - forwarder) / direct:6.0%}   "
+            f"{r['direct_p99']:7.2f} {r['forwarder_p99']:7.2f} {r['broker_p99']:7.2f}  "
+            f"{verdict(backend, added)}"
         )
     print(
-        f"  the HTTP hop alone (GET /healthz through gunicorn and Flask): "
-        f"{http['floor_p50']:.2f} ms p50"
+        "  added = broker over direct; hop = what the forwarder adds (any service on this\n"
+        "  stack); own = broker over forwarder (the broker's own work), both over direct"
     )
+    print(f"  GET /healthz through gunicorn and Flask: {http['floor_p50']:.2f} ms p50")
 
 
 if __name__ == "__main__":

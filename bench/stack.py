@@ -19,6 +19,7 @@ import psycopg
 import requests
 import yaml
 
+from bench.upstream_calls import AGENT_PREFIX, SERVICE
 from broker.apply.command import apply_scopes
 from broker.apply.upstreams import HvacVaultManager
 from broker.config import load_settings
@@ -26,14 +27,14 @@ from broker.devstack.processes import ServerProcess, free_port
 from broker.devstack.servers import MOTO_ACCOUNT, Moto, OpenBao, start_moto, start_openbao
 from broker.identity.mint import mint_agent_token
 from broker.keys import load_keys
+from broker.policy.compiler import dumps
 from broker.policy.iam_actions import iam_database
 from broker.scopes.lint import LintContext
 from broker.scopes.registry import ScopeSet, load_scope_set
 from broker.wiring import build_accounts, build_sts, build_vault_client
 
 POSTGRES = os.environ.get("BROKER_TEST_POSTGRES", "postgresql://postgres@127.0.0.1:5432/test")
-SERVICE = "bench"
-AGENT_PREFIX = "bench-agent-"
+ROOT = Path(__file__).resolve().parent.parent
 
 SCOPE = textwrap.dedent(f"""\
     apiVersion: broker/v1
@@ -85,42 +86,57 @@ class BenchStack:
     env: dict[str, str]
     brokers: list[ServerProcess] = field(default_factory=list)
     urls: list[str] = field(default_factory=list)
+    others: list[ServerProcess] = field(default_factory=list)  # servers that are not brokers
 
     def token(self, agent: str, ttl: int = 3600) -> str:
         settings = load_settings(self.config)
         return mint_agent_token(load_keys(settings.state_dir), settings.identity.local, agent, ttl)
 
     def start_broker(self, workers: int = 1, threads: int = 8, store_url: str | None = None) -> str:
+        """`broker serve` (gunicorn) on a free port; its URL once /readyz answers 200."""
         port = free_port()
-        env = {**self.env, "PYTHONUNBUFFERED": "1"}
-        if store_url:
-            env["BROKER_STORE_URL"] = store_url
-        process = ServerProcess(
-            [
-                sys.executable,
-                "-m",
-                "broker.cli",
-                "serve",
-                "--config",
-                str(self.config),
-                "--workers",
-                str(workers),
-                "--bind",
-                f"127.0.0.1:{port}",
-            ],
-            self.directory / f"broker-{port}.log",
-            env=env,
-        )
-        url = f"http://127.0.0.1:{port}"
-        process.start(
-            lambda: requests.get(f"{url}/readyz", timeout=1).status_code == 200, timeout=60
-        )
+        env = {"BROKER_STORE_URL": store_url} if store_url else {}
+        args = ["-m", "broker.cli", "serve", "--config", str(self.config)]
+        args += ["--workers", str(workers), "--bind", f"127.0.0.1:{port}"]
+        url, process = self._start(args, port, env, "/readyz", 200)
         self.brokers.append(process)
         self.urls.append(url)
         return url
 
+    def start_forwarder(self, threads: int = 8) -> str:
+        """`bench.forwarder` under gunicorn as the broker runs (gthread, one worker)."""
+        port = free_port()
+        compiled = self.scope_set.compiled[SERVICE]["prod"]["read"]["aws"]
+        env = {
+            "BENCH_VAULT_URL": self.bao.url,
+            "BENCH_VAULT_TOKEN": self.bao.root_token,
+            "BENCH_MOTO_URL": self.moto.url,
+            "BENCH_ROLE_ARN": compiled["role_arn"],
+            "BENCH_SESSION_POLICY": dumps(compiled["session_policies"]["us-east-1"]),
+        }
+        args = ["-m", "gunicorn", "--worker-class", "gthread", "--threads", str(threads)]
+        args += ["--workers", "1", "--keep-alive", "5", "--bind", f"127.0.0.1:{port}"]
+        args += ["bench.forwarder:create_app()"]
+        url, process = self._start(args, port, env, "/", 404)
+        self.others.append(process)
+        return url
+
+    def _start(
+        self, args: list[str], port: int, env: dict[str, str], probe: str, ready: int
+    ) -> tuple[str, ServerProcess]:
+        url = f"http://127.0.0.1:{port}"
+        process = ServerProcess(
+            [sys.executable, *args],
+            self.directory / f"server-{port}.log",
+            env={**self.env, **env, "PYTHONUNBUFFERED": "1", "PYTHONPATH": str(ROOT)},
+        )
+        process.start(
+            lambda: requests.get(f"{url}{probe}", timeout=1).status_code == ready, timeout=60
+        )
+        return url, process
+
     def stop(self) -> None:
-        for process in self.brokers:
+        for process in self.brokers + self.others:
             process.stop()
         self.moto.stop()
         self.bao.stop()
