@@ -176,6 +176,10 @@ def _problem_from_yaml_error(e: yaml.MarkedYAMLError, name: str) -> Problem:
     mark = e.problem_mark or e.context_mark
     line, column = (mark.line + 1, mark.column + 1) if mark else (1, 1)
     reason = e.problem or e.context or "invalid YAML"
+    if "maximum nesting depth" in reason:
+        # The libyaml of PyYAML 6.0.4 stops at its own depth limit while scanning ahead,
+        # before the event scan reaches ours: the same refusal, said the same way.
+        return Problem(name, line, column, f"nesting deeper than {MAX_DEPTH} levels")
     return Problem(name, line, column, f"invalid YAML: {reason}")
 
 
