@@ -222,6 +222,7 @@ class Reader:
         self.problems: list[Problem] = []
 
     def error(self, node: yaml.Node | None, reason: str) -> None:
+        reason = _one_line(reason)  # a problem is one line, whatever the file's names hold
         if node is None:
             self.problems.append(Problem(self.name, 1, 1, reason))
             return
@@ -247,10 +248,12 @@ class Reader:
                 continue
             key = key_node.value
             if key in result:
-                self.error(key_node, f"{what}: duplicate key '{key}'")
+                self.error(key_node, f"{what}: duplicate key '{_clip(key)}'")
                 continue
             if allowed_set and key not in allowed_set:
-                self.error(key_node, f"{what}: unknown key '{key}'{_suggest(key, allowed_set)}")
+                self.error(
+                    key_node, f"{what}: unknown key '{_clip(key)}'{_suggest(key, allowed_set)}"
+                )
                 continue
             result[key] = value_node
         for key in required:
@@ -362,6 +365,14 @@ class Reader:
             return default
         value = read(nodes[key])
         return default if value is None else value
+
+
+_LINE_BREAKING = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]")
+
+
+def _one_line(text: str) -> str:
+    """Control characters and line separators escaped (\\n, \\x1b...), the rest kept."""
+    return _LINE_BREAKING.sub(lambda m: m.group().encode("unicode_escape").decode("ascii"), text)
 
 
 def _clip(value: str, length: int = 80) -> str:

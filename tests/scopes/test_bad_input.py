@@ -125,3 +125,18 @@ def test_hidden_files_and_directories_are_skipped(tmp_path: Path) -> None:
     write_scope(tmp_path, "broken: [", ".shop.yaml.swp.yaml")
     result = load_scope_set(tmp_path, lint_context())
     assert result.problems == [] and list(result.scope_set.scopes) == ["shop"]
+
+
+@pytest.mark.parametrize(
+    "key", ["bad\nkey", "bad\rkey", "bell\x07", "esc\x1b[31mred", "sep\u2028arator", "x" * 500]
+)
+def test_a_problem_is_one_short_line_whatever_a_key_holds(tmp_path: Path, key: str) -> None:
+    """Found by the scope fuzzer: an unknown key holding a newline made a two-line problem
+    (and a terminal escape would have reached the operator's terminal)."""
+    quoted = key.encode("unicode_escape").decode("ascii").replace('"', '\\"')
+    write_scope(tmp_path, f'apiVersion: broker/v1\n"{quoted}": 1\n')
+    problems = [str(p) for p in load_scope_set(tmp_path, lint_context()).problems]
+    unknown = [p for p in problems if "unknown key" in p]
+    assert len(unknown) == 1, problems
+    assert not any(c in unknown[0] for c in "\n\r\x07\x1b\u2028"), unknown[0]
+    assert len(unknown[0]) < len(str(tmp_path)) + 300
