@@ -20,6 +20,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections import Counter
 from pathlib import Path
 
 from bench.stack import AGENT_PREFIX, SERVICE, bench_stack
@@ -68,6 +69,35 @@ def _rate(output: str) -> float:
     match = re.search(r"Requests/sec:\s+([\d.]+)", output)
     assert match, output
     return float(match.group(1))
+
+
+def run_wrk(command: list[str], port: str) -> tuple[str, str]:
+    """One wrk run, and how its connections were spread over the workers halfway through.
+
+    A keep-alive connection stays with the worker that accepted it: when one worker wins
+    every accept, the other sits idle and the run measures one core.
+    """
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, text=True)
+    time.sleep(int(DURATION.rstrip("s")) / 2)
+    spread = connections_per_worker(port)
+    out, _ = process.communicate()
+    if process.returncode:
+        raise RuntimeError(f"wrk failed: {out[-500:]}")
+    return out, spread
+
+
+def connections_per_worker(port: str) -> str:
+    """Established connections on ``port`` per process, most first ("50+0"), from ss."""
+    if shutil.which("ss") is None:
+        return "?"
+    listing = subprocess.run(
+        ["ss", "-tnpH", "state", "established", f"( sport = :{port} )"],
+        capture_output=True,
+        text=True,
+    ).stdout
+    per_pid = Counter(re.findall(r"pid=(\d+)", listing))
+    counts = sorted(per_pid.values(), reverse=True) + [0] * WORKERS
+    return "+".join(str(c) for c in counts[:WORKERS])
 
 
 def jwt_cost(config: Path, rounds: int = 2000) -> tuple[float, float]:
@@ -155,10 +185,8 @@ def main() -> None:
             str(script),
             url,
         ]
-        runs = [
-            subprocess.run(command, capture_output=True, text=True, check=True).stdout
-            for _ in range(ROUNDS)
-        ]
+        port = url.rsplit(":", 1)[1]
+        runs, spreads = zip(*(run_wrk(command, port) for _ in range(ROUNDS)), strict=True)
         # The median run by throughput: one noisy moment on a shared VM does not decide.
         run = sorted(runs, key=_rate)[len(runs) // 2]
         rates = [_rate(r) for r in runs]  # in the order they ran
@@ -172,7 +200,8 @@ def main() -> None:
     print(
         f"cached read issuance, {AGENTS} agents on keep-alive connections, gunicorn "
         f"{WORKERS} workers x {THREADS} threads, {ROUNDS} runs of {DURATION} (median run; "
-        f"in order: {', '.join(f'{r:,.0f}' for r in rates)} requests/s):"
+        f"in order: {', '.join(f'{r:,.0f}' for r in rates)} requests/s; connections per "
+        f"worker: {', '.join(spreads)}):"
     )
     print(
         f"  {rate:,.0f} requests/s  p50 {p50:.1f} ms  p99 {p99:.1f} ms  errors {errors}  "
