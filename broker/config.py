@@ -25,6 +25,7 @@ ENV_PREFIX = "BROKER_"
 SECRET_OVERRIDES = {
     "store.url": "BROKER_STORE_URL",
     "vault.token": "BROKER_VAULT_TOKEN",
+    "vault.auth.secret_id": "BROKER_VAULT_SECRET_ID",
     "slack.bot_token": "BROKER_SLACK_BOT_TOKEN",
     "slack.signing_secret": "BROKER_SLACK_SIGNING_SECRET",
     "slack.webhook_url": "BROKER_SLACK_WEBHOOK_URL",
@@ -104,10 +105,32 @@ class AwsSettings:
     regional_sts: bool = True
 
 
+VAULT_AUTH_METHODS = ("token", "approle", "kubernetes", "jwt")
+SERVICE_ACCOUNT_TOKEN = Path("/var/run/secrets/kubernetes.io/serviceaccount/token")
+
+
+@dataclass(frozen=True)
+class VaultAuthSettings:
+    """How the broker proves itself to Vault: the token in BROKER_VAULT_TOKEN ("token"), or
+    a login it repeats before its token runs out (AppRole, Kubernetes, JWT)."""
+
+    method: str = "token"
+    mount: str | None = None  # where the auth method is mounted; default: its name
+    role: str | None = None  # kubernetes, jwt: the Vault role to log in as
+    role_id: str | None = None  # approle
+    secret_id: str | None = None  # approle: from BROKER_VAULT_SECRET_ID only
+    jwt_path: Path = SERVICE_ACCOUNT_TOKEN  # kubernetes, jwt: read again at every login
+
+    @property
+    def mount_point(self) -> str:
+        return self.mount or self.method
+
+
 @dataclass(frozen=True)
 class VaultSettings:
     url: str | None = None
     token: str | None = None
+    auth: VaultAuthSettings = field(default_factory=VaultAuthSettings)
     public_url: str | None = None  # the address agents use, when it differs from url
     # Agent tokens are created through this token role (orphan, only broker-* policies), so
     # the broker's own token needs no sudo. Empty: create-orphan, which needs sudo.
@@ -263,7 +286,14 @@ def _apply_environment(settings: Settings, environ: Mapping[str, str], name: str
     settings = replace(
         settings,
         store_url=env("store.url") or settings.store_url,
-        vault=replace(settings.vault, token=env("vault.token") or settings.vault.token),
+        vault=replace(
+            settings.vault,
+            token=env("vault.token") or settings.vault.token,
+            auth=replace(
+                settings.vault.auth,
+                secret_id=env("vault.auth.secret_id") or settings.vault.auth.secret_id,
+            ),
+        ),
         slack=replace(
             settings.slack,
             bot_token=env("slack.bot_token") or settings.slack.bot_token,
@@ -300,6 +330,16 @@ def _check_semantics(settings: Settings, name: str) -> list[Problem]:
         problem(
             "slack.bot_token is set but slack.signing_secret is not: button clicks could "
             "not be verified (set BROKER_SLACK_SIGNING_SECRET)"
+        )
+    auth = settings.vault.auth
+    if auth.method == "approle" and not auth.secret_id:
+        problem(
+            "vault.auth.method is approle: set BROKER_VAULT_SECRET_ID to the AppRole's secret id"
+        )
+    if auth.method != "token" and settings.vault.token:
+        problem(
+            f"BROKER_VAULT_TOKEN is set but vault.auth.method is {auth.method}: the broker "
+            "logs in by itself; unset one of them"
         )
     store = settings.store_url or ""
     if store and not store.startswith(("sqlite:", "postgresql")):
@@ -628,7 +668,9 @@ class _ConfigReader(Reader):
 
     def _vault(self, node: yaml.Node) -> VaultSettings | None:
         fields = self.mapping(
-            node, "vault", {"url", "token", "namespace", "verify_tls", "public_url", "token_role"}
+            node,
+            "vault",
+            {"url", "token", "namespace", "verify_tls", "public_url", "token_role", "auth"},
         )
         if fields is None:
             return None
@@ -656,7 +698,65 @@ class _ConfigReader(Reader):
                 ),
                 "broker-tier",
             ),
+            auth=self.each(fields, "auth", self._vault_auth, VaultAuthSettings()),
         )
+
+    def _vault_auth(self, node: yaml.Node) -> VaultAuthSettings | None:
+        fields = self.mapping(
+            node, "vault.auth", {"method", "mount", "role", "role_id", "jwt_path", "secret_id"}
+        )
+        if fields is None:
+            return None
+        if "secret_id" in fields:
+            self.error(
+                fields["secret_id"],
+                "vault.auth.secret_id is a secret: set BROKER_VAULT_SECRET_ID instead of "
+                "writing it here",
+            )
+        name = re.compile(r"[\w.@-]{1,128}")
+        method = self.each(
+            fields,
+            "method",
+            lambda n: self.string(
+                n,
+                "vault.auth.method",
+                re.compile("|".join(VAULT_AUTH_METHODS)),
+                f"one of {', '.join(VAULT_AUTH_METHODS)}",
+            ),
+            "token",
+        )
+        settings = VaultAuthSettings(
+            method=method,
+            mount=self.each(
+                fields,
+                "mount",
+                lambda n: self.string(n, "vault.auth.mount", re.compile(r"[\w.-]+(/[\w.-]+)*")),
+                None,
+            ),
+            role=self.each(fields, "role", lambda n: self.string(n, "vault.auth.role", name), None),
+            role_id=self.each(
+                fields, "role_id", lambda n: self.string(n, "vault.auth.role_id", name), None
+            ),
+            jwt_path=self.each(
+                fields,
+                "jwt_path",
+                lambda n: self._path(n, "vault.auth.jwt_path"),
+                SERVICE_ACCOUNT_TOKEN,
+            ),
+        )
+        needs = {"approle": ("role_id",), "kubernetes": ("role",), "jwt": ("role",)}
+        for key in needs.get(method, ()):
+            if key not in fields:
+                self.error(node, f"vault.auth: method {method} needs '{key}'")
+        unused = {
+            "token": {"mount", "role", "role_id", "jwt_path"},
+            "approle": {"role", "jwt_path"},
+            "kubernetes": {"role_id"},
+            "jwt": {"role_id"},
+        }
+        for key in sorted(unused.get(method, set()) & set(fields)):
+            self.error(fields[key], f"vault.auth.{key} does not apply to method {method}")
+        return settings
 
     def _slack(self, node: yaml.Node) -> SlackSettings | None:
         fields = self.mapping(

@@ -15,6 +15,7 @@ from broker.issuers.base import Issuer
 from broker.issuers.resilience import RetryPolicy
 from broker.issuers.vault_common import VaultCaller, make_client
 from broker.issuers.vault_database import DatabaseIssuer
+from broker.issuers.vault_login import login_for
 from broker.issuers.vault_token import VaultTokenIssuer
 from broker.metrics import Metrics
 from broker.notify.base import LogNotifier, Notifier
@@ -43,6 +44,7 @@ def build_vault_client(settings: Settings) -> hvac.Client | None:
         settings.vault.namespace,
         settings.vault.verify_tls,
         timeout=min(5.0, settings.upstream_deadline_seconds),
+        login=login_for(settings.vault.auth, settings.vault.token),
     )
 
 

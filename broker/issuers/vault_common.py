@@ -23,6 +23,13 @@ from broker.issuers.resilience import (
     call,
     within_deadline,
 )
+from broker.issuers.vault_login import (
+    GivenToken,
+    LoginAdapter,
+    LoginFailed,
+    TokenKeeper,
+    VaultLogin,
+)
 
 T = TypeVar("T")
 TRANSIENT = (
@@ -54,6 +61,8 @@ class VaultCaller:
         def attempt() -> T:
             try:
                 return action(self.client)
+            except LoginFailed as e:
+                raise PermanentError(str(e)) from e  # written to be shown: no secret in it
             except TRANSIENT as e:
                 raise TransientError(type(e).__name__) from e
             except vault_errors.VaultError as e:
@@ -108,8 +117,10 @@ def make_client(
     namespace: str | None = None,
     verify: bool | str = True,
     timeout: float = 5.0,
+    login: VaultLogin | None = None,
 ) -> hvac.Client:
-    """An hvac client with a pooled session and timeouts bounded by the call's deadline.
+    """An hvac client with a pooled session and timeouts bounded by the call's deadline,
+    whose token ``login`` obtains and keeps fresh (default: ``token`` as given, renewed).
 
     requests reads proxies, the CA bundle and .netrc from the environment again on every
     call (a walk over ``os.environ``, about 0.1 ms); this client only ever talks to ``url``,
@@ -123,6 +134,17 @@ def make_client(
     session.trust_env = False
     if verify is True:
         verify = os.environ.get("REQUESTS_CA_BUNDLE") or os.environ.get("CURL_CA_BUNDLE") or True
-    return hvac.Client(
-        url=url, token=token, namespace=namespace, verify=verify, timeout=timeout, session=session
+    client = hvac.Client(
+        url=url,
+        token=token,
+        namespace=namespace,
+        verify=verify,
+        timeout=timeout,
+        session=session,
+        adapter=LoginAdapter,
     )
+    # hvac falls back to VAULT_TOKEN or ~/.vault-token when given none: the broker uses
+    # only the token it was given or logs in for.
+    client.token = token
+    client.adapter.keeper = TokenKeeper(login or GivenToken(token))
+    return client

@@ -11,6 +11,7 @@ import requests
 
 from broker.config import load_settings
 from broker.devstack.processes import ServerProcess, free_port
+from broker.errors import InvalidFileError
 from broker.identity.verifier import TokenVerifier
 from broker.keys import load_keys
 from tests.fixtures.cli import CliResult, run_cli
@@ -57,6 +58,53 @@ def test_config_check_reports_every_problem_with_its_position(
     )
     assert any("unknown key 'colour'" in line for line in lines)
     assert "hvs.plaintext" not in err
+
+
+# (vault.auth's body, the problem's line:column: start); the file's first 4 lines are
+# write_config's own, then "vault:" and "  auth:".
+VAULT_AUTH_PROBLEMS = [
+    ("method: ldap\n", "7:13: vault.auth.method 'ldap' is invalid: one of token, approle"),
+    ("method: kubernetes\n", "7:5: vault.auth: method kubernetes needs 'role'"),
+    ("method: approle\n", "7:5: vault.auth: method approle needs 'role_id'"),
+    ("method: approle\n    role_id: r1\n    secret_id: s3cr3t-id\n", "9:16: vault.auth.secret_id"),
+    ("method: token\n    role: x\n", "8:11: vault.auth.role does not apply to method token"),
+    ("method: jwt\n    role: x\n    role_id: y\n", "9:14: vault.auth.role_id does not apply"),
+]
+
+
+@pytest.mark.parametrize(("auth", "expected"), VAULT_AUTH_PROBLEMS)
+def test_config_check_reports_vault_auth_problems(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], auth: str, expected: str
+) -> None:
+    config = write_config(tmp_path, f"vault:\n  auth:\n    {auth}")
+    code, _, err = run(["config", "check", str(config)], capsys)
+    assert code == 1
+    assert any(line.startswith(f"{config}:{expected}") for line in err.splitlines()), err
+    assert "s3cr3t-id" not in err
+
+
+def test_vault_auth_settings_and_their_environment(tmp_path: Path) -> None:
+    config = write_config(
+        tmp_path,
+        "vault:\n  url: http://127.0.0.1:8200\n  auth:\n    method: kubernetes\n"
+        "    role: credential-broker\n    jwt_path: sa/token\n",
+    )
+    auth = load_settings(config, environ={}).vault.auth
+    assert (auth.method, auth.mount_point, auth.role) == (
+        "kubernetes",
+        "kubernetes",
+        "credential-broker",
+    )
+    assert auth.jwt_path == tmp_path / "sa/token"  # relative to the config file
+    with pytest.raises(InvalidFileError, match="BROKER_VAULT_TOKEN is set but vault.auth"):
+        load_settings(config, environ={"BROKER_VAULT_TOKEN": "a-token-value"})
+    approle = write_config(tmp_path, "vault:\n  auth:\n    method: approle\n    role_id: r1\n")
+    with pytest.raises(InvalidFileError, match="set BROKER_VAULT_SECRET_ID"):
+        load_settings(approle, environ={})
+    secret = "b7a1c9e0-secret-id"
+    loaded = load_settings(approle, environ={"BROKER_VAULT_SECRET_ID": secret}).vault.auth
+    assert (loaded.role_id, loaded.secret_id, loaded.mount_point) == ("r1", secret, "approle")
+    assert load_settings(write_config(tmp_path), environ={}).vault.auth.method == "token"
 
 
 def test_token_mint_prints_a_token_the_broker_accepts(
