@@ -8,7 +8,8 @@
 #   policy credential-broker-apply     CI running `broker scopes apply` (credential-broker-apply.hcl)
 #   token role broker-tier             how the broker creates agent tokens: orphan, only
 #                                      broker-* policies, no default policy, at most 12 h
-#   token role credential-broker       the broker's own token (BROKER_VAULT_TOKEN)
+#   token role credential-broker       a token for the broker (BROKER_VAULT_TOKEN), when it
+#                                      does not log in by itself (vault.auth)
 #   token role credential-broker-apply short-lived tokens for the apply job
 #   auth/kubernetes role credential-broker, only when BROKER_K8S_HOST is set (see below)
 #
@@ -62,9 +63,11 @@ command -v "$cli" >/dev/null 2>&1 || { echo "setup.sh: '$cli' not found (set VAU
   token_type=service \
   token_explicit_max_ttl=1h
 
-# Kubernetes auth: the broker's service account may log in with credential-broker-runtime.
-# The broker reads its token from BROKER_VAULT_TOKEN only and does not log in by itself yet;
-# this role is for a login step in front of it (or a later broker version).
+# Kubernetes auth: the broker's service account logs in with credential-broker-runtime
+# (vault.auth.method: kubernetes in broker.yaml). Periodic tokens, no maximum TTL: database
+# logins are leases of the token that requested them and end with it, so the period (which
+# the broker renews at two thirds) is at least the longest tier ttl (12 h), and a pod's
+# token outlives the pod by one period, long enough for its leases to run out by themselves.
 if [ -n "${BROKER_K8S_HOST:-}" ]; then
   # Read the list whole: `| grep -q` would stop early and, under pipefail, fail the check.
   auth_methods="$("$cli" auth list -format=json)"
@@ -86,8 +89,7 @@ if [ -n "${BROKER_K8S_HOST:-}" ]; then
     bound_service_account_namespaces="${BROKER_K8S_NAMESPACE:-credential-broker}" \
     token_policies="credential-broker-runtime" \
     token_no_default_policy=true \
-    token_ttl=1h \
-    token_max_ttl=24h
+    token_period=12h
 fi
 
 echo "setup.sh: Vault is configured for the credential broker" >&2

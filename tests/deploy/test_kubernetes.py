@@ -24,6 +24,8 @@ from tests.deploy.manifests import (
 
 KUBERNETES = DEPLOY / "kubernetes"
 SECRET_VARIABLES = set(SECRET_OVERRIDES.values())
+# The broker's Vault credential, for the other login methods: unused with kubernetes.
+VAULT_LOGIN_VARIABLES = {"BROKER_VAULT_TOKEN", "BROKER_VAULT_SECRET_ID"}
 # Things that look like real credentials (the repository's pre-stop check refuses them too).
 SECRET_SHAPES = re.compile(
     r"AKIA[0-9A-Z]{16}|\bhvs\.[A-Za-z0-9_-]{20,}|xox[bap]-[A-Za-z0-9-]{10,}"
@@ -184,6 +186,22 @@ def test_store_url_is_required_from_a_secret(broker: dict[str, Any]) -> None:
     assert store.get("optional", False) is False
 
 
+def test_the_broker_logs_in_to_vault_with_a_rotated_service_account_token(
+    broker: dict[str, Any], pod: dict[str, Any], settings: Settings
+) -> None:
+    """No Vault token at rest: a kubernetes login with the projected token kubelet renews."""
+    auth = settings.vault.auth
+    assert (auth.method, auth.role) == ("kubernetes", "credential-broker")
+    assert not VAULT_LOGIN_VARIABLES & {e["name"] for e in broker["env"]}
+    path = PurePosixPath(str(auth.jwt_path))
+    mount = mounts(broker)[str(path.parent)]
+    assert mount["readOnly"] is True
+    (source,) = volume(pod, mount["name"])["projected"]["sources"]
+    token = source["serviceAccountToken"]
+    assert token["path"] == path.name and token["expirationSeconds"] <= 3600
+    assert pod["automountServiceAccountToken"] is False  # no other API credential
+
+
 def test_secrets_come_from_secrets_never_inline(
     broker: dict[str, Any], objects: list[dict[str, Any]]
 ) -> None:
@@ -192,7 +210,9 @@ def test_secrets_come_from_secrets_never_inline(
             assert "value" not in variable, variable["name"]
             assert "secretKeyRef" in variable["valueFrom"], variable["name"]
     named = {e["name"] for e in broker["env"]}
-    assert SECRET_VARIABLES <= named, f"not wired: {SECRET_VARIABLES - named}"
+    assert SECRET_VARIABLES - VAULT_LOGIN_VARIABLES <= named, (
+        f"not wired: {SECRET_VARIABLES - named}"
+    )
     assert not [o for o in objects if o["kind"] == "Secret"], "Secrets are created, not shipped"
 
 

@@ -345,3 +345,5 @@ def test_kubernetes_auth_role_binds_the_brokers_service_account(
     assert role["bound_service_account_names"] == ["credential-broker"]
     assert role["bound_service_account_namespaces"] == ["credential-broker"]
     assert role["token_policies"] == ["credential-broker-runtime"]
+    # Periodic, with no maximum TTL: database leases end with the token that requested them.
+    assert (role["token_period"], role["token_max_ttl"]) == (12 * 3600, 0)
