@@ -75,7 +75,7 @@ def broker_with(tmp_path: Path, backends: Backends, client: hvac.Client) -> Setu
 
 
 def approle(
-    root: hvac.Client, ttl: str = "1h", max_ttl: str = "2h", policy: str = RUNTIME_POLICY
+    root: hvac.Client, policy: str = RUNTIME_POLICY, **token_settings: str
 ) -> VaultAuthSettings:
     """An AppRole mount of its own holding a role with ``policy``; its login settings."""
     mount = f"approle-{secrets.token_hex(3)}"
@@ -84,9 +84,8 @@ def approle(
         "broker",
         token_policies=[policy],
         token_no_default_policy=True,
-        token_ttl=ttl,
-        token_max_ttl=max_ttl,
         mount_point=mount,
+        **(token_settings or {"token_ttl": "1h", "token_max_ttl": "2h"}),
     )
     role_id = root.auth.approle.read_role_id("broker", mount_point=mount)["data"]["role_id"]
     secret_id = root.auth.approle.generate_secret_id("broker", mount_point=mount)["data"][
@@ -119,7 +118,7 @@ def _secrets_are_watched(secret_scan: Watcher) -> Iterator[None]:
 def test_approle_renews_its_token_and_logs_in_again_near_the_maximum_ttl(
     tmp_path: Path, backends: Backends, secret_scan: Watcher
 ) -> None:
-    auth = approle(backends.vault_client, ttl="2s", max_ttl="4s")
+    auth = approle(backends.vault_client, token_ttl="2s", token_max_ttl="4s")
     secret_scan.add_secret(str(auth.secret_id), "the AppRole secret id")
     setup = broker_with(tmp_path, backends, login_client(backends, auth))
     tokens = set()
@@ -133,6 +132,21 @@ def test_approle_renews_its_token_and_logs_in_again_near_the_maximum_ttl(
     assert keeper.renewals >= 1  # at two thirds of the 2 s lease
     assert keeper.logins >= 2  # a fresh login instead of a lease cut short by the 4 s cap
     assert len(tokens) == keeper.logins
+
+
+def test_a_periodic_token_is_renewed_for_as_long_as_the_broker_runs(
+    tmp_path: Path, backends: Backends
+) -> None:
+    """What deploy/vault/setup.sh gives the broker: no maximum TTL, so no new login (the
+    database leases it issued stay tied to a token that lives on)."""
+    auth = approle(backends.vault_client, token_period="2s")
+    setup = broker_with(tmp_path, backends, login_client(backends, auth))
+    started = time.monotonic()
+    while time.monotonic() - started < 3.0:  # past the first period
+        status, body = setup.ask()
+        assert status == 200, body
+        time.sleep(0.25)
+    assert setup.keeper.renewals >= 1 and setup.keeper.logins == 1
 
 
 def test_a_token_revoked_behind_the_brokers_back_is_replaced_at_the_next_call(
