@@ -128,6 +128,7 @@ class TokenKeeper:
         self.clock = clock
         self.logins = 0
         self.renewals = 0
+        self.generation = 0  # counts the tokens obtained: a call knows which one it used
         self._token: str | None = None
         self._lease = 0.0
         self._granted = 0.0  # the lease a login gave: renewals shorter than a third of it
@@ -147,13 +148,13 @@ class TokenKeeper:
                 return
             self._refresh(adapter, now)
 
-    def replace_revoked(self, adapter: LoginAdapter, used: str | None) -> bool:
-        """After a 403: log in again if the token ``used`` is no longer valid. True when a
-        call refused with it should be tried once more."""
+    def replace_revoked(self, adapter: LoginAdapter, used: int) -> bool:
+        """After a 403: log in again if the token of generation ``used`` is no longer
+        valid. True when a call refused with it should be tried once more."""
         if not self.method.can_login:
             return False
         with self._lock:
-            if self._token != used:
+            if self.generation != used:
                 return True  # another thread already replaced it
             plain = self._plain(adapter)
             try:
@@ -217,6 +218,7 @@ class TokenKeeper:
                 f"Vault's answer to the login at {self.method.describe()} has no token"
             )
         self.logins += 1
+        self.generation += 1
         self._adopt(adapter, auth, now)
         self._granted = self._lease
         log.info(
@@ -252,7 +254,7 @@ class LoginAdapter(JSONAdapter):  # type: ignore[misc]
 
     def request(self, *args: Any, **kwargs: Any) -> Any:
         self.keeper.ensure(self)
-        used = self.token
+        used = self.keeper.generation
         try:
             return super().request(*args, **kwargs)
         except vault_errors.Forbidden:
