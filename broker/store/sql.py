@@ -16,7 +16,7 @@ import os
 import threading
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import AbstractContextManager, contextmanager, nullcontext
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 from typing import IO, Any, TypeVar
 
@@ -434,7 +434,7 @@ class SqlStore:
     # -- freezes ----------------------------------------------------------------------
 
     def add_freeze(self, record: FreezeRecord) -> FreezeRecord:
-        row = {k: v for k, v in asdict(record).items() if k != "id"}
+        row = _columns(record)
         with self._tx() as connection:
             result = connection.execute(insert(t.freezes).values(**row))
             key = result.inserted_primary_key
@@ -538,7 +538,7 @@ class SqlStore:
                 if issued is None:
                     issued_out.append(None)
                     continue
-                row = {k: v for k, v in asdict(issued).items() if k != "id"}
+                row = _columns(issued)
                 key = connection.execute(_INSERT_ISSUED, row).inserted_primary_key
                 issued_out.append(replace(issued, id=int(key[0]) if key else None))
             audits = [audit for _, audit in items if audit is not None]
@@ -692,6 +692,11 @@ class SqlStore:
                 select(t.audit_head.c.seq, t.audit_head.c.hash).where(t.audit_head.c.id == 1)
             ).first()
         return None if row is None else (int(row[0]), str(row[1]))
+
+
+def _columns(record: Any) -> dict[str, Any]:
+    """A flat record's fields but its id, as a row (``asdict`` without its deep copies)."""
+    return {f.name: getattr(record, f.name) for f in fields(record) if f.name != "id"}
 
 
 def _lock_id(key: str) -> int:
