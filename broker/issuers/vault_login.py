@@ -5,8 +5,9 @@ another JWT, an AppRole, or (the default) a token handed to it in BROKER_VAULT_T
 Vault call goes through :class:`LoginAdapter`, which first makes sure the token is good:
 
 - at the first call it logs in (or looks the given token up, to learn its lifetime);
-- at two thirds of the token's lease it renews it; when renewal fails or the token is near
-  its maximum TTL, a login method logs in again for a fresh one;
+- at two thirds of the token's lease it renews it, at the next call or, when none comes,
+  from a background thread; when renewal fails or the token is near its maximum TTL, a
+  login method logs in again for a fresh one;
 - a call refused with 403 because the token was revoked behind the broker's back (an
   operator, a Vault restore) logs in again and is tried once more.
 
@@ -36,6 +37,7 @@ log = logging.getLogger(__name__)
 
 RENEW_AT = 2 / 3  # of the lease: renew with a third left
 RETRY_SECONDS = 10.0  # after a failed renewal of a token still valid, try again this soon
+MAX_SLEEP_SECONDS = 300.0  # the renewer looks at least this often (the clock may jump)
 # Vault answers these when a token is unknown, expired or revoked (and for a real denial:
 # the token is looked up before a 403 is taken as a revoked token).
 _REFUSED = (vault_errors.Forbidden, vault_errors.Unauthorized, vault_errors.InvalidRequest)
@@ -137,6 +139,8 @@ class TokenKeeper:
         self._expires_at = -math.inf
         self._renew_at = -math.inf  # nothing obtained yet: the first call obtains
         self._lock = threading.Lock()
+        self._renewer: threading.Thread | None = None  # started with the first leased token
+        self._closed = threading.Event()
 
     def ensure(self, adapter: LoginAdapter) -> None:
         """Before a call: renew or obtain the token when it is due (one thread does it)."""
@@ -149,18 +153,19 @@ class TokenKeeper:
             self._refresh(adapter, now)
 
     def replace_revoked(self, adapter: LoginAdapter, used: int) -> bool:
-        """After a 403: log in again if the token of generation ``used`` is no longer
-        valid. True when a call refused with it should be tried once more."""
-        if not self.method.can_login:
-            return False
+        """After a 403: is the token of generation ``used`` still valid? If not, log in
+        again (True: try the refused call once more), or, for a given token, say it has
+        ended. False: the token is fine and the 403 was a real denial."""
         with self._lock:
             if self.generation != used:
                 return True  # another thread already replaced it
-            plain = self._plain(adapter)
             try:
-                Token(plain).lookup_self()
-                return False  # the token is fine: the 403 was a real denial
-            except _REFUSED:
+                Token(self._plain(adapter)).lookup_self()
+                return False
+            except _REFUSED as e:
+                if not self.method.can_login:
+                    self._expires_at = self._renew_at = self.clock()
+                    raise LoginFailed(self.method.refused(e)) from e
                 log.warning("the broker's Vault token was revoked; logging in again")
             self._obtain(adapter, self.clock())
             return True
@@ -235,6 +240,33 @@ class TokenKeeper:
         self._expires_at = now + lease if lease else math.inf
         self._renew_at = now + lease * RENEW_AT if lease else math.inf
         adapter.token = self._token
+        if lease and self._renewer is None:
+            self._renewer = threading.Thread(
+                target=self._renew_in_background,
+                args=(adapter,),
+                name="vault-token-renewer",
+                daemon=True,
+            )
+            self._renewer.start()
+
+    def _renew_in_background(self, adapter: LoginAdapter) -> None:
+        """Renew on time when no call comes along: a given token left alone past its TTL
+        (a quiet night) would be gone for good."""
+        pause = 0.0
+        while not self._closed.wait(pause):
+            try:
+                self.ensure(adapter)
+                pause = min(max(self._renew_at - self.clock(), 0.05), MAX_SLEEP_SECONDS)
+            except Exception as e:  # noqa: BLE001 - the next call reports it; keep trying
+                log.warning(
+                    "keeping the broker's Vault token fresh failed",
+                    extra={"error": type(e).__name__, "auth": self.method.describe()},
+                )
+                pause = RETRY_SECONDS
+
+    def close(self) -> None:
+        """Stop renewing in the background (the token is left to expire)."""
+        self._closed.set()
 
     def _plain(self, adapter: LoginAdapter) -> JSONAdapter:
         """An adapter on the same session that does not come back here (no recursion)."""

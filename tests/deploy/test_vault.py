@@ -5,7 +5,6 @@ revocation; and keeps policy writes for the apply identity."""
 
 from __future__ import annotations
 
-import datetime
 import os
 import re
 import secrets
@@ -23,13 +22,10 @@ import hvac
 import psycopg
 import pytest
 import requests
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
 from hvac import exceptions as vault_errors
 
 from tests.deploy.manifests import DEPLOY, load_hcl
+from tests.fixtures.pki import self_signed_ca
 
 VAULT = DEPLOY / "vault"
 RUNTIME = VAULT / "credential-broker-runtime.hcl"
@@ -76,22 +72,9 @@ def test_apply_policy_writes_only_broker_policies() -> None:
 # -- against a real OpenBao ----------------------------------------------------------------
 
 
-def self_signed_ca(directory: Path) -> Path:
-    key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "kubernetes")])
-    now = datetime.datetime.now(datetime.UTC)
-    certificate = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now)
-        .not_valid_after(now + datetime.timedelta(days=1))
-        .sign(key, hashes.SHA256())
-    )
+def ca_file(directory: Path) -> Path:
     path = directory / "ca.crt"
-    path.write_bytes(certificate.public_bytes(serialization.Encoding.PEM))
+    path.write_text(self_signed_ca("kubernetes"))
     return path
 
 
@@ -189,7 +172,7 @@ def configured(
         "VAULT_ADDR": bao.url,
         "VAULT_TOKEN": bao.root_token,
         "BROKER_K8S_HOST": "https://kubernetes.default.svc",
-        "BROKER_K8S_CA_CERT": str(self_signed_ca(tmp_path_factory.mktemp("k8s"))),
+        "BROKER_K8S_CA_CERT": str(ca_file(tmp_path_factory.mktemp("k8s"))),
     }
     for _ in range(2):  # idempotent: a second run changes nothing and still succeeds
         completed = subprocess.run(

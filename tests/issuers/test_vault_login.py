@@ -10,7 +10,6 @@ deploy's runtime policy (deploy/vault/credential-broker-runtime.hcl) and nothing
 from __future__ import annotations
 
 import base64
-import datetime as dt
 import json
 import secrets
 import threading
@@ -24,10 +23,8 @@ from typing import Any
 import hvac
 import jwt
 import pytest
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
 
 from broker.config import VaultAuthSettings
 from broker.issuers.vault_common import VaultCaller, make_client
@@ -35,6 +32,7 @@ from broker.issuers.vault_login import LoginAdapter, TokenKeeper, VaultLogin
 from broker.issuers.vault_token import VaultTokenIssuer
 from tests.fixtures.backends import FAST_RETRY, Backends
 from tests.fixtures.broker import Broker, make_broker
+from tests.fixtures.pki import self_signed_ca
 from tests.fixtures.secret_scan import Watcher
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -99,18 +97,23 @@ def login_client(backends: Backends, auth: VaultAuthSettings) -> hvac.Client:
 
 
 @pytest.fixture(autouse=True)
-def _secrets_are_watched(secret_scan: Watcher) -> Iterator[None]:
-    """The broker's own tokens (every login's) join the suite's secret scan."""
+def _keepers_are_watched(secret_scan: Watcher) -> Iterator[None]:
+    """The broker's own tokens (every login's) join the suite's secret scan, and each
+    keeper's background renewal stops with its test."""
     seen: list[str] = []
+    keepers: list[TokenKeeper] = []
     adopt = TokenKeeper._adopt
 
     def watching(self: TokenKeeper, *args: Any) -> None:
         adopt(self, *args)
         seen.append(str(self._token))
+        keepers.append(self)
 
     TokenKeeper._adopt = watching  # type: ignore[method-assign]
     yield
     TokenKeeper._adopt = adopt  # type: ignore[method-assign]
+    for keeper in keepers:
+        keeper.close()
     for token in seen:
         secret_scan.add_secret(token, "the broker's own Vault token")
 
@@ -269,24 +272,6 @@ def service_account_token(api: KubernetesApi) -> str:
     return token
 
 
-def self_signed_ca() -> str:
-    key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "cluster-ca")])
-    now = dt.datetime.now(dt.UTC)
-    certificate = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now)
-        .not_valid_after(now + dt.timedelta(days=1))
-        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-        .sign(key, hashes.SHA256())
-    )
-    return certificate.public_bytes(serialization.Encoding.PEM).decode()
-
-
 def test_kubernetes_login_reads_the_service_account_token_again_at_every_login(
     tmp_path: Path, backends: Backends, kubernetes_api: KubernetesApi, secret_scan: Watcher
 ) -> None:
@@ -295,7 +280,7 @@ def test_kubernetes_login_reads_the_service_account_token_again_at_every_login(
     root.sys.enable_auth_method("kubernetes", path=mount)
     root.auth.kubernetes.configure(
         kubernetes_host=kubernetes_api.url,
-        kubernetes_ca_cert=self_signed_ca(),
+        kubernetes_ca_cert=self_signed_ca("cluster-ca"),
         disable_local_ca_jwt=True,
         mount_point=mount,
     )
@@ -391,26 +376,29 @@ def test_jwt_login_with_the_issuers_public_key(
 # -- a given token (BROKER_VAULT_TOKEN) ------------------------------------------------
 
 
-def test_a_given_token_is_renewed_until_its_maximum_ttl_then_its_end_is_a_clear_error(
+def test_a_given_token_is_renewed_while_idle_until_its_maximum_ttl_then_its_end_is_clear(
     tmp_path: Path, backends: Backends, secret_scan: Watcher
 ) -> None:
+    """A given token cannot log in again: left alone past its TTL (no call to renew it on
+    the way) it must still be renewed, and once Vault will not renew it any more every call
+    says so, naming BROKER_VAULT_TOKEN."""
     root = backends.vault_client
     given = root.auth.token.create_orphan(
         policies=[RUNTIME_POLICY],
         no_default_policy=True,
         ttl="2s",
-        explicit_max_ttl="4s",
+        explicit_max_ttl="5s",
         renewable=True,
     )["auth"]["client_token"]
     secret_scan.add_secret(given, "a given broker token")
+    created = time.monotonic()
     setup = broker_with(tmp_path, backends, make_client(backends.bao.url, given))
-    started = time.monotonic()
-    while time.monotonic() - started < 3.5:  # past its 2 s TTL, before its 4 s maximum
-        status, body = setup.ask()
-        assert status == 200, body
-        time.sleep(0.25)
+    assert setup.ask()[0] == 200
+    time.sleep(3.0)  # idle, past its 2 s TTL
+    status, body = setup.ask()
+    assert status == 200, body
     assert setup.keeper.renewals >= 1 and setup.keeper.logins == 1
-    time.sleep(max(0.0, 4.5 - (time.monotonic() - started)))
+    time.sleep(max(0.0, 5.5 - (time.monotonic() - created)))
     status, body = setup.ask()
     assert status == 503, body
     assert "BROKER_VAULT_TOKEN" in body["message"]
