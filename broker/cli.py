@@ -317,6 +317,30 @@ def token_mint(config_path: Path | None, agent: str, ttl: str) -> None:
     )
 
 
+@token_group.command("rotate-key")
+@CONFIG_OPTION
+def token_rotate_key(config_path: Path | None) -> None:
+    """Sign agent tokens with a new key; tokens the old key signed stay valid until they
+    expire (the old key is kept for verification for identity.local.max_ttl)."""
+    import time
+
+    from broker.keys import AGENT_KEY_FILE, RETIRED_KEYS_FILE, rotate_agent_key
+
+    settings = _settings(config_path)
+    new_kid, retired = rotate_agent_key(
+        settings.state_dir, settings.identity.local.max_ttl_seconds, time.time()
+    )
+    until = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(retired.verify_until))
+    click.echo(f"New agent-signing key {new_kid}; `broker token mint` signs with it from now on.")
+    click.echo(f"Tokens signed by {retired.key_id} are accepted until {until}.")
+    click.echo(
+        f"Brokers on this state directory pick the change up by themselves. Elsewhere, copy "
+        f"{settings.state_dir / AGENT_KEY_FILE} and "
+        f"{settings.state_dir / RETIRED_KEYS_FILE} to every replica (Kubernetes: the Secret "
+        "broker-keys) and restart them (docs/operations.md, 'Rotating secrets')."
+    )
+
+
 def _add_feature_commands() -> None:
     """Commands that must load eagerly (prefer LAZY_COMMANDS above: add a line there)."""
 

@@ -140,6 +140,8 @@ def build_services(
 ) -> Services:
     """Everything the broker needs, wired once."""
     iam = iam_database()
+    # Keys from the state directory are read again when a rotation there is noticed.
+    reload_keys = None if keys is not None else (lambda: load_keys(settings.state_dir))
     keys = keys or load_keys(settings.state_dir)
     store = store or SqlStore.from_url(settings.database_url)
     if settings.audit_stream:
@@ -207,7 +209,7 @@ def build_services(
         iam=iam,
         store=store,
         scopes=scopes,
-        verifier=TokenVerifier(settings.identity, keys, clock=clock),
+        verifier=TokenVerifier(settings.identity, keys, clock=clock, reload_keys=reload_keys),
         cache=cache,
         issuers=issuers,
         audit=audit,

@@ -30,6 +30,7 @@ LOCAL_ALGORITHM = "EdDSA"
 REQUIRED_CLAIMS = ["exp", "iat", "iss", "aud", "sub"]
 # Verified tokens are remembered briefly (by hash) so repeated calls skip the signature.
 VERIFIED_CACHE_SECONDS = 60
+KEY_REREAD_SECONDS = 30
 
 
 @dataclass(frozen=True)
@@ -51,9 +52,14 @@ class TokenVerifier:
         keys: BrokerKeys,
         jwks: JwksCache | None = None,
         clock: Callable[[], float] = time.time,
+        reload_keys: Callable[[], BrokerKeys] | None = None,
     ) -> None:
         self.settings = settings
         self.keys = keys
+        # A token naming a kid we do not know may come from a key rotated on disk since we
+        # started (`broker token rotate-key`): read the keys again, at most this often.
+        self.reload_keys = reload_keys
+        self._keys_read_at = float("-inf")
         self.jwks = jwks or JwksCache(
             ttl_seconds=settings.jwks_cache_seconds,
             min_refresh_seconds=settings.jwks_min_refresh_seconds,
@@ -117,9 +123,13 @@ class TokenVerifier:
 
     def _key_for(self, issuer: _Issuer, kid: str | None, algorithm: str) -> Any:
         if issuer.jwks_url is None:
-            if kid != self.keys.agent_key_id:
+            now = self.clock()
+            key = self.keys.verification_key(kid, now)
+            if key is None and self._reread_keys(now):
+                key = self.keys.verification_key(kid, now)
+            if key is None:
                 raise Unauthenticated("unknown signing key (kid)")
-            return self.keys.agent_public_key
+            return key
         jwk = self.jwks.key(issuer.jwks_url, kid)
         # A key may only verify the algorithm family it was published for.
         if jwk.algorithm_name and jwk.algorithm_name != algorithm:
@@ -130,6 +140,18 @@ class TokenVerifier:
         if jwk.key_type != expected_type:
             raise Unauthenticated(f"signing key type {jwk.key_type} does not match {algorithm}")
         return jwk.key
+
+    def _reread_keys(self, now: float) -> bool:
+        """Read the keys again if allowed now (a flood of made-up kids reads them once per
+        KEY_REREAD_SECONDS); True when they were read."""
+        if self.reload_keys is None:
+            return False
+        with self._lock:
+            if now - self._keys_read_at < KEY_REREAD_SECONDS:
+                return False
+            self._keys_read_at = now
+        self.keys = self.reload_keys()
+        return True
 
     def _decode(self, token: str, key: Any, issuer: _Issuer, algorithm: str) -> dict[str, Any]:
         required = REQUIRED_CLAIMS + [c for c in issuer.required_claims if c not in REQUIRED_CLAIMS]

@@ -13,13 +13,20 @@ import os
 import shutil
 import stat
 import subprocess
+import time
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from broker.config import Settings
-from broker.keys import AGENT_KEY_FILE, LINK_SECRET_FILE, load_keys
+from broker.keys import (
+    AGENT_KEY_FILE,
+    LINK_SECRET_FILE,
+    RETIRED_KEYS_FILE,
+    load_keys,
+    rotate_agent_key,
+)
 from broker.policy.iam_actions import iam_database
 from broker.scopes.holder import ScopeHolder
 from broker.scopes.lint import LintContext
@@ -112,12 +119,21 @@ def test_init_container_turns_the_secret_into_keys_the_broker_accepts(
     state_mount = next(m["mountPath"] for m in init["volumeMounts"] if m["name"] == "state")
 
     # The Secret, as kubelet presents it with fsGroup: group-readable files behind symlinks.
+    # Its keys were rotated once (broker token rotate-key), so one key is retired.
     secret = tmp_path / "secret"
-    pem = subprocess.run(
-        ["openssl", "genpkey", "-algorithm", "ed25519"], check=True, capture_output=True
-    ).stdout
+    origin = tmp_path / "origin"
+    origin.mkdir()
+    (origin / AGENT_KEY_FILE).write_bytes(
+        subprocess.run(
+            ["openssl", "genpkey", "-algorithm", "ed25519"], check=True, capture_output=True
+        ).stdout
+    )
+    (origin / AGENT_KEY_FILE).chmod(0o600)
+    retired_kid = load_keys(origin).agent_key_id
+    rotate_agent_key(origin, 3600, time.time())
+    files = {n: (origin / n).read_bytes() for n in (AGENT_KEY_FILE, RETIRED_KEYS_FILE)}
     link = os.urandom(32)
-    atomic_write(secret, {AGENT_KEY_FILE: pem, LINK_SECRET_FILE: link}, 1, 0o440)
+    atomic_write(secret, {**files, LINK_SECRET_FILE: link}, 1, 0o440)
     state = tmp_path / "state"
     state.mkdir(mode=0o770)
 
@@ -128,12 +144,13 @@ def test_init_container_turns_the_secret_into_keys_the_broker_accepts(
         return path
 
     subprocess.run([local(part) for part in init["command"]], check=True)
-    for name in (AGENT_KEY_FILE, LINK_SECRET_FILE):
+    for name in (AGENT_KEY_FILE, RETIRED_KEYS_FILE, LINK_SECRET_FILE):
         assert stat.S_IMODE((state / name).stat().st_mode) == 0o600
         assert not (state / name).is_symlink()
     keys = load_keys(state)
     assert keys.link_secret == link
-    assert keys.agent_public_key is not None
+    assert keys.agent_key_id == load_keys(origin).agent_key_id
+    assert [r.key_id for r in keys.retired] == [retired_kid]
     # Two replicas given the same Secret get the same keys: tokens and links work across them.
     other = tmp_path / "other"
     other.mkdir()

@@ -11,7 +11,7 @@ import pytest
 import yaml
 
 from broker.config import SECRET_OVERRIDES, Settings, load_settings
-from broker.keys import AGENT_KEY_FILE, LINK_SECRET_FILE
+from broker.keys import AGENT_KEY_FILE, LINK_SECRET_FILE, RETIRED_KEYS_FILE
 from tests.deploy.manifests import (
     DEPLOY,
     ROOT,
@@ -278,7 +278,11 @@ def test_keys_come_from_one_secret_through_the_init_container(
     keys = volume(pod, "keys")["secret"]
     assert keys["secretName"] == "broker-keys"
     assert keys["defaultMode"] == 0o400
-    assert {i["key"] for i in keys["items"]} == {AGENT_KEY_FILE, LINK_SECRET_FILE}
+    assert {i["key"] for i in keys["items"]} == {
+        AGENT_KEY_FILE,
+        RETIRED_KEYS_FILE,
+        LINK_SECRET_FILE,
+    }
     (init,) = pod["initContainers"]
     command = init["command"]
     assert command[:3] == ["install", "-m", "0600"]
@@ -286,7 +290,7 @@ def test_keys_come_from_one_secret_through_the_init_container(
     assert secret_mount["readOnly"] is True
     sources = command[3:-1]
     assert sorted(PurePosixPath(s).name for s in sources) == sorted(
-        [AGENT_KEY_FILE, LINK_SECRET_FILE]
+        [AGENT_KEY_FILE, RETIRED_KEYS_FILE, LINK_SECRET_FILE]
     )
     assert all(s.startswith(secret_mount["mountPath"] + "/") for s in sources)
     # The target is the broker's state directory, the same volume in both containers.
