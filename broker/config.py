@@ -30,6 +30,7 @@ SECRET_OVERRIDES = {
     "slack.signing_secret": "BROKER_SLACK_SIGNING_SECRET",
     "slack.webhook_url": "BROKER_SLACK_WEBHOOK_URL",
     "approvals.oidc.client_secret": "BROKER_OIDC_CLIENT_SECRET",
+    "metrics.token": "BROKER_METRICS_TOKEN",
 }
 
 NAME = re.compile(r"[a-z][a-z0-9_.-]{0,63}")
@@ -204,6 +205,8 @@ class Settings:
     max_body_bytes: int = 64 * 1024
     upstream_deadline_seconds: float = 10.0
     audit_stream: str | None = None  # "-" for stdout, or a file path
+    # A bearer token GET /metrics requires (BROKER_METRICS_TOKEN only); none: open.
+    metrics_token: str | None = None
     source: str = "<defaults>"
 
     @property
@@ -286,6 +289,7 @@ def _apply_environment(settings: Settings, environ: Mapping[str, str], name: str
     settings = replace(
         settings,
         store_url=env("store.url") or settings.store_url,
+        metrics_token=env("metrics.token") or settings.metrics_token,
         vault=replace(
             settings.vault,
             token=env("vault.token") or settings.vault.token,

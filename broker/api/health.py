@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import hmac
+
 from flask import Blueprint, Response, jsonify
 
-from broker.api.common import services
+from broker.api.common import bearer_token, services
+from broker.errors import Unauthenticated
 
 blueprint = Blueprint("health", __name__)
 
@@ -28,10 +31,16 @@ def readyz() -> tuple[Response, int]:
 
 @blueprint.get("/metrics")
 def metrics() -> Response:
-    """Prometheus metrics in the text exposition format. 200.
+    """Prometheus metrics in the text exposition format. 200; 401 without the bearer token
+    when BROKER_METRICS_TOKEN is set (agents share the port and need not read them).
 
     Pending approvals are counted in the shared store now, so every replica agrees.
     """
     svc = services()
+    expected = svc.settings.metrics_token
+    if expected is not None and not hmac.compare_digest(
+        bearer_token().encode(), expected.encode()
+    ):
+        raise Unauthenticated("wrong metrics token")
     body = svc.metrics.render(pending=lambda: svc.store.count_requests("pending"))
     return Response(body, mimetype="text/plain; version=0.0.4; charset=utf-8")

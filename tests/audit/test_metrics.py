@@ -145,3 +145,21 @@ def test_worker_processes_are_aggregated_and_pending_still_comes_from_the_store(
     issued = "broker_credentials_issued_total"
     assert value(samples, issued, backend="aws", tier="read", source="upstream") == 6
     assert value(samples, "broker_pending_approvals") == 5
+
+
+def test_a_metrics_token_keeps_metrics_from_whoever_else_reaches_the_port(
+    tmp_path: Path,
+) -> None:
+    token = "scrape-3f1b8e0c9d2a"
+    broker = make_broker(tmp_path, metrics_token=token)
+    try:
+        for headers in ({}, {"Authorization": "Bearer wrong-token"}, broker.headers()):
+            refused = broker.client.get("/metrics", headers=headers)
+            assert refused.status_code == 401, headers  # an agent's own token is no key
+            assert refused.json["error"] == "unauthenticated"
+            assert token not in refused.get_data(as_text=True)
+        allowed = broker.client.get("/metrics", headers={"Authorization": f"Bearer {token}"})
+        assert allowed.status_code == 200
+        assert "broker_http_request_seconds" in allowed.get_data(as_text=True)
+    finally:
+        broker.services.close()
