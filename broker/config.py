@@ -316,6 +316,19 @@ def _apply_environment(settings: Settings, environ: Mapping[str, str], name: str
     return settings
 
 
+LOOPBACK = ("127.0.0.1", "localhost", "::1")
+
+
+def oidc_sign_in_problem(oidc: OidcSignIn) -> str | None:
+    """Why approver sign-in cannot start with these settings, or None."""
+    if not oidc.client_secret:
+        return "approvals.oidc has no client secret: set BROKER_OIDC_CLIENT_SECRET"
+    issuer = urlsplit(oidc.issuer)
+    if issuer.scheme != "https" and not (issuer.scheme == "http" and issuer.hostname in LOOPBACK):
+        return "approvals.oidc.issuer must use https (it vouches for approvers)"
+    return None
+
+
 def _check_semantics(settings: Settings, name: str) -> list[Problem]:
     """Cross-field rules that need the whole file (and the environment) to decide."""
     problems = []
@@ -335,6 +348,10 @@ def _check_semantics(settings: Settings, name: str) -> list[Problem]:
             "slack.bot_token is set but slack.signing_secret is not: button clicks could "
             "not be verified (set BROKER_SLACK_SIGNING_SECRET)"
         )
+    oidc = settings.approvals.oidc
+    sign_in = oidc_sign_in_problem(oidc) if oidc is not None else None
+    if sign_in:
+        problem(sign_in)
     auth = settings.vault.auth
     if auth.method == "approle" and not auth.secret_id:
         problem(

@@ -38,9 +38,7 @@ def metrics() -> Response:
     """
     svc = services()
     expected = svc.settings.metrics_token
-    if expected is not None and not hmac.compare_digest(
-        bearer_token().encode(), expected.encode()
-    ):
+    if expected is not None and not hmac.compare_digest(bearer_token().encode(), expected.encode()):
         raise Unauthenticated("wrong metrics token")
     body = svc.metrics.render(pending=lambda: svc.store.count_requests("pending"))
     return Response(body, mimetype="text/plain; version=0.0.4; charset=utf-8")

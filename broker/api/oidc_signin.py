@@ -49,7 +49,7 @@ from wtforms.validators import ValidationError
 from broker.api import approval_page as page
 from broker.api.common import services
 from broker.approvals.service import Decision
-from broker.config import ALGORITHMS, Approver, OidcSignIn
+from broker.config import ALGORITHMS, Approver, OidcSignIn, oidc_sign_in_problem
 from broker.errors import (
     BadRequest,
     BrokerError,
@@ -77,7 +77,6 @@ ID_TOKEN_LEEWAY_SECONDS = 60
 MAX_NEXT = 512
 MAX_CLAIM = 256
 SAFE_NEXT = re.compile(r"/(?![/\\])[\x21-\x7e]*")  # printable ASCII, no "//" or "/\" start
-LOOPBACK = ("127.0.0.1", "localhost", "::1")
 
 
 # -- set-up ---------------------------------------------------------------------------
@@ -95,11 +94,9 @@ def _configure(state: BlueprintSetupState) -> None:
     oidc: OidcSignIn | None = settings.approvals.oidc
     if oidc is None:
         return
-    if not oidc.client_secret:
-        raise ConfigError("approvals.oidc has no client secret: set BROKER_OIDC_CLIENT_SECRET")
-    issuer = urlsplit(oidc.issuer)
-    if issuer.scheme != "https" and not (issuer.scheme == "http" and issuer.hostname in LOOPBACK):
-        raise ConfigError("approvals.oidc.issuer must use https (it vouches for approvers)")
+    problem = oidc_sign_in_problem(oidc)  # `broker config check` reports it too
+    if problem:
+        raise ConfigError(problem)
     oauth = OAuth(app)
     app.extensions[EXTENSION] = oauth.register(
         CLIENT,

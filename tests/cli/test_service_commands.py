@@ -107,6 +107,31 @@ def test_vault_auth_settings_and_their_environment(tmp_path: Path) -> None:
     assert load_settings(write_config(tmp_path), environ={}).vault.auth.method == "token"
 
 
+@pytest.mark.parametrize(
+    ("issuer", "environ", "problem"),
+    [
+        ("https://sso.example.com", {}, "set BROKER_OIDC_CLIENT_SECRET"),
+        ("http://sso.example.com", {"BROKER_OIDC_CLIENT_SECRET": "s"}, "must use https"),
+    ],
+)
+def test_config_check_reports_what_approver_sign_in_would_refuse_at_start(
+    tmp_path: Path, issuer: str, environ: dict[str, str], problem: str
+) -> None:
+    config = write_config(
+        tmp_path, f"approvals:\n  oidc:\n    issuer: {issuer}\n    client_id: broker\n"
+    )
+    with pytest.raises(InvalidFileError, match=problem):
+        load_settings(config, environ=environ)
+    good = {"BROKER_OIDC_CLIENT_SECRET": "s"}
+    load_settings(
+        write_config(
+            tmp_path,
+            "approvals:\n  oidc:\n    issuer: https://sso.example.com\n    client_id: broker\n",
+        ),
+        environ=good,
+    )
+
+
 def test_token_mint_prints_a_token_the_broker_accepts(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
