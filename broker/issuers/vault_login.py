@@ -189,8 +189,8 @@ class TokenKeeper:
         self._renew_at = self._expires_at
 
     def _renew(self, adapter: LoginAdapter, now: float) -> str:
-        """ "renewed", "replace" (refused, or near its maximum TTL: a login gives a full
-        lease) or "later" (Vault did not answer: keep the token while it lasts)."""
+        """Renew the token: "renewed"; "replace" when refused, or near its maximum TTL (a
+        login gives a full lease); "later" when Vault did not answer (keep it while it lasts)."""
         try:
             auth = _auth_block(Token(self._plain(adapter)).renew_self())
         except _REFUSED as e:
