@@ -18,6 +18,7 @@ import hvac
 import psycopg
 import pytest
 from botocore.exceptions import ClientError
+from selenium.common.exceptions import WebDriverException
 from selenium.webdriver.chrome.webdriver import WebDriver
 from selenium.webdriver.common.by import By
 from selenium.webdriver.remote.webelement import WebElement
@@ -69,7 +70,9 @@ def approved_in_browser(broker: Broker, browser: WebDriver, body: dict[str, Any]
     browser.get(broker.services.links.url(link_token(broker, request_id, "alice")))
     assert element(browser, "tier").text == "write"
     element(browser, "approve").click()
-    WebDriverWait(browser, 20).until(
+    # While the outcome page replaces the form, Chromium can answer a lookup with "node
+    # does not belong to the document" (not a stale-element error): poll through it.
+    WebDriverWait(browser, 20, ignored_exceptions=(WebDriverException,)).until(
         expected_conditions.text_to_be_present_in_element((By.ID, "status"), "approved")
     )
     response = collect(broker, request_id, agent=AGENT)
