@@ -13,6 +13,7 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlsplit
 
 import yaml
@@ -204,6 +205,10 @@ class Settings:
     cache_margin_ratio: float = 0.2
     max_body_bytes: int = 64 * 1024
     upstream_deadline_seconds: float = 10.0
+    # Each upstream's circuit (per worker): open after this many failed calls in a row, for
+    # this long, then one trial call.
+    circuit_failures: int = 5
+    circuit_cooldown_seconds: float = 10.0
     audit_stream: str | None = None  # "-" for stdout, or a file path
     # A bearer token GET /metrics requires (BROKER_METRICS_TOKEN only); none: open.
     metrics_token: str | None = None
@@ -390,7 +395,7 @@ class _ConfigReader(Reader):
             return Settings()
         defaults = Settings()
         margin, ratio = self._cache(top.get("cache"), defaults)
-        max_body, deadline = self._limits(top.get("limits"), defaults)
+        limits = self._limits(top.get("limits"), defaults)
         return Settings(
             scopes_dir=self.each(
                 top, "scopes_dir", lambda n: self._path(n, "scopes_dir"), self.base / "scopes"
@@ -432,8 +437,7 @@ class _ConfigReader(Reader):
             breaker=self.each(top, "breaker", self._breaker, BreakerSettings()),
             cache_margin_seconds=margin,
             cache_margin_ratio=ratio,
-            max_body_bytes=max_body,
-            upstream_deadline_seconds=deadline,
+            **limits,
             audit_stream=self._audit(top.get("audit")),
         )
 
@@ -922,26 +926,41 @@ class _ConfigReader(Reader):
                 self.error(value_node, "cache.margin_ratio must be a number from 0 to 1")
         return margin, ratio
 
-    def _limits(self, node: yaml.Node | None, defaults: Settings) -> tuple[int, float]:
-        max_body, deadline = defaults.max_body_bytes, defaults.upstream_deadline_seconds
-        fields = (
-            self.mapping(node, "limits", {"max_body_bytes", "upstream_deadline"}) if node else None
-        )
+    def _limits(self, node: yaml.Node | None, defaults: Settings) -> dict[str, Any]:
+        """The Settings fields under ``limits`` (the defaults for what is absent or bad)."""
+        limits: dict[str, Any] = {
+            "max_body_bytes": defaults.max_body_bytes,
+            "upstream_deadline_seconds": defaults.upstream_deadline_seconds,
+            "circuit_failures": defaults.circuit_failures,
+            "circuit_cooldown_seconds": defaults.circuit_cooldown_seconds,
+        }
+        allowed = {"max_body_bytes", "upstream_deadline", "circuit_failures", "circuit_cooldown"}
+        fields = self.mapping(node, "limits", allowed) if node else None
         if not fields:
-            return max_body, deadline
-        max_body = self.each(
+            return limits
+        limits["max_body_bytes"] = self.each(
             fields,
             "max_body_bytes",
             lambda n: self.integer(n, "limits.max_body_bytes", 1024, 10 * 1024 * 1024),
-            max_body,
+            limits["max_body_bytes"],
         )
-        if "upstream_deadline" in fields:
-            seconds = self.duration(fields["upstream_deadline"], "limits.upstream_deadline")
-            if seconds is not None and not 1 <= seconds <= 120:
-                self.error(fields["upstream_deadline"], "limits.upstream_deadline must be 1s to 2m")
-            elif seconds is not None:
-                deadline = float(seconds)
-        return max_body, deadline
+        limits["circuit_failures"] = self.each(
+            fields,
+            "circuit_failures",
+            lambda n: self.integer(n, "limits.circuit_failures", 1, 100),
+            limits["circuit_failures"],
+        )
+        for key, field_name, low, high, bounds in (
+            ("upstream_deadline", "upstream_deadline_seconds", 1, 120, "1s to 2m"),
+            ("circuit_cooldown", "circuit_cooldown_seconds", 1, 600, "1s to 10m"),
+        ):
+            if key in fields:
+                seconds = self.duration(fields[key], f"limits.{key}")
+                if seconds is not None and not low <= seconds <= high:
+                    self.error(fields[key], f"limits.{key} must be {bounds}")
+                elif seconds is not None:
+                    limits[field_name] = float(seconds)
+        return limits
 
     def _audit(self, node: yaml.Node | None) -> str | None:
         if node is None:

@@ -12,7 +12,7 @@ from broker.config import Settings
 from broker.issuers.aws_accounts import AwsAccounts
 from broker.issuers.aws_sts import StsIssuer
 from broker.issuers.base import Issuer
-from broker.issuers.resilience import RetryPolicy
+from broker.issuers.resilience import CircuitBreaker, RetryPolicy
 from broker.issuers.vault_common import VaultCaller, make_client
 from broker.issuers.vault_database import DatabaseIssuer
 from broker.issuers.vault_login import login_for
@@ -25,6 +25,14 @@ def retry_policy(settings: Settings) -> RetryPolicy:
     return RetryPolicy(deadline_seconds=settings.upstream_deadline_seconds)
 
 
+def circuit(settings: Settings, backend: str) -> CircuitBreaker:
+    return CircuitBreaker(
+        backend,
+        threshold=settings.circuit_failures,
+        cooldown_seconds=settings.circuit_cooldown_seconds,
+    )
+
+
 def build_sts(settings: Settings) -> StsIssuer:
     """STS with the broker's own credentials from boto3's standard chain."""
     return StsIssuer(
@@ -32,6 +40,7 @@ def build_sts(settings: Settings) -> StsIssuer:
         endpoint_url=settings.aws.endpoint_url,
         regional=settings.aws.regional_sts,
         retry=retry_policy(settings),
+        circuit=circuit(settings, "aws"),
     )
 
 
@@ -55,11 +64,13 @@ def build_issuers(settings: Settings, metrics: Metrics) -> Mapping[str, Issuer]:
     if client is not None and settings.vault.url:
         retry = retry_policy(settings)
         issuers["vault"] = VaultTokenIssuer(
-            VaultCaller("vault", client, retry),
+            VaultCaller("vault", client, retry, circuit(settings, "vault")),
             settings.vault.public_url or settings.vault.url,
             settings.vault.token_role,
         )
-        issuers["database"] = DatabaseIssuer(VaultCaller("database", client, retry))
+        issuers["database"] = DatabaseIssuer(
+            VaultCaller("database", client, retry, circuit(settings, "database"))
+        )
     return issuers
 
 

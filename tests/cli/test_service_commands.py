@@ -179,3 +179,34 @@ def test_serve_runs_under_gunicorn_with_the_configured_workers(tmp_path: Path) -
     finally:
         server.stop()
     assert server.process is not None and server.process.returncode == 0
+
+
+def test_circuit_limits_reach_every_upstreams_circuit(tmp_path: Path) -> None:
+    from broker.issuers.vault_common import VaultCaller
+    from broker.metrics import Metrics
+    from broker.wiring import build_issuers
+
+    config = write_config(
+        tmp_path,
+        "limits:\n  circuit_failures: 3\n  circuit_cooldown: 45s\n"
+        "vault:\n  url: http://127.0.0.1:8200\n",
+    )
+    settings = load_settings(config, environ={"BROKER_VAULT_TOKEN": "a-given-token"})
+    assert (settings.circuit_failures, settings.circuit_cooldown_seconds) == (3, 45.0)
+    issuers = build_issuers(settings, Metrics())
+    circuits = [issuers["aws"].circuit]  # type: ignore[attr-defined]
+    for name in ("vault", "database"):
+        caller = issuers[name].caller  # type: ignore[attr-defined]
+        assert isinstance(caller, VaultCaller)
+        circuits.append(caller.circuit)
+    assert [(c.name, c.threshold, c.cooldown) for c in circuits] == [
+        ("aws", 3, 45.0),
+        ("vault", 3, 45.0),
+        ("database", 3, 45.0),
+    ]
+    bad = write_config(tmp_path, "limits:\n  circuit_failures: 0\n  circuit_cooldown: 2h\n")
+    with pytest.raises(InvalidFileError) as refused:
+        load_settings(bad, environ={})
+    reasons = [p.reason for p in refused.value.problems]
+    assert "limits.circuit_failures must be between 1 and 100, got 0" in reasons
+    assert "limits.circuit_cooldown must be 1s to 10m" in reasons
