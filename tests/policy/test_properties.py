@@ -82,8 +82,44 @@ def _statements(actions: st.SearchStrategy[str]) -> st.SearchStrategy[list[dict[
     )
 
 
-READ_STATEMENTS = _statements(READ_ACTIONS)
-WRITE_STATEMENTS = _statements(WRITE_ACTIONS)
+# Resources each service's actions may name in a scope the lint accepts.
+CLEAN_RESOURCES = {
+    "s3": ["arn:aws:s3:::shop-${env}-data/*", "arn:aws:s3:::shop-${env}-data"],
+    "dynamodb": ["arn:aws:dynamodb:${region}:${account}:table/shop-${env}"],
+    "sqs": ["arn:aws:sqs:${region}:${account}:shop-${env}-*"],
+    "cloudformation": ["arn:aws:cloudformation:${region}:${account}:stack/shop-${env}-*/*"],
+}
+
+
+def _clean_statements(levels: frozenset[str]) -> st.SearchStrategy[list[dict[str, Any]]]:
+    """Statements drawn only from what the tier allows, on their own service's resources:
+    nearly always served, so the properties see many scopes the broker would use."""
+
+    def for_service(service: str) -> st.SearchStrategy[dict[str, Any]]:
+        return st.fixed_dictionaries(
+            {
+                "actions": st.lists(
+                    st.sampled_from(_actions_of(service, levels)),
+                    min_size=1,
+                    max_size=3,
+                    unique=True,
+                ),
+                "resources": st.lists(
+                    st.sampled_from(CLEAN_RESOURCES[service]), min_size=1, max_size=2, unique=True
+                ),
+            }
+        )
+
+    return st.lists(
+        st.sampled_from(sorted(CLEAN_RESOURCES)).flatmap(for_service), min_size=1, max_size=3
+    )
+
+
+# Half clean (served), half mixed with actions and resources the lint must refuse: without
+# the clean half only about 16 examples in 100 were served, so the properties about served
+# scopes saw few cases.
+READ_STATEMENTS = st.one_of(_clean_statements(READ_LEVELS), _statements(READ_ACTIONS))
+WRITE_STATEMENTS = st.one_of(_clean_statements(frozenset({"Write"})), _statements(WRITE_ACTIONS))
 
 
 def _scope(read: list[dict[str, Any]], write: list[dict[str, Any]]) -> dict[str, Any]:
@@ -147,7 +183,7 @@ def test_served_scopes_never_grant_across_environments(
 
 
 def test_generated_scopes_exercise_both_outcomes(tmp_path: Path) -> None:
-    """Guard the generators: a fair share of examples must be served, and some refused."""
+    """Guard the generators: many examples must be served, and a fair share refused."""
     served = refused = 0
 
     @settings(
@@ -166,4 +202,4 @@ def test_generated_scopes_exercise_both_outcomes(tmp_path: Path) -> None:
             refused += 1
 
     sample()
-    assert served >= 10 and refused >= 10, (served, refused)
+    assert served >= 40 and refused >= 20, (served, refused)
