@@ -15,6 +15,9 @@ the same machine state:
 Targets (from the issue): the broker adds at most 50 % to the direct latency for Vault
 tokens and at most 20 % for STS. The forwarder shows which part of what the broker adds is
 the hop itself and which part is the broker's own work.
+
+The Vault backends are measured twice: against OpenBao's dev server (everything in memory)
+and against OpenBao on Raft storage (`bench.raft`), as production runs it.
 """
 
 from __future__ import annotations
@@ -106,11 +109,16 @@ def floor(url: str, rounds: int) -> float:
 
 
 def measure(
-    stack: BenchStack, broker_url: str, forwarder_url: str, rounds: int
+    stack: BenchStack,
+    broker_url: str,
+    forwarder_url: str,
+    rounds: int,
+    backends: tuple[str, ...] = ("vault", "aws", "database"),
 ) -> dict[str, dict[str, float]]:
     direct = direct_calls(stack)
     results: dict[str, dict[str, float]] = {"http": {"floor_p50": floor(broker_url, rounds)}}
-    for backend, direct_call in direct.items():
+    for backend in backends:
+        direct_call = direct[backend]
         arms = {
             "direct": direct_call,
             "forwarder": forwarder_call(forwarder_url, backend),
@@ -138,33 +146,45 @@ def verdict(backend: str, added: float) -> str:
     return ("meets" if added <= target else "MISSES") + f" <= {target:.0%}"
 
 
-def main() -> None:
-    rounds = int(sys.argv[1]) if len(sys.argv) > 1 and sys.argv[1].isdigit() else ROUNDS
+def run(rounds: int, raft: bool, backends: tuple[str, ...]) -> dict[str, dict[str, float]]:
     with (
         tempfile.TemporaryDirectory(prefix="broker-bench-") as tmp,
-        bench_stack(Path(tmp)) as stack,
+        bench_stack(Path(tmp), raft=raft) as stack,
     ):
         broker_url = stack.start_broker(workers=1)
         forwarder_url = stack.start_forwarder()
-        results = measure(stack, broker_url, forwarder_url, rounds)
-    http = results.pop("http")
-    print(f"uncached read issuance, {rounds} interleaved rounds of direct, forwarder, broker (ms):")
-    print(
-        f"  {'backend':9} {'direct':>7} {'fwd':>7} {'broker':>7} {'added':>6} {'hop':>6} "
-        f"{'own':>6}   {'p99 dir':>7} {'p99 fwd':>7} {'p99 brk':>7}  target"
-    )
+        return measure(stack, broker_url, forwarder_url, rounds, backends)
+
+
+def report(results: dict[str, dict[str, float]], label: str) -> None:
     for backend, r in results.items():
         direct, forwarder, broker = (r[f"{arm}_p50"] for arm in ARMS)
         added = broker / direct - 1
         print(
-            f"  {backend:9} {direct:7.2f} {forwarder:7.2f} {broker:7.2f} {added:6.0%} "
+            f"  {backend + label:15} {direct:7.2f} {forwarder:7.2f} {broker:7.2f} {added:6.0%} "
             f"{forwarder / direct - 1:6.0%} {(broker - forwarder) / direct:6.0%}   "
             f"{r['direct_p99']:7.2f} {r['forwarder_p99']:7.2f} {r['broker_p99']:7.2f}  "
             f"{verdict(backend, added)}"
         )
+
+
+def main() -> None:
+    rounds = int(sys.argv[1]) if len(sys.argv) > 1 and sys.argv[1].isdigit() else ROUNDS
+    dev = run(rounds, raft=False, backends=("vault", "aws", "database"))
+    raft = run(rounds, raft=True, backends=("vault", "database"))
+    http = dev.pop("http")
+    raft.pop("http")
+    print(f"uncached read issuance, {rounds} interleaved rounds of direct, forwarder, broker (ms):")
+    print(
+        f"  {'backend':15} {'direct':>7} {'fwd':>7} {'broker':>7} {'added':>6} {'hop':>6} "
+        f"{'own':>6}   {'p99 dir':>7} {'p99 fwd':>7} {'p99 brk':>7}  target"
+    )
+    report(dev, "")
+    report(raft, " (raft)")
     print(
         "  added = broker over direct; hop = what the forwarder adds (any service on this\n"
-        "  stack); own = broker over forwarder (the broker's own work), both over direct"
+        "  stack); own = broker over forwarder (the broker's own work), both over direct;\n"
+        "  (raft): OpenBao on Raft storage, as production runs it, instead of the dev server"
     )
     print(f"  GET /healthz through gunicorn and Flask: {http['floor_p50']:.2f} ms p50")
 

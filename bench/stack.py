@@ -19,6 +19,7 @@ import psycopg
 import requests
 import yaml
 
+from bench.raft import start_openbao_raft
 from bench.upstream_calls import AGENT_PREFIX, SERVICE
 from broker.apply.command import apply_scopes
 from broker.apply.upstreams import HvacVaultManager
@@ -154,9 +155,11 @@ class BenchStack:
 
 
 @contextmanager
-def bench_stack(directory: Path, threads: int = 8) -> Iterator[BenchStack]:
+def bench_stack(directory: Path, threads: int = 8, raft: bool = False) -> Iterator[BenchStack]:
+    """The stack; ``raft``: OpenBao on Raft storage (as production runs it), not the dev
+    server's memory."""
     directory.mkdir(parents=True, exist_ok=True)
-    bao = start_openbao(directory)
+    bao = start_openbao_raft(directory) if raft else start_openbao(directory)
     moto = start_moto(directory)
     database = f"broker_bench_{secrets.token_hex(4)}"
     with psycopg.connect(POSTGRES, autocommit=True) as connection:
