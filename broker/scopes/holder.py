@@ -92,7 +92,8 @@ class ScopeHolder:
 
 
 class ScopeWatcher:
-    """Poll the scope directory and reload when a file changes (SIGHUP also reloads)."""
+    """Poll the scope directory and reload when a file changes. (A SIGHUP to gunicorn's
+    master reloads too, by replacing the workers, which load the scopes afresh.)"""
 
     def __init__(self, holder: ScopeHolder, interval_seconds: float = 2.0) -> None:
         self.holder = holder

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import os
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -14,6 +17,7 @@ from broker.devstack.processes import ServerProcess, free_port
 from broker.errors import InvalidFileError
 from broker.identity.verifier import TokenVerifier
 from broker.keys import load_keys
+from tests.fixtures.broker import make_broker
 from tests.fixtures.cli import CliResult, run_cli
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -179,6 +183,59 @@ def test_serve_runs_under_gunicorn_with_the_configured_workers(tmp_path: Path) -
     finally:
         server.stop()
     assert server.process is not None and server.process.returncode == 0
+
+
+def test_sighup_replaces_the_workers_which_read_the_scopes_afresh(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`kill -HUP <master>`: gunicorn starts new workers and lets the old ones finish; the
+    new ones load the scopes (and keys) from disk, with empty caches."""
+    made = make_broker(tmp_path)
+    made.services.close()
+    port = free_port()
+    config = made.write_config(tmp_path / "broker.yaml")
+    config.write_text(config.read_text() + f"listen: 127.0.0.1:{port}\nworkers: 1\n")
+    url = f"http://127.0.0.1:{port}"
+    server = ServerProcess(
+        [sys.executable, "-m", "broker.cli", "serve", "--config", str(config)],
+        tmp_path / "serve.log",
+    )
+    # No AWS or Vault here: /readyz says so, but the process and its scopes serve.
+    server.start(lambda: requests.get(f"{url}/healthz", timeout=1).ok, timeout=60)
+    token = run(["token", "mint", "--config", str(config), "--agent", "ledger-maintainer"], capsys)
+    headers = {"Authorization": f"Bearer {token.out.strip()}"}
+
+    def services() -> set[str]:
+        listed = requests.get(f"{url}/v1/scopes", headers=headers, timeout=5).json()
+        return {scope["service"] for scope in listed["scopes"]}
+
+    def workers() -> set[str]:
+        assert server.process is not None
+        found = subprocess.run(
+            ["pgrep", "-P", str(server.process.pid)], capture_output=True, text=True
+        ).stdout
+        return set(found.split())
+
+    try:
+        assert services() == {"ledger"}
+        scopes_dir = made.services.settings.scopes_dir
+        ledger = (scopes_dir / "ledger-secrets.yaml").read_text()
+        (scopes_dir / "vault-audit.yaml").write_text(
+            ledger.replace("service: ledger", "service: vault-audit")
+        )
+        before = workers()
+        assert server.process is not None
+        os.kill(server.process.pid, signal.SIGHUP)
+        deadline = time.monotonic() + 30
+        while not (workers() and workers().isdisjoint(before)):
+            assert time.monotonic() < deadline, "the workers were not replaced"
+            time.sleep(0.1)
+        while not requests.get(f"{url}/healthz", timeout=1).ok:
+            assert time.monotonic() < deadline, "the new worker does not answer"
+            time.sleep(0.1)
+        assert services() == {"ledger", "vault-audit"}
+    finally:
+        server.stop()
 
 
 def test_circuit_limits_reach_every_upstreams_circuit(tmp_path: Path) -> None:
