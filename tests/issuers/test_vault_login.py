@@ -398,8 +398,12 @@ def test_a_given_token_is_renewed_while_idle_until_its_maximum_ttl_then_its_end_
     status, body = setup.ask()
     assert status == 200, body
     assert setup.keeper.renewals >= 1 and setup.keeper.logins == 1
+    # Past its 5 s maximum Vault refuses it (on a busy machine its expiry may lag a little).
     time.sleep(max(0.0, 5.5 - (time.monotonic() - created)))
     status, body = setup.ask()
+    while status == 200 and time.monotonic() - created < 15:
+        time.sleep(0.5)
+        status, body = setup.ask()
     assert status == 503, body
     assert "BROKER_VAULT_TOKEN" in body["message"]
     assert given not in json.dumps(body)
