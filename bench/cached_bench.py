@@ -167,7 +167,7 @@ def main() -> None:
         )
         script = directory / "cached.lua"
         script.write_text(LUA % {"tokens": tokens, "service": SERVICE})
-        url = stack.start_broker(workers=WORKERS, threads=THREADS)
+        url = stack.start_broker(workers=WORKERS)
         warm = subprocess.run(
             [wrk_binary(), "-t2", f"-c{AGENTS}", "-d10s", "-s", str(script), url],
             capture_output=True,

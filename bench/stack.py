@@ -93,8 +93,9 @@ class BenchStack:
         settings = load_settings(self.config)
         return mint_agent_token(load_keys(settings.state_dir), settings.identity.local, agent, ttl)
 
-    def start_broker(self, workers: int = 1, threads: int = 8, store_url: str | None = None) -> str:
-        """`broker serve` (gunicorn) on a free port; its URL once /readyz answers 200."""
+    def start_broker(self, workers: int = 1, store_url: str | None = None) -> str:
+        """`broker serve` (gunicorn) on a free port; its URL once /readyz answers 200. Its
+        threads per worker are the config's (``bench_stack(threads=...)``)."""
         port = free_port()
         env = {"BROKER_STORE_URL": store_url} if store_url else {}
         args = ["-m", "broker.cli", "serve", "--config", str(self.config)]

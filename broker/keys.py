@@ -39,6 +39,8 @@ def _write_private(path: Path, data: bytes) -> None:
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     with os.fdopen(fd, "wb") as handle:
         handle.write(data)
+        handle.flush()
+        os.fsync(handle.fileno())
 
 
 def _read_private(path: Path) -> bytes:
@@ -148,11 +150,7 @@ def rotate_agent_key(state_dir: Path, token_max_ttl: int, now: float) -> tuple[s
 def _replace_private(path: Path, data: bytes) -> None:
     """Write ``path`` whole or not at all, mode 0600."""
     temporary = path.with_name(f".{path.name}.{secrets.token_hex(4)}")
-    fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(fd, "wb") as handle:
-        handle.write(data)
-        handle.flush()
-        os.fsync(handle.fileno())
+    _write_private(temporary, data)
     os.replace(temporary, path)
 
 

@@ -132,7 +132,6 @@ class TokenKeeper:
         self.renewals = 0
         self.generation = 0  # counts the tokens obtained: a call knows which one it used
         self._token: str | None = None
-        self._lease = 0.0
         self._granted = 0.0  # the lease a login gave: renewals shorter than a third of it
         # mean the token nears its maximum TTL
         self._renewable = False
@@ -225,16 +224,15 @@ class TokenKeeper:
         self.logins += 1
         self.generation += 1
         self._adopt(adapter, auth, now)
-        self._granted = self._lease
+        self._granted = float(auth.get("lease_duration") or 0)
         log.info(
             "the broker has a Vault token",
-            extra={"auth": self.method.describe(), "lease_seconds": self._lease},
+            extra={"auth": self.method.describe(), "lease_seconds": self._granted},
         )
 
     def _adopt(self, adapter: LoginAdapter, auth: Mapping[str, Any], now: float) -> None:
         lease = float(auth.get("lease_duration") or 0)
         self._token = str(auth["client_token"])
-        self._lease = lease
         self._renewable = bool(auth.get("renewable"))
         # A lease of 0 never expires (a root or an unbounded periodic token).
         self._expires_at = now + lease if lease else math.inf
