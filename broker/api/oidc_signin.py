@@ -14,11 +14,9 @@ through :meth:`ApprovalService.decide` with ``via="oidc"``, which enforces every
 ``POST /auth/logout`` signs out.
 
 The session is Flask's signed cookie (HttpOnly, SameSite=Lax, Secure under https; see
-:mod:`broker.api.approval_page`). It holds the approver's name, a random session id and
-when it started and was last used: it ends after ``session_idle`` without a request,
-after ``session_max`` in any case, and at sign-out, when its id is recorded in the store
-(like a used link's) so that a copy of the cookie is refused on every replica too.
-Signing in starts a new session: nothing of the browser's earlier session survives.
+:mod:`broker.api.pages`); how long it lives and how it ends is
+:mod:`broker.api.signin_session`. Signing in starts a new session: nothing of the
+browser's earlier session survives.
 
 Nothing secret is kept or written anywhere: the code, the access and ID tokens are used
 once during the callback and dropped, the client secret only goes to the token endpoint,
@@ -30,7 +28,6 @@ from __future__ import annotations
 
 import hashlib
 import re
-import secrets
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -42,13 +39,12 @@ from authlib.integrations.base_client import OAuthError
 from authlib.integrations.flask_client import OAuth
 from flask import Response, current_app, g, redirect, request, session, url_for
 from flask.blueprints import Blueprint, BlueprintSetupState
-from flask_wtf.csrf import generate_csrf, validate_csrf
+from flask_wtf.csrf import generate_csrf
 from werkzeug.wrappers import Response as BaseResponse
-from wtforms.validators import ValidationError
 
-from broker.api import approval_page as page
+from broker.api import pages
 from broker.api.common import services
-from broker.approvals.service import Decision
+from broker.api.signin_session import end_session, oidc_settings, signed_in, start_session
 from broker.config import ALGORITHMS, Approver, OidcSignIn, oidc_sign_in_problem
 from broker.errors import (
     BadRequest,
@@ -61,16 +57,12 @@ from broker.errors import (
 from broker.ids import looks_like_request_id
 
 blueprint = Blueprint("oidc_signin", __name__)
-# The same locked-down pages as the personal-link page: CSP nonce, headers, HTML errors.
-blueprint.before_request(page._nonce)
-blueprint.after_request(page._headers)
-blueprint.register_error_handler(BrokerError, page._error_page)
+pages.secure_pages(blueprint)  # the same locked-down pages as the personal-link page
 
 CLIENT = "approver_oidc"  # authlib's name for the provider (its session keys carry it)
 EXTENSION = "broker.oidc_signin"
 DISCOVERY = "/.well-known/openid-configuration"
 SCOPE = "openid email profile"
-SESSION_KEY = "oidc"
 STATE_PREFIX = f"_state_{CLIENT}_"
 LOGIN_WINDOW_SECONDS = 600  # from "Sign in" to the callback
 ID_TOKEN_LEEWAY_SECONDS = 60
@@ -125,24 +117,8 @@ def _client() -> Any:
     return current_app.extensions[EXTENSION]
 
 
-def _settings() -> OidcSignIn:
-    oidc = services().settings.approvals.oidc
-    assert oidc is not None, "routes exist only when approvals.oidc is set"
-    return oidc
-
-
 def _redirect_uri() -> str:
     return f"{services().settings.public_url}/auth/callback"
-
-
-# -- the session ----------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class SignedIn:
-    approver: Approver
-    session_id: str
-    signed_in_at: float
 
 
 @dataclass(frozen=True)
@@ -151,84 +127,6 @@ class SignInOffer:
 
     url: str
     note: str
-
-
-def _session_jti(session_id: str) -> str:
-    return f"oidc-session:{session_id}"
-
-
-def signed_in() -> SignedIn | None:
-    """The approver this browser is signed in as, or None.
-
-    A session past its idle or absolute lifetime, signed out (a copy of the cookie), or of
-    an approver no longer configured is cleared, and ``g.sign_in_ended`` says why.
-    """
-    data = session.get(SESSION_KEY)
-    if data is None:
-        return None
-    live = _check_session(data)
-    if isinstance(live, str):
-        session.clear()
-        g.sign_in_ended = live
-        return None
-    session[SESSION_KEY] = {**data, "seen": services().clock()}
-    return live
-
-
-def _check_session(data: object) -> SignedIn | str:
-    """The session's approver, or why the session has ended."""
-    svc = services()
-    oidc = _settings()
-    now = svc.clock()
-    fields = data if isinstance(data, dict) else {}
-    name, sid = fields.get("approver"), fields.get("sid")
-    started, seen = fields.get("at"), fields.get("seen")
-    if not (
-        isinstance(name, str)
-        and isinstance(sid, str)
-        and isinstance(started, int | float)
-        and isinstance(seen, int | float)
-    ):
-        return "your sign-in could not be read; sign in again"
-    if now - started >= oidc.session_max_seconds:
-        return (
-            f"your sign-in is older than {page.duration(oidc.session_max_seconds)}; sign in again"
-        )
-    if now - seen >= oidc.session_idle_seconds:
-        return (
-            f"you were inactive for {page.duration(oidc.session_idle_seconds)} and were "
-            "signed out; sign in again"
-        )
-    if svc.store.token_used(_session_jti(sid)):
-        return "this session was signed out; sign in again"
-    approver = svc.settings.approvers.get(name)
-    if approver is None:
-        return f"'{name}' is no longer a configured approver; sign in again"
-    return SignedIn(approver, sid, float(started))
-
-
-def _start_session(approver: Approver, now: float) -> None:
-    """A new session for ``approver``: the browser's earlier one (CSRF secret, a link's
-    binding, pending sign-ins) is dropped, so a planted cookie gains nothing."""
-    session.clear()
-    session[SESSION_KEY] = {
-        "approver": approver.name,
-        "sid": secrets.token_urlsafe(24),
-        "at": now,
-        "seen": now,
-    }
-    session[page.SESSION_APPROVER] = approver.name
-
-
-def _end_session(who: SignedIn) -> None:
-    """Record the session's id as used: this cookie, and every copy, is signed out."""
-    svc = services()
-    svc.store.use_token(
-        _session_jti(who.session_id),
-        "oidc-session",
-        who.signed_in_at + _settings().session_max_seconds,
-        svc.clock(),
-    )
 
 
 # -- helpers --------------------------------------------------------------------------
@@ -252,19 +150,6 @@ def _printable(text: object, limit: int = 64) -> str:
     return kept[:limit] or "?"
 
 
-def _require_csrf(action: str) -> None:
-    try:
-        validate_csrf(request.form.get("csrf_token"))
-    except ValidationError as e:
-        services().audit.record(
-            action, "refused", "unauthenticated", reason="missing or invalid CSRF token"
-        )
-        raise Forbidden(
-            "the form's security token is missing, invalid or expired; reload the page "
-            "and try again"
-        ) from e
-
-
 def _refuse_sign_in(error: BrokerError, actor: str = "", **details: Any) -> BrokerError:
     """Audit a refused sign-in; returns the error for the caller to raise."""
     services().audit.record(
@@ -285,7 +170,7 @@ def _metadata(client: Any) -> Mapping[str, Any]:
         raise UpstreamUnavailable(
             f"the sign-in provider cannot be reached ({type(e).__name__})", "oidc"
         ) from e
-    if metadata.get("issuer") != _settings().issuer:
+    if metadata.get("issuer") != oidc_settings().issuer:
         client.server_metadata.pop("_loaded_at", None)  # read it again next time
         raise UpstreamUnavailable(
             "the sign-in provider's discovery document names another issuer", "oidc"
@@ -356,36 +241,17 @@ def request_page(request_id: str) -> Response:
     otherwise how to act, with "Sign in", revealing nothing about the request. 403 agent
     credentials; 404 no such request (signed in only).
     """
-    page._refuse_agents()
+    pages.refuse_agents()
     who = signed_in()
     if who is None:
         offer = SignInOffer(
             url=url_for("oidc_signin.login", next=f"/requests/{request_id}"),
             note=g.get("sign_in_ended", ""),
         )
-        return page._render("request.html", request_id=request_id, sign_in=offer)
-    model = page._model(request_id, who.approver)
-    record = model.record
-    services().audit.record(
-        "view",
-        "viewed",
-        f"approver:{who.approver.name}",
-        request_id=record.id,
-        service=record.service,
-        environment=record.environment,
-        tier=record.tier,
-        via="oidc",
-    )
-    return page._render(
-        "approve.html",
-        model=model,
-        csrf_token=generate_csrf(),
-        iso=page.iso,
-        duration=page.duration,
-        max_reason=page.MAX_REASON,
-        via="oidc",
-        issuer=_settings().issuer,
-        here=f"/requests/{record.id}",
+        return pages.render("request.html", request_id=request_id, sign_in=offer)
+    model = pages.page_model(request_id, who.approver)
+    return pages.show_request(
+        model, "oidc", issuer=oidc_settings().issuer, here=f"/requests/{request_id}"
     )
 
 
@@ -400,8 +266,8 @@ def decide(request_id: str) -> Response:
     """
     if not looks_like_request_id(request_id):
         raise BadRequest("malformed request id", "request_id")
-    page._refuse_agents()
-    _require_csrf("approve")
+    pages.refuse_agents()
+    pages.require_csrf("approve", "and try again")
     who = signed_in()
     if who is None:
         services().audit.record(
@@ -415,22 +281,9 @@ def decide(request_id: str) -> Response:
         raise Unauthenticated(
             g.get("sign_in_ended", "") or "you are not signed in; sign in from the request's page"
         )
-    decision = request.form.get("decision")
-    if decision not in ("approve", "deny"):
-        raise BadRequest("decision must be approve or deny", "decision")
-    chosen: Decision = "approve" if decision == "approve" else "deny"
-    reason = page._clean(request.form.get("reason", ""))
+    chosen, reason = pages.chosen_decision()
     view = services().approvals.decide(request_id, who.approver.name, chosen, "oidc", reason)
-    return page._render(
-        "outcome.html",
-        view=view,
-        decision=chosen,
-        approver=who.approver,
-        iso=page.iso,
-        duration=page.duration,
-        via="oidc",
-        issuer=_settings().issuer,
-    )
+    return pages.show_outcome(view, chosen, who.approver, via="oidc", issuer=oidc_settings().issuer)
 
 
 def login() -> BaseResponse:
@@ -440,7 +293,7 @@ def login() -> BaseResponse:
     a ``next`` that is not a path on this site; 403 agent credentials; 503 the provider's
     discovery document cannot be read or names another issuer.
     """
-    page._refuse_agents()
+    pages.refuse_agents()
     target = _safe_next(request.args.get("next"))
     client = _client()
     _metadata(client)
@@ -469,11 +322,11 @@ def callback() -> BaseResponse:
     configured approver, or a browser signed in as another approver; 503 the provider
     cannot be reached.
     """
-    page._refuse_agents()
+    pages.refuse_agents()
     svc = services()
     now = svc.clock()
     client = _client()
-    oidc = _settings()
+    oidc = oidc_settings()
     _metadata(client)  # this replica may not have read it yet: check its issuer here too
     state = request.args.get("state", "")
     pending = client.framework.get_state_data(session, state) if state else None
@@ -540,7 +393,7 @@ def callback() -> BaseResponse:
     except (Unauthenticated, Forbidden) as e:
         raise _refuse_sign_in(e, f"oidc:{subject}", claim=oidc.approver_claim) from e
     previous = signed_in()  # an ended session (and the browser's binding) is dropped
-    bound = session.get(page.SESSION_APPROVER)
+    bound = session.get(pages.SESSION_APPROVER)
     if bound is not None and bound != approver.name:
         raise _refuse_sign_in(
             Forbidden(
@@ -551,8 +404,8 @@ def callback() -> BaseResponse:
         )
     target = pending.get("next")
     if previous is not None:
-        _end_session(previous)  # signing in again: copies of the old cookie die too
-    _start_session(approver, now)
+        end_session(previous)  # signing in again: copies of the old cookie die too
+    start_session(approver, now)
     svc.audit.record(
         "sign_in",
         "signed_in",
@@ -563,7 +416,7 @@ def callback() -> BaseResponse:
     )
     if isinstance(target, str) and _safe_next(target):
         return redirect(target, 303)
-    return page._render(
+    return pages.render(
         "signed_in.html",
         approver=approver,
         issuer=oidc.issuer,
@@ -577,14 +430,14 @@ def logout() -> Response:
     200 the signed-out page; 400 a ``next`` that is not a path on this site; 403 missing
     or invalid CSRF token, or agent credentials.
     """
-    page._refuse_agents()
-    _require_csrf("sign_in")
+    pages.refuse_agents()
+    pages.require_csrf("sign_in", "and try again")
     target = _safe_next(request.form.get("next"))
     who = signed_in()
     if who is not None:
-        _end_session(who)
+        end_session(who)
         services().audit.record(
-            "sign_in", "signed_out", f"approver:{who.approver.name}", issuer=_settings().issuer
+            "sign_in", "signed_out", f"approver:{who.approver.name}", issuer=oidc_settings().issuer
         )
     session.clear()
-    return page._render("signed_out.html", back=target)
+    return pages.render("signed_out.html", back=target)

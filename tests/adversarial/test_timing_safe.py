@@ -202,4 +202,4 @@ def test_the_broker_verifies_through_those_libraries() -> None:
     links = (PACKAGE / "approvals" / "links.py").read_text()
     assert 'algorithms=["HS256"]' in links and "jwt.decode(" in links
     assert "verifier.is_valid(" in (PACKAGE / "api" / "slack.py").read_text()
-    assert "validate_csrf(" in (PACKAGE / "api" / "approval_page.py").read_text()
+    assert "validate_csrf(" in (PACKAGE / "api" / "pages.py").read_text()
