@@ -8,6 +8,9 @@ and nothing is issued.
 
 While :func:`call` runs, :func:`time_left` tells the HTTP layer underneath how long the
 deadline still allows, so one attempt's socket timeouts never carry the answer past it.
+
+Why not tenacity or pybreaker: docs/faults.md ("Why the retries and the circuit are the
+broker's own") compares them.
 """
 
 from __future__ import annotations
