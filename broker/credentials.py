@@ -22,8 +22,8 @@ from broker.issuers.base import IssuedCredential, Issuer, IssueRequest, issued_r
 from broker.metrics import Metrics
 from broker.policy.iam_actions import IamDatabase
 from broker.scopes.holder import ScopeHolder
+from broker.store.base import IssuedStore
 from broker.store.records import RequestRecord
-from broker.store.sql import SqlStore
 
 
 @dataclass(frozen=True)
@@ -74,7 +74,7 @@ class CredentialService:
         self,
         scopes: ScopeHolder,
         iam: IamDatabase,
-        store: SqlStore,
+        store: IssuedStore,
         cache: CredentialCache,
         issuers: Mapping[str, Issuer],
         audit: AuditRecorder,

@@ -34,6 +34,7 @@ from broker.notify.base import LogNotifier, Notifier
 from broker.policy.iam_actions import IamDatabase, iam_database
 from broker.scopes.holder import ReloadOutcome, ScopeHolder
 from broker.scopes.lint import LintContext
+from broker.store.base import Store
 from broker.store.sql import SqlStore
 
 log = logging.getLogger(__name__)
@@ -47,7 +48,7 @@ class Services:
     clock: Callable[[], float]
     keys: BrokerKeys
     iam: IamDatabase
-    store: SqlStore
+    store: Store
     scopes: ScopeHolder
     verifier: TokenVerifier
     cache: CredentialCache
@@ -128,7 +129,7 @@ class Services:
 def build_services(
     settings: Settings,
     clock: Callable[[], float] = time.time,
-    store: SqlStore | None = None,
+    store: Store | None = None,
     issuers: Mapping[str, Issuer] | None = None,
     notifier: Notifier | None = None,
     keys: BrokerKeys | None = None,

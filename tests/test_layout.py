@@ -21,7 +21,6 @@ STILL_TOO_LONG = {
     "agent_cli.py",
     "scopes/loader.py",
     "approvals/service.py",
-    "store/sql.py",
 }
 
 

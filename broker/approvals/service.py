@@ -19,7 +19,7 @@ import math
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, Literal, Protocol
 
 from broker.approvals.difference import aws_additions, set_additions
 from broker.approvals.links import LinkSigner
@@ -47,8 +47,8 @@ from broker.policy.grants import database_grants, vault_grants
 from broker.policy.iam_actions import IamDatabase
 from broker.scopes.holder import ScopeHolder
 from broker.scopes.model import Approval, Scope, TierName
+from broker.store.base import ApprovalStore, AuditStore, RequestStore
 from broker.store.records import ApprovalRecord, RequestRecord
-from broker.store.sql import SqlStore
 
 log = logging.getLogger(__name__)
 
@@ -68,13 +68,17 @@ class RequestView:
     denied_by: str | None
 
 
+class ApprovalServiceStore(RequestStore, ApprovalStore, AuditStore, Protocol):
+    """Requests and their approvals; the audit log for the agent's history."""
+
+
 class ApprovalService:
     def __init__(
         self,
         settings: Settings,
         scopes: ScopeHolder,
         iam: IamDatabase,
-        store: SqlStore,
+        store: ApprovalServiceStore,
         audit: AuditRecorder,
         notifier: Notifier,
         links: LinkSigner,

@@ -14,8 +14,8 @@ from dataclasses import dataclass
 from itertools import islice, takewhile
 
 from broker.errors import BadRequest
+from broker.store.base import AuditStore
 from broker.store.records import AuditRecord
-from broker.store.sql import SqlStore
 
 
 @dataclass(frozen=True)
@@ -43,13 +43,13 @@ def copy_entries(lines: Iterable[str], name: str) -> Iterator[tuple[int, str]]:
         yield seq, digest
 
 
-def _stored(store: SqlStore, low: int, high: int) -> dict[int, AuditRecord]:
+def _stored(store: AuditStore, low: int, high: int) -> dict[int, AuditRecord]:
     records = store.audit_records(after_seq=low - 1, batch=min(1000, high - low + 1))
     return {r.seq: r for r in takewhile(lambda r: (r.seq or 0) <= high, records) if r.seq}
 
 
 def compare_with_copy(
-    store: SqlStore, entries: Iterable[tuple[int, str]], batch: int = 1000
+    store: AuditStore, entries: Iterable[tuple[int, str]], batch: int = 1000
 ) -> CopyReport:
     """Name the first record (in ``seq`` order within each batch) the store no longer holds."""
     compared = 0

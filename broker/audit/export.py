@@ -13,8 +13,8 @@ from collections.abc import Iterator
 from typing import IO
 
 from broker.audit.recorder import record_line
+from broker.store.base import AuditStore
 from broker.store.records import AuditRecord
-from broker.store.sql import SqlStore
 
 DURATION = re.compile(r"(?:(\d+)w)?(?:(\d+)d)?(?:(\d+)h)?(?:(\d+)m)?(?:(\d+)s)?")
 UNITS = (7 * 86400, 86400, 3600, 60, 1)
@@ -45,7 +45,7 @@ def parse_since(text: str, now: float) -> float:
 
 
 def records_since(
-    store: SqlStore, since: float | None, after_seq: int = 0, batch: int = 1000
+    store: AuditStore, since: float | None, after_seq: int = 0, batch: int = 1000
 ) -> Iterator[AuditRecord]:
     return store.audit_records(since=since, after_seq=after_seq, batch=batch)
 

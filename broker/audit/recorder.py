@@ -26,8 +26,8 @@ from flask import g, has_request_context
 
 from broker.audit.redact import secret_fields
 from broker.store import tables as t
+from broker.store.base import AuditStore
 from broker.store.records import AuditRecord, IssuedRecord
-from broker.store.sql import SqlStore
 
 log = logging.getLogger(__name__)
 
@@ -75,7 +75,7 @@ def plain_json(details: Mapping[str, Any]) -> dict[str, Any]:
 class AuditRecorder:
     def __init__(
         self,
-        store: SqlStore,
+        store: AuditStore,
         clock: Callable[[], float] = time.time,
         correlation: Callable[[], str | None] = http_request_id,
     ) -> None:

@@ -10,12 +10,12 @@ from __future__ import annotations
 from itertools import takewhile
 
 from broker.audit.chain import ChainReport, verify_chain
-from broker.store.sql import SqlStore
+from broker.store.base import AuditStore
 
 DEFAULT_BATCH = 1000
 
 
-def verify_store(store: SqlStore, batch: int = DEFAULT_BATCH) -> ChainReport:
+def verify_store(store: AuditStore, batch: int = DEFAULT_BATCH) -> ChainReport:
     """Walk every record up to the head; name the first edited, removed or reordered one."""
     head = store.audit_head_entry()
     if head is None:

@@ -29,7 +29,7 @@ import socket
 import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 from broker.approvals.service import ApprovalService, RequestView, pending_record
 from broker.audit.recorder import AuditRecorder
@@ -43,8 +43,8 @@ from broker.intake import MAX_JUSTIFICATION, parse_request, resolve
 from broker.notify.base import NotificationFailed, Notifier
 from broker.policy.iam_actions import IamDatabase
 from broker.scopes.holder import ScopeHolder
+from broker.store.base import ApprovalStore, AuditStore, CounterStore, RequestStore
 from broker.store.records import RequestRecord
-from broker.store.sql import SqlStore
 
 if TYPE_CHECKING:
     from broker.services import Services
@@ -175,6 +175,10 @@ def agent_identity(agent: str, settings: Settings) -> AgentIdentity:
     return AgentIdentity(issuer=LOCAL_ISSUER_NAME, subject=agent, claims={"iss": local.issuer})
 
 
+class BreakGlassStore(RequestStore, ApprovalStore, CounterStore, AuditStore, Protocol):
+    """Requests to open and cancel, approvals and OS-account claims, the audit trail."""
+
+
 # -- the use case ------------------------------------------------------------------------
 
 
@@ -186,7 +190,7 @@ class BreakGlass:
         settings: Settings,
         scopes: ScopeHolder,
         iam: IamDatabase,
-        store: SqlStore,
+        store: BreakGlassStore,
         audit: AuditRecorder,
         approvals: ApprovalService,
         notifier: Notifier,

@@ -13,6 +13,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Sequence
+from typing import Protocol
 
 from broker.audit.recorder import AuditRecorder
 from broker.config import BreakerSettings
@@ -29,8 +30,8 @@ from broker.guard.windows import active_window, describe_window
 from broker.identity.model import AgentIdentity
 from broker.intake import ResolvedRequest
 from broker.notify.base import NotificationFailed, Notifier
+from broker.store.base import AuditStore, CounterStore, FreezeStore, IssuedStore
 from broker.store.records import FreezeRecord
-from broker.store.sql import SqlStore
 
 log = logging.getLogger(__name__)
 
@@ -51,10 +52,14 @@ def freeze_matches(
     return freeze.target in (service, f"{service}/{environment}")
 
 
+class GuardStore(FreezeStore, IssuedStore, CounterStore, AuditStore, Protocol):
+    """Freezes and revocations to read, counters to take, evidence for an alert."""
+
+
 class Guard:
     def __init__(
         self,
-        store: SqlStore,
+        store: GuardStore,
         audit: AuditRecorder,
         notifier: Notifier,
         breaker: BreakerSettings,

@@ -22,7 +22,7 @@ import logging
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 from botocore.exceptions import BotoCoreError, ClientError
 
@@ -38,8 +38,8 @@ from broker.metrics import Metrics
 from broker.notify.base import NotificationFailed, Notifier
 from broker.policy.globs import substitute
 from broker.scopes.holder import ScopeHolder
+from broker.store.base import FreezeStore, IssuedStore
 from broker.store.records import FreezeRecord, IssuedRecord
-from broker.store.sql import SqlStore
 
 log = logging.getLogger(__name__)
 
@@ -188,10 +188,14 @@ def merge_revocation(
     return {"Version": "2012-10-17", "Statement": [*kept, statement]}
 
 
+class KillSwitchStore(FreezeStore, IssuedStore, Protocol):
+    """Freezes to add and lift, issued credentials to find and mark revoked."""
+
+
 class KillSwitch:
     def __init__(
         self,
-        store: SqlStore,
+        store: KillSwitchStore,
         issuers: Mapping[str, Issuer],
         accounts: AwsAccounts | None,
         scopes: ScopeHolder,

@@ -1,0 +1,210 @@
+"""The hash-chained audit log in SQL, and the journal that appends to it.
+
+The :class:`Journal` is the one writer of the chain. Concurrent appends of a process share
+one transaction (group commit, :mod:`broker.store.group_commit`); an issuance record rides
+in the same transaction as its audit record, so neither is stored without the other.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, replace
+from typing import Any
+
+from sqlalchemy import Connection, insert, select
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+
+from broker.audit.chain import GENESIS, record_hash
+from broker.store import tables as t
+from broker.store.engine import Database, as_json, columns
+from broker.store.group_commit import GroupCommitter
+from broker.store.records import AuditRecord, IssuedRecord
+
+_Write = tuple[IssuedRecord | None, AuditRecord | None]
+
+# Statements of the hot path, built once: SQLAlchemy then reuses their compiled form, which
+# costs a fraction of building and caching a new statement object on every request.
+_INSERT_ISSUED = insert(t.issued)
+
+
+@dataclass(frozen=True)
+class AuditSql:
+    """The three statements of every audit append, as the driver's own SQL.
+
+    Every request appends to the chain; going straight to the driver for these statements
+    skips SQLAlchemy's per-statement machinery, which cost as much as the writes themselves.
+    The text is fixed and parameters are always bound, never formatted in.
+    """
+
+    select_head: str
+    insert_rows: str
+    move_head: str
+
+    @classmethod
+    def for_dialect(cls, postgres: bool) -> AuditSql:
+        names = [column.name for column in t.audit_log.columns]
+
+        def bind(name: str) -> str:
+            return f"%({name})s" if postgres else f":{name}"
+
+        return cls(
+            select_head="SELECT seq, hash FROM audit_head WHERE id = 1"
+            + (" FOR UPDATE" if postgres else ""),
+            insert_rows=f"INSERT INTO audit_log ({', '.join(names)}) "
+            f"VALUES ({', '.join(bind(c) for c in names)})",
+            move_head=f"UPDATE audit_head SET seq = {bind('new_seq')}, hash = {bind('new_hash')} "
+            "WHERE id = 1",
+        )
+
+
+class Journal:
+    """Issuance and audit records of several callers, in order, group-committed."""
+
+    def __init__(self, db: Database) -> None:
+        self.db = db
+        self._sql = AuditSql.for_dialect(db.is_postgres)
+        self._listeners: list[Callable[[AuditRecord], None]] = []
+        self._committer: GroupCommitter[_Write, _Write] = GroupCommitter(self._write_batch)
+
+    def subscribe(self, listener: Callable[[AuditRecord], None]) -> None:
+        self._listeners.append(listener)
+
+    def write(self, issued: IssuedRecord | None, audit: AuditRecord | None) -> _Write:
+        """Store both (either may be None) in one transaction; return them as stored."""
+        return self._committer.submit((issued, audit))
+
+    def close(self) -> None:
+        self._committer.close()
+
+    def _write_batch(self, items: list[_Write]) -> list[_Write]:
+        issued_out: list[IssuedRecord | None] = []
+        with self.db.tx() as connection:
+            for issued, _ in items:
+                if issued is None:
+                    issued_out.append(None)
+                    continue
+                key = connection.execute(_INSERT_ISSUED, columns(issued)).inserted_primary_key
+                issued_out.append(replace(issued, id=int(key[0]) if key else None))
+            audits = [audit for _, audit in items if audit is not None]
+            chained = iter(self._chain(connection, audits))
+        written = [
+            (stored_issued, next(chained) if audit is not None else None)
+            for stored_issued, (_, audit) in zip(issued_out, items, strict=True)
+        ]
+        for _, stored in written:
+            if stored is not None:
+                for listener in self._listeners:
+                    listener(stored)
+        return written
+
+    def _chain(self, connection: Connection, records: list[AuditRecord]) -> list[AuditRecord]:
+        """Chain ``records`` in order inside the caller's transaction: the head is read and
+        locked once, the rows are inserted in one statement, the head moves once."""
+        sql = self._sql
+        head = connection.exec_driver_sql(sql.select_head).mappings().first()
+        if head is None:
+            # Two replicas may both find no head: the second waits, then inserts nothing.
+            dialect_insert = pg_insert if self.db.is_postgres else sqlite_insert
+            connection.execute(
+                dialect_insert(t.audit_head)
+                .values(id=1, seq=0, hash=GENESIS)
+                .on_conflict_do_nothing()
+            )
+            head = connection.exec_driver_sql(sql.select_head).mappings().one()
+        seq = int(head["seq"])
+        prev = str(head["hash"])
+        rows: list[dict[str, Any]] = []
+        chained: list[AuditRecord] = []
+        for record in records:
+            seq += 1
+            digest = record_hash(record, seq, prev)
+            row = columns(record)
+            row.update(seq=seq, prev_hash=prev, hash=digest, details=as_json(dict(record.details)))
+            rows.append(row)
+            chained.append(replace(record, seq=seq, prev_hash=prev, hash=digest))
+            prev = digest
+        if rows:
+            connection.exec_driver_sql(sql.insert_rows, rows)
+            connection.exec_driver_sql(sql.move_head, {"new_seq": seq, "new_hash": prev})
+        return chained
+
+
+class SqlAuditLog:
+    """Append to the chain (through the journal) and read it back in order."""
+
+    def __init__(self, db: Database, journal: Journal) -> None:
+        self.db = db
+        self.journal = journal
+
+    def subscribe_audit(self, listener: Callable[[AuditRecord], None]) -> None:
+        """Call ``listener`` with every record appended by this process (for streaming)."""
+        self.journal.subscribe(listener)
+
+    def append_audit(self, record: AuditRecord) -> AuditRecord:
+        """Append to the hash chain; concurrent writers on any replica stay in order.
+
+        Concurrent appends of this process share one transaction (group commit); each call
+        returns once its record is committed.
+        """
+        _, stored = self.journal.write(None, record)
+        assert stored is not None
+        return stored
+
+    def audit_records(
+        self,
+        since: float | None = None,
+        request_id: str | None = None,
+        after_seq: int = 0,
+        batch: int = 1000,
+    ) -> Iterator[AuditRecord]:
+        """Records in chain order, fetched in batches (a long log does not fill memory)."""
+        while True:
+            query = (
+                select(t.audit_log)
+                .where(t.audit_log.c.seq > after_seq)
+                .order_by(t.audit_log.c.seq)
+                .limit(batch)
+            )
+            if since is not None:
+                query = query.where(t.audit_log.c.at >= since)
+            if request_id is not None:
+                query = query.where(t.audit_log.c.request_id == request_id)
+            with self.db.tx() as connection:
+                rows = connection.execute(query).mappings().all()
+            for row in rows:
+                yield _audit(row)
+            if len(rows) < batch:
+                return
+            after_seq = int(rows[-1]["seq"])
+
+    def recent_audit(
+        self, actor: str | None = None, limit: int = 20, actions: Sequence[str] = ()
+    ) -> list[AuditRecord]:
+        query = select(t.audit_log).order_by(t.audit_log.c.seq.desc()).limit(limit)
+        if actor is not None:
+            query = query.where(t.audit_log.c.actor == actor)
+        if actions:
+            query = query.where(t.audit_log.c.action.in_(list(actions)))
+        with self.db.tx() as connection:
+            rows = connection.execute(query).mappings().all()
+        return [_audit(row) for row in rows]
+
+    def audit_head(self) -> int:
+        entry = self.audit_head_entry()
+        return 0 if entry is None else entry[0]
+
+    def audit_head_entry(self) -> tuple[int, str] | None:
+        """The chain's head (last sequence number and hash), or None when it has none."""
+        with self.db.tx() as connection:
+            row = connection.execute(
+                select(t.audit_head.c.seq, t.audit_head.c.hash).where(t.audit_head.c.id == 1)
+            ).first()
+        return None if row is None else (int(row[0]), str(row[1]))
+
+
+def _audit(row: Any) -> AuditRecord:
+    data = dict(row)
+    data["details"] = json.loads(data["details"])
+    return AuditRecord(**data)

@@ -1,0 +1,169 @@
+"""The store seam: one protocol per aggregate, which services depend on.
+
+:class:`broker.store.sql.SqlStore` implements them all on SQLite or PostgreSQL; a service
+takes only the protocols it uses (a guard reads freezes and counters, the approval service
+requests and approvals), so a test may hand it a small fake of exactly that.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator, Sequence
+from typing import Any, Protocol
+
+from broker.store.records import (
+    ApprovalRecord,
+    AuditRecord,
+    DecisionResult,
+    FreezeRecord,
+    IssuedRecord,
+    RequestRecord,
+)
+
+
+class RequestStore(Protocol):
+    """Escalated requests; a state changes only by compare-and-set."""
+
+    def create_request(self, record: RequestRecord) -> None: ...
+
+    def get_request(self, request_id: str) -> RequestRecord | None: ...
+
+    def list_requests(
+        self,
+        agent_key: str | None = None,
+        agent_subject: str | None = None,
+        service: str | None = None,
+        environment: str | None = None,
+        statuses: Sequence[str] = (),
+        limit: int = 100,
+    ) -> list[RequestRecord]:
+        """Most recent first."""
+        ...
+
+    def requests_due(self, now: float) -> list[RequestRecord]:
+        """Pending requests past their expiry, approved ones past their collect window."""
+        ...
+
+    def transition(
+        self, request_id: str, from_statuses: Sequence[str], **changes: Any
+    ) -> RequestRecord | None:
+        """The request changed, or None when its status is no longer one of those."""
+        ...
+
+    def set_notification(self, request_id: str, notification: dict[str, Any]) -> None: ...
+
+    def count_requests(self, status: str) -> int: ...
+
+
+class ApprovalStore(Protocol):
+    """Approvers' decisions, each counted against its request atomically."""
+
+    def record_decision(
+        self,
+        request_id: str,
+        approval: ApprovalRecord,
+        decide: Callable[[RequestRecord, int, bool], dict[str, Any]],
+    ) -> DecisionResult:
+        """Record ``approval``; ``decide(request, approvals, counted)`` says what changes."""
+        ...
+
+    def approvals_for(self, request_id: str) -> list[ApprovalRecord]: ...
+
+
+class IssuedStore(Protocol):
+    """What was issued (correlation ids only), for revocation."""
+
+    def record_issued(self, record: IssuedRecord, audit: AuditRecord | None = None) -> IssuedRecord:
+        """Store ``record`` and its audit record together, or neither."""
+        ...
+
+    def active_issued(
+        self,
+        now: float,
+        agent_subject: str | None = None,
+        service: str | None = None,
+        environment: str | None = None,
+        request_id: str | None = None,
+    ) -> list[IssuedRecord]: ...
+
+    def revoked_request_ids(self, now: float) -> list[str]: ...
+
+    def mark_revoked(self, ids: Sequence[int], now: float) -> None: ...
+
+
+class FreezeStore(Protocol):
+    """Kill-switch and circuit-breaker freezes, the same on every replica."""
+
+    def add_freeze(self, record: FreezeRecord) -> FreezeRecord: ...
+
+    def active_freezes(self) -> list[FreezeRecord]: ...
+
+    def lift_freezes(self, kind: str, target: str, now: float) -> int: ...
+
+
+class CounterStore(Protocol):
+    """Sliding-window counts (rate limits, the circuit breaker, one-per-account claims)."""
+
+    def count_and_add(
+        self, key: str, window_seconds: float, limit: int | None, now: float
+    ) -> tuple[bool, int, float | None]:
+        """(added, count before, oldest event in the window); atomic across replicas."""
+        ...
+
+    def count(self, key: str, window_seconds: float, now: float) -> int: ...
+
+
+class TokenStore(Protocol):
+    """Single-use marks: a second use is refused on every replica."""
+
+    def use_token(self, jti: str, request_id: str, expires_at: float, now: float) -> bool:
+        """True the first time ``jti`` is used, False ever after."""
+        ...
+
+    def token_used(self, jti: str) -> bool: ...
+
+    def prune(self, now: float) -> None: ...
+
+
+class AuditStore(Protocol):
+    """The hash-chained audit log."""
+
+    def append_audit(self, record: AuditRecord) -> AuditRecord: ...
+
+    def subscribe_audit(self, listener: Callable[[AuditRecord], None]) -> None: ...
+
+    def audit_records(
+        self,
+        since: float | None = None,
+        request_id: str | None = None,
+        after_seq: int = 0,
+        batch: int = 1000,
+    ) -> Iterator[AuditRecord]:
+        """Records in chain order."""
+        ...
+
+    def recent_audit(
+        self, actor: str | None = None, limit: int = 20, actions: Sequence[str] = ()
+    ) -> list[AuditRecord]:
+        """Newest first."""
+        ...
+
+    def audit_head(self) -> int: ...
+
+    def audit_head_entry(self) -> tuple[int, str] | None: ...
+
+
+class Store(
+    RequestStore,
+    ApprovalStore,
+    IssuedStore,
+    FreezeStore,
+    CounterStore,
+    TokenStore,
+    AuditStore,
+    Protocol,
+):
+    """Every aggregate on one database (what the wiring builds)."""
+
+    def ping(self) -> None: ...
+
+    def close(self) -> None: ...

@@ -1,0 +1,143 @@
+"""The database underneath every repository: the engine, its transactions, their lock.
+
+Every operation that must hold across replicas is one transaction with a lock:
+- SQLite: every transaction is ``BEGIN IMMEDIATE``, so writers are serialized (and, on a
+  file, a file lock beside it wakes the next writer without SQLite's polling).
+- PostgreSQL: ``SELECT ... FOR UPDATE`` on the row decided upon (requests, the audit head)
+  and transaction-scoped advisory locks for counters.
+Database errors are translated to :class:`StoreUnavailable` here, once.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+import threading
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager, contextmanager, nullcontext
+from dataclasses import fields
+from pathlib import Path
+from typing import IO, Any, TypeVar
+
+from sqlalchemy import Connection, create_engine, event, select
+from sqlalchemy.engine import Engine
+from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.pool import StaticPool
+
+from broker.errors import StoreUnavailable
+
+T = TypeVar("T")
+
+
+def make_engine(url: str) -> Engine:
+    """An engine with the settings each database needs for concurrent use."""
+    if url.startswith("sqlite"):
+        memory = url in ("sqlite://", "sqlite:///:memory:")
+        if not memory and url.startswith("sqlite:///"):
+            Path(url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
+        engine = create_engine(
+            url,
+            connect_args={"check_same_thread": False, "timeout": 30},
+            poolclass=StaticPool if memory else None,
+        )
+
+        @event.listens_for(engine, "connect")
+        def _connect(dbapi_connection: Any, _record: Any) -> None:
+            dbapi_connection.isolation_level = None  # we issue BEGIN ourselves
+            cursor = dbapi_connection.cursor()
+            if not memory:
+                cursor.execute("PRAGMA journal_mode=WAL")
+                cursor.execute("PRAGMA synchronous=NORMAL")
+            cursor.execute("PRAGMA foreign_keys=ON")
+            cursor.execute("PRAGMA busy_timeout=30000")
+            cursor.close()
+
+        @event.listens_for(engine, "begin")
+        def _begin(connection: Connection) -> None:
+            connection.exec_driver_sql("BEGIN IMMEDIATE")
+
+        return engine
+    return create_engine(url, pool_pre_ping=True, pool_size=10, max_overflow=20)
+
+
+class _FileWriterLock:
+    """One writer at a time on a SQLite file, across threads and processes, without waits.
+
+    SQLite serializes writers itself, but a waiting writer polls with growing sleeps (its
+    busy handler), which under contention between gunicorn workers adds tens of
+    milliseconds. Blocking on an advisory lock on a file beside the database wakes the next
+    writer as soon as the previous one is done.
+    """
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._thread_lock = threading.Lock()
+        self._handle: IO[bytes] | None = None
+        self._pid = 0
+
+    def __enter__(self) -> None:
+        self._thread_lock.acquire()
+        try:
+            if self._handle is None or self._pid != os.getpid():
+                self._handle = self.path.open("ab")  # per process: flock is per open file
+                self._pid = os.getpid()
+            fcntl.flock(self._handle, fcntl.LOCK_EX)
+        except BaseException:
+            self._thread_lock.release()
+            raise
+
+    def __exit__(self, *_: object) -> None:
+        try:
+            if self._handle is not None:
+                fcntl.flock(self._handle, fcntl.LOCK_UN)
+        finally:
+            self._thread_lock.release()
+
+
+def writer_lock(engine: Engine) -> AbstractContextManager[None]:
+    """The file lock for a SQLite file database; nothing for PostgreSQL or memory."""
+    database = engine.url.database
+    if engine.dialect.name == "sqlite" and database and database != ":memory:":
+        return _FileWriterLock(Path(database + ".writer-lock"))
+    return nullcontext()
+
+
+def unavailable(error: SQLAlchemyError) -> StoreUnavailable:
+    return StoreUnavailable(f"the broker's store is unavailable ({type(error).__name__})")
+
+
+class Database:
+    """An engine and the one way the repositories use it: a locked transaction."""
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+        self.is_postgres = engine.dialect.name == "postgresql"
+        self._writers = writer_lock(engine)
+
+    def guard(self, action: Callable[[], T]) -> T:
+        try:
+            return action()
+        except SQLAlchemyError as e:
+            raise unavailable(e) from e
+
+    @contextmanager
+    def tx(self) -> Iterator[Connection]:
+        try:
+            with self._writers, self.engine.begin() as connection:
+                yield connection
+        except SQLAlchemyError as e:
+            raise unavailable(e) from e
+
+    def ping(self) -> None:
+        with self.tx() as connection:
+            connection.execute(select(1))
+
+
+def as_json(value: Any) -> str:
+    return json.dumps(value, sort_keys=True, separators=(",", ":"))
+
+
+def columns(record: Any) -> dict[str, Any]:
+    """A flat record's fields but its id, as a row (``asdict`` without its deep copies)."""
+    return {f.name: getattr(record, f.name) for f in fields(record) if f.name != "id"}

@@ -1,0 +1,43 @@
+"""Freezes (kill switch, circuit breaker) in SQL: every replica reads the same ones."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+from sqlalchemy import and_, insert, select, update
+
+from broker.store import tables as t
+from broker.store.engine import Database, columns
+from broker.store.records import FreezeRecord
+
+
+class SqlFreezes:
+    def __init__(self, db: Database) -> None:
+        self.db = db
+
+    def add_freeze(self, record: FreezeRecord) -> FreezeRecord:
+        with self.db.tx() as connection:
+            key = connection.execute(insert(t.freezes).values(**columns(record)))
+            primary = key.inserted_primary_key
+        return replace(record, id=int(primary[0]) if primary else None)
+
+    def active_freezes(self) -> list[FreezeRecord]:
+        query = select(t.freezes).where(t.freezes.c.lifted_at.is_(None)).order_by(t.freezes.c.id)
+        with self.db.tx() as connection:
+            rows = connection.execute(query).mappings().all()
+        return [FreezeRecord(**dict(row)) for row in rows]
+
+    def lift_freezes(self, kind: str, target: str, now: float) -> int:
+        with self.db.tx() as connection:
+            result = connection.execute(
+                update(t.freezes)
+                .where(
+                    and_(
+                        t.freezes.c.kind == kind,
+                        t.freezes.c.target == target,
+                        t.freezes.c.lifted_at.is_(None),
+                    )
+                )
+                .values(lifted_at=now)
+            )
+        return int(result.rowcount)

@@ -1,0 +1,66 @@
+"""Records of issued credentials in SQL: correlation ids for revocation, never a secret."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from sqlalchemy import and_, select, update
+
+from broker.store import tables as t
+from broker.store.audit_log import Journal
+from broker.store.engine import Database
+from broker.store.records import AuditRecord, IssuedRecord
+
+
+class SqlIssued:
+    def __init__(self, db: Database, journal: Journal) -> None:
+        self.db = db
+        self.journal = journal
+
+    def record_issued(self, record: IssuedRecord, audit: AuditRecord | None = None) -> IssuedRecord:
+        """Store an issuance record and, in the same transaction, its audit record."""
+        stored, _ = self.journal.write(record, audit)
+        assert stored is not None
+        return stored
+
+    def active_issued(
+        self,
+        now: float,
+        agent_subject: str | None = None,
+        service: str | None = None,
+        environment: str | None = None,
+        request_id: str | None = None,
+    ) -> list[IssuedRecord]:
+        """Issued credentials not yet expired or revoked, filtered."""
+        query = select(t.issued).where(
+            and_(t.issued.c.expires_at > now, t.issued.c.revoked_at.is_(None))
+        )
+        if agent_subject is not None:
+            query = query.where(t.issued.c.agent_subject == agent_subject)
+        if service is not None:
+            query = query.where(t.issued.c.service == service)
+        if environment is not None:
+            query = query.where(t.issued.c.environment == environment)
+        if request_id is not None:
+            query = query.where(t.issued.c.request_id == request_id)
+        with self.db.tx() as connection:
+            rows = connection.execute(query.order_by(t.issued.c.id)).mappings().all()
+        return [IssuedRecord(**dict(row)) for row in rows]
+
+    def revoked_request_ids(self, now: float) -> list[str]:
+        """Requests with a revoked credential that has not expired yet."""
+        query = (
+            select(t.issued.c.request_id)
+            .distinct()
+            .where(and_(t.issued.c.revoked_at.is_not(None), t.issued.c.expires_at > now))
+        )
+        with self.db.tx() as connection:
+            return [str(row[0]) for row in connection.execute(query)]
+
+    def mark_revoked(self, ids: Sequence[int], now: float) -> None:
+        if not ids:
+            return
+        with self.db.tx() as connection:
+            connection.execute(
+                update(t.issued).where(t.issued.c.id.in_(list(ids))).values(revoked_at=now)
+            )

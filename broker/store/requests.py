@@ -1,0 +1,212 @@
+"""Escalated requests and the approvals recorded on them, in SQL.
+
+A request changes state only by compare-and-set (:meth:`SqlRequests.transition`), and an
+approval is counted with the request row locked (:meth:`SqlApprovals.record_decision`), so
+replicas deciding at the same instant are serialized by the database.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, replace
+from typing import Any
+
+from sqlalchemy import Select, and_, func, insert, or_, select, update
+from sqlalchemy.exc import IntegrityError
+
+from broker.store import tables as t
+from broker.store.engine import Database, as_json
+from broker.store.records import ApprovalRecord, DecisionResult, RequestRecord
+
+
+class SqlRequests:
+    """The requests table: create, read, and change state by compare-and-set."""
+
+    def __init__(self, db: Database) -> None:
+        self.db = db
+
+    def create_request(self, record: RequestRecord) -> None:
+        with self.db.tx() as connection:
+            connection.execute(insert(t.requests).values(**_request_row(record)))
+
+    def get_request(self, request_id: str) -> RequestRecord | None:
+        rows = self._requests(select(t.requests).where(t.requests.c.id == request_id))
+        return rows[0] if rows else None
+
+    def list_requests(
+        self,
+        agent_key: str | None = None,
+        agent_subject: str | None = None,
+        service: str | None = None,
+        environment: str | None = None,
+        statuses: Sequence[str] = (),
+        limit: int = 100,
+    ) -> list[RequestRecord]:
+        """Most recent first."""
+        query = select(t.requests).order_by(t.requests.c.created_at.desc()).limit(limit)
+        if agent_key is not None:
+            query = query.where(t.requests.c.agent_key == agent_key)
+        if agent_subject is not None:
+            query = query.where(t.requests.c.agent_subject == agent_subject)
+        if service is not None:
+            query = query.where(t.requests.c.service == service)
+        if environment is not None:
+            query = query.where(t.requests.c.environment == environment)
+        if statuses:
+            query = query.where(t.requests.c.status.in_(list(statuses)))
+        return self._requests(query)
+
+    def requests_due(self, now: float) -> list[RequestRecord]:
+        """Pending requests past their expiry, approved ones past their collect window."""
+        return self._requests(
+            select(t.requests).where(
+                or_(
+                    and_(t.requests.c.status == "pending", t.requests.c.expires_at <= now),
+                    and_(t.requests.c.status == "approved", t.requests.c.collect_deadline <= now),
+                )
+            )
+        )
+
+    def transition(
+        self, request_id: str, from_statuses: Sequence[str], **changes: Any
+    ) -> RequestRecord | None:
+        """Change a request only if its status is one of ``from_statuses`` (compare-and-set).
+
+        Returns the updated request, or None when another replica changed it first.
+        """
+        values = {k: (as_json(v) if k in ("notification",) else v) for k, v in changes.items()}
+        with self.db.tx() as connection:
+            result = connection.execute(
+                update(t.requests)
+                .where(
+                    and_(
+                        t.requests.c.id == request_id, t.requests.c.status.in_(list(from_statuses))
+                    )
+                )
+                .values(**values)
+            )
+            if result.rowcount != 1:
+                return None
+            row = (
+                connection.execute(select(t.requests).where(t.requests.c.id == request_id))
+                .mappings()
+                .one()
+            )
+        return request_from_row(row)
+
+    def set_notification(self, request_id: str, notification: dict[str, Any]) -> None:
+        with self.db.tx() as connection:
+            connection.execute(
+                update(t.requests)
+                .where(t.requests.c.id == request_id)
+                .values(notification=as_json(notification))
+            )
+
+    def count_requests(self, status: str) -> int:
+        """How many requests are in ``status`` now, across every replica (metrics)."""
+        with self.db.tx() as connection:
+            return int(
+                connection.execute(
+                    select(func.count())
+                    .select_from(t.requests)
+                    .where(t.requests.c.status == status)
+                ).scalar_one()
+            )
+
+    def _requests(self, query: Select[Any]) -> list[RequestRecord]:
+        with self.db.tx() as connection:
+            rows = connection.execute(query).mappings().all()
+        return [request_from_row(row) for row in rows]
+
+
+class SqlApprovals:
+    """Approvers' decisions, each counted against its request under the request's lock."""
+
+    def __init__(self, db: Database) -> None:
+        self.db = db
+
+    def record_decision(
+        self,
+        request_id: str,
+        approval: ApprovalRecord,
+        decide: Callable[[RequestRecord, int, bool], dict[str, Any]],
+    ) -> DecisionResult:
+        """Record one approver's decision and let ``decide`` update the request, atomically.
+
+        The request row is locked for the whole transaction, so two approvals arriving at
+        once on two replicas are counted one after the other. ``decide(request, approvals,
+        counted)`` returns the column changes (status, approved_at...) to apply.
+        """
+        with self.db.tx() as connection:
+            row = (
+                connection.execute(
+                    select(t.requests).where(t.requests.c.id == request_id).with_for_update()
+                )
+                .mappings()
+                .first()
+            )
+            if row is None:
+                raise KeyError(request_id)
+            request = request_from_row(row)
+            counted = True
+            try:
+                with connection.begin_nested():
+                    connection.execute(insert(t.approvals).values(**asdict(approval)))
+            except IntegrityError:
+                counted = False  # this approver already decided: a double click
+            approvals = connection.execute(
+                select(func.count())
+                .select_from(t.approvals)
+                .where(
+                    and_(
+                        t.approvals.c.request_id == request_id, t.approvals.c.decision == "approve"
+                    )
+                )
+            ).scalar_one()
+            changes = decide(request, int(approvals), counted)
+            if changes:
+                connection.execute(
+                    update(t.requests).where(t.requests.c.id == request_id).values(**changes)
+                )
+                request = replace(request, **changes)
+        return DecisionResult(request=request, counted=counted, approvals=int(approvals))
+
+    def approvals_for(self, request_id: str) -> list[ApprovalRecord]:
+        with self.db.tx() as connection:
+            rows = (
+                connection.execute(
+                    select(t.approvals)
+                    .where(t.approvals.c.request_id == request_id)
+                    .order_by(t.approvals.c.created_at, t.approvals.c.id)
+                )
+                .mappings()
+                .all()
+            )
+        return [
+            ApprovalRecord(
+                request_id=r["request_id"],
+                approver=r["approver"],
+                decision=r["decision"],
+                via=r["via"],
+                created_at=r["created_at"],
+            )
+            for r in rows
+        ]
+
+
+def _request_row(record: RequestRecord) -> dict[str, Any]:
+    row = asdict(record)
+    row["agent_claims"] = as_json(dict(record.agent_claims))
+    row["resources"] = as_json(list(record.resources))
+    row["notification"] = as_json(dict(record.notification))
+    return row
+
+
+def request_from_row(row: Any) -> RequestRecord:
+    data = dict(row)
+    data["agent_claims"] = json.loads(data["agent_claims"])
+    data["resources"] = tuple(json.loads(data["resources"]))
+    data["notification"] = json.loads(data["notification"] or "{}")
+    data["break_glass"] = bool(data["break_glass"])
+    return RequestRecord(**data)
