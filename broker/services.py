@@ -17,6 +17,7 @@ from typing import Any
 from flask import Blueprint
 
 from broker.approvals.links import LinkSigner
+from broker.approvals.notices import Notices
 from broker.approvals.service import ApprovalService
 from broker.audit.recorder import AuditRecorder, AuditStream
 from broker.cache import CredentialCache
@@ -26,6 +27,7 @@ from broker.errors import BrokerError
 from broker.guard.guard import Guard
 from broker.guard.revocation import KillSwitch
 from broker.identity.verifier import TokenVerifier
+from broker.issuance import IssuanceService
 from broker.issuers.aws_accounts import AwsAccounts
 from broker.issuers.base import Issuer
 from broker.keys import BrokerKeys, load_keys
@@ -58,6 +60,7 @@ class Services:
     notifier: Notifier
     guard: Guard
     links: LinkSigner
+    issuance: IssuanceService
     approvals: ApprovalService
     credentials: CredentialService
     kill_switch: KillSwitch
@@ -157,37 +160,37 @@ def build_services(
     cache = CredentialCache(settings.cache_margin_seconds, settings.cache_margin_ratio, clock=clock)
     guard = Guard(store, audit, notifier, settings.breaker, clock)
     links = LinkSigner(keys.link_secret, settings.public_url, settings.approvals.link_ttl_seconds)
-    credentials_holder: list[CredentialService] = []
-
-    def issue(*args: Any) -> Any:
-        return credentials_holder[0].issue(*args)
-
+    issuance = IssuanceService(
+        store=store,
+        cache=cache,
+        issuers=issuers,
+        audit=audit,
+        revocations=guard,
+        metrics=metrics,
+        clock=clock,
+    )
     approvals = ApprovalService(
         settings=settings,
         scopes=scopes,
         iam=iam,
         store=store,
         audit=audit,
-        notifier=notifier,
-        links=links,
+        notices=Notices(settings, scopes, iam, store, audit, notifier),
+        issuance=issuance,
         metrics=metrics,
         frozen=guard.frozen,
-        issue=issue,
         clock=clock,
     )
     credentials = CredentialService(
         scopes=scopes,
         iam=iam,
-        store=store,
-        cache=cache,
-        issuers=issuers,
-        audit=audit,
         guard=guard,
+        issuance=issuance,
         escalations=approvals,
+        audit=audit,
         metrics=metrics,
         clock=clock,
     )
-    credentials_holder.append(credentials)
     if accounts is None and build_accounts is not None:
         accounts = build_accounts(settings, issuers)
     kill_switch = KillSwitch(
@@ -218,6 +221,7 @@ def build_services(
         notifier=notifier,
         guard=guard,
         links=links,
+        issuance=issuance,
         approvals=approvals,
         credentials=credentials,
         kill_switch=kill_switch,

@@ -20,7 +20,6 @@ STILL_TOO_LONG = {
     "client.py",
     "agent_cli.py",
     "scopes/loader.py",
-    "approvals/service.py",
 }
 
 

@@ -7,8 +7,9 @@ import datetime as dt
 from flask import Blueprint, Response, jsonify
 
 from broker.api.common import current_agent, json_body, services
-from broker.credentials import Issued, Pending
+from broker.approvals.pending import Pending
 from broker.identity.requesters import may_request
+from broker.issuance import Issued
 from broker.store.records import RequestRecord
 
 blueprint = Blueprint("credentials", __name__, url_prefix="/v1")

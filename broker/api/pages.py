@@ -22,9 +22,13 @@ from flask_wtf.csrf import generate_csrf, validate_csrf
 from wtforms.validators import ValidationError
 
 from broker.api.common import services
-from broker.approvals.service import OPEN_STATES, Decision, RequestView
+from broker.approvals.difference import permission_difference
+from broker.approvals.history import recent_history
+from broker.approvals.pending import RequestView
+from broker.approvals.service import Decision
 from broker.config import Approver
 from broker.errors import BadRequest, BrokerError, Forbidden
+from broker.policy.decision import OPEN_STATES, not_eligible
 from broker.store.records import RequestRecord
 
 SESSION_APPROVER = "approver"  # the approver this browser acted as (link or sign-in)
@@ -143,7 +147,7 @@ def page_model(request_id: str, approver: Approver, link_jti: str | None = None)
     link_used = link_jti is not None and svc.store.token_used(link_jti)
     try:
         scope, _, eligible = svc.approvals.eligible(record)
-        adds = svc.approvals.permission_difference(record, scope)
+        adds = permission_difference(record, scope, svc.iam)
     except BrokerError as e:
         note, may_approve, may_deny = e.message, False, False
     else:
@@ -159,7 +163,7 @@ def page_model(request_id: str, approver: Approver, link_jti: str | None = None)
         eligible_approvers=tuple(sorted(eligible)),
         history=[
             {**entry, "when": iso(entry["at"])}
-            for entry in svc.approvals.recent_history(record.agent_subject, exclude=record.id)
+            for entry in recent_history(svc.store, record.agent_subject, exclude=record.id)
         ],
         may_approve=may_approve,
         may_deny=may_deny,
@@ -179,11 +183,7 @@ def _buttons(
     if record.status not in OPEN_STATES:
         return f"This request is {record.status}; nothing is left to decide.", False, False
     if approver.name not in eligible:
-        return (
-            f"{approver.name} is not an approver for tier {record.tier} of {record.service}.",
-            False,
-            False,
-        )
+        return not_eligible(approver.name, record).reason + ".", False, False
     mine = next((d for d in decided if d.approver == approver.name), None)
     if mine is not None:
         return f"You already decided: {mine.decision} ({mine.at}).", False, False
@@ -201,14 +201,11 @@ def _buttons(
 def show_request(model: PageModel, via: Via, **context: Any) -> Response:
     """The approval page for ``model``, its viewing audited (opening a page decides nothing)."""
     record = model.record
-    services().audit.record(
+    services().audit.request_event(
         "view",
         "viewed",
         f"approver:{model.approver.name}",
-        request_id=record.id,
-        service=record.service,
-        environment=record.environment,
-        tier=record.tier,
+        record,
         via=via,
     )
     return render(

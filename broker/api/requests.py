@@ -6,7 +6,8 @@ from flask import Blueprint, Response, jsonify, request
 
 from broker.api.common import current_agent, services
 from broker.api.credentials import iso, issued_body
-from broker.approvals.service import MAX_WAIT_SECONDS, RequestView
+from broker.approvals.pending import RequestView
+from broker.approvals.service import MAX_WAIT_SECONDS
 from broker.errors import BadRequest
 from broker.ids import looks_like_request_id
 

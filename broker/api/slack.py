@@ -25,7 +25,7 @@ from flask import Blueprint, Response, current_app, jsonify, request
 from slack_sdk.signature import Clock, SignatureVerifier
 
 from broker.api.common import services
-from broker.approvals.service import OPEN_STATES, Decision
+from broker.approvals.service import Decision
 from broker.errors import (
     BadRequest,
     BrokerError,
@@ -44,6 +44,7 @@ from broker.notify.slack import (
     SlackResponder,
     escape,
 )
+from broker.policy.decision import OPEN_STATES
 from broker.scopes.model import Approval
 
 log = logging.getLogger(__name__)

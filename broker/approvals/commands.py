@@ -15,12 +15,12 @@ from pathlib import Path
 import click
 
 from broker.approvals.links import LinkSigner
-from broker.approvals.service import OPEN_STATES
 from broker.audit.recorder import AuditRecorder
 from broker.config import load_settings
 from broker.errors import BadRequest, Conflict, Gone, NotFound
 from broker.ids import looks_like_request_id
 from broker.keys import load_keys
+from broker.policy.decision import OPEN_STATES
 from broker.store.sql import SqlStore
 
 

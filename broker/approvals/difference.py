@@ -15,7 +15,13 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from broker.errors import BrokerError
+from broker.policy.compiler import session_policy, vault_policy
 from broker.policy.globs import covers
+from broker.policy.grants import database_grants, vault_grants
+from broker.policy.iam_actions import IamDatabase
+from broker.scopes.model import Scope, TierName
+from broker.store.records import RequestRecord
 
 
 @dataclass(frozen=True)
@@ -29,6 +35,29 @@ class AwsGrant:
     def describe(self) -> str:
         suffix = f" in {', '.join(sorted(self.regions))}" if self.regions else ""
         return f"{self.action} on {self.resource}{suffix}"
+
+
+def permission_difference(record: RequestRecord, scope: Scope, iam: IamDatabase) -> tuple[str, ...]:
+    """What the request adds to the read tier, in words: 'adds s3:PutObject on ...'."""
+    env = scope.environments.get(record.environment)
+    tier: TierName = record.tier  # type: ignore[assignment]
+    if env is None or tier not in scope.tiers:
+        return ()
+    if record.backend == "aws" and env.aws is not None and record.region:
+        try:
+            granted = session_policy(scope, env, record.region, tier, iam, record.resources)
+            baseline = session_policy(scope, env, record.region, "read", iam)
+        except BrokerError:
+            return ()
+        # Coverage, not string equality: the request's resources narrow the tier's
+        # patterns, and a narrowed read action is not an addition.
+        return aws_additions(granted, baseline)
+    if record.backend == "vault":
+        return set_additions(
+            vault_grants(vault_policy(scope, env, tier)),
+            vault_grants(vault_policy(scope, env, "read")),
+        )
+    return set_additions(database_grants(scope, env, tier), database_grants(scope, env, "read"))
 
 
 def aws_grants(policy: Mapping[str, Any] | None) -> list[AwsGrant]:

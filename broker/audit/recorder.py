@@ -19,6 +19,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -27,7 +28,7 @@ from flask import g, has_request_context
 from broker.audit.redact import secret_fields
 from broker.store import tables as t
 from broker.store.base import AuditStore
-from broker.store.records import AuditRecord, IssuedRecord
+from broker.store.records import AuditRecord, IssuedRecord, RequestRecord
 
 log = logging.getLogger(__name__)
 
@@ -72,35 +73,16 @@ def plain_json(details: Mapping[str, Any]) -> dict[str, Any]:
     return result
 
 
+@dataclass(eq=False, repr=False)  # a service: no generated equality or repr
 class AuditRecorder:
-    def __init__(
-        self,
-        store: AuditStore,
-        clock: Callable[[], float] = time.time,
-        correlation: Callable[[], str | None] = http_request_id,
-    ) -> None:
-        self.store = store
-        self.clock = clock
-        self.correlation = correlation
+    store: AuditStore
+    clock: Callable[[], float] = time.time
+    correlation: Callable[[], str | None] = http_request_id
 
-    def record(
-        self,
-        action: str,
-        outcome: str,
-        actor: str,
-        reason: str = "",
-        service: str | None = None,
-        environment: str | None = None,
-        tier: str | None = None,
-        request_id: str | None = None,
-        **details: Any,
-    ) -> AuditRecord:
-        """Append one record; raise ValueError if ``details`` name a secret field."""
-        return self.store.append_audit(
-            self.build(
-                action, outcome, actor, reason, service, environment, tier, request_id, **details
-            )
-        )
+    def record(self, action: str, outcome: str, actor: str, **fields: Any) -> AuditRecord:
+        """Append one record (fields as :meth:`build` takes them); raise ValueError if the
+        details name a secret field."""
+        return self.store.append_audit(self.build(action, outcome, actor, **fields))
 
     def build(
         self,
@@ -155,28 +137,23 @@ class AuditRecorder:
         return record
 
     def credential_event(
-        self,
-        action: str,
-        outcome: str,
-        actor: str,
-        issued: IssuedRecord,
-        reason: str = "",
-        **details: Any,
+        self, action: str, outcome: str, actor: str, issued: IssuedRecord, **fields: Any
     ) -> AuditRecord:
         """A record about one issued credential (revocation...), with its correlation ids."""
-        return self.record(
-            action,
-            outcome,
-            actor,
-            reason=reason,
-            service=issued.service,
-            environment=issued.environment,
-            tier=issued.tier,
-            request_id=issued.request_id,
-            backend=issued.backend,
-            agent=issued.agent_subject,
-            **{**correlation_of(issued), **details},
-        )
+        named = _named(issued.service, issued.environment, issued.tier, issued.request_id)
+        ids = {"backend": issued.backend, "agent": issued.agent_subject, **correlation_of(issued)}
+        return self.record(action, outcome, actor, **named, **{**ids, **fields})
+
+    def request_event(
+        self, action: str, outcome: str, actor: str, request: RequestRecord, **fields: Any
+    ) -> AuditRecord:
+        """A record about one escalated request, named by its id, service, environment, tier."""
+        named = _named(request.service, request.environment, request.tier, request.id)
+        return self.record(action, outcome, actor, **named, **fields)
+
+
+def _named(service: str, environment: str, tier: str, request_id: str) -> dict[str, str]:
+    return {"service": service, "environment": environment, "tier": tier, "request_id": request_id}
 
 
 def iso_time(at: float) -> str:

@@ -31,7 +31,8 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol
 
-from broker.approvals.service import ApprovalService, RequestView, pending_record
+from broker.approvals.pending import RequestView, pending_record
+from broker.approvals.service import ApprovalService
 from broker.audit.recorder import AuditRecorder
 from broker.config import Settings
 from broker.errors import BadRequest, BrokerError, Conflict, Forbidden, Frozen
@@ -40,7 +41,8 @@ from broker.identity.model import AgentIdentity
 from broker.identity.verifier import LOCAL_ISSUER_NAME
 from broker.ids import looks_like_request_id
 from broker.intake import MAX_JUSTIFICATION, parse_request, resolve
-from broker.notify.base import NotificationFailed, Notifier
+from broker.notify.base import Notifier, failure_reason
+from broker.policy.decision import not_eligible
 from broker.policy.iam_actions import IamDatabase
 from broker.scopes.holder import ScopeHolder
 from broker.store.base import ApprovalStore, AuditStore, CounterStore, RequestStore
@@ -182,44 +184,25 @@ class BreakGlassStore(RequestStore, ApprovalStore, CounterStore, AuditStore, Pro
 # -- the use case ------------------------------------------------------------------------
 
 
+@dataclass(eq=False, repr=False)  # a service: no generated equality or repr
 class BreakGlass:
     """Open and approve break-glass escalations, enforcing two distinct humans."""
 
-    def __init__(
-        self,
-        settings: Settings,
-        scopes: ScopeHolder,
-        iam: IamDatabase,
-        store: BreakGlassStore,
-        audit: AuditRecorder,
-        approvals: ApprovalService,
-        notifier: Notifier,
-        frozen: Callable[[str, str | None, str | None], object | None],
-        clock: Callable[[], float] = time.time,
-    ) -> None:
-        self.settings = settings
-        self.scopes = scopes
-        self.iam = iam
-        self.store = store
-        self.audit = audit
-        self.approvals = approvals
-        self.notifier = notifier
-        self.frozen = frozen
-        self.clock = clock
+    settings: Settings
+    scopes: ScopeHolder
+    iam: IamDatabase
+    store: BreakGlassStore
+    audit: AuditRecorder
+    approvals: ApprovalService
+    notifier: Notifier
+    frozen: Callable[[str, str | None, str | None], object | None]
+    clock: Callable[[], float] = time.time
 
     @classmethod
     def from_services(cls, services: Services) -> BreakGlass:
-        return cls(
-            settings=services.settings,
-            scopes=services.scopes,
-            iam=services.iam,
-            store=services.store,
-            audit=services.audit,
-            approvals=services.approvals,
-            notifier=services.notifier,
-            frozen=services.guard.frozen,
-            clock=services.clock,
-        )
+        s = services
+        parts = (s.settings, s.scopes, s.iam, s.store, s.audit, s.approvals, s.notifier)
+        return cls(*parts, frozen=s.guard.frozen, clock=s.clock)
 
     # -- opening ----------------------------------------------------------------------
 
@@ -345,9 +328,7 @@ class BreakGlass:
         """The approver is listed for the tier now (decide checks again, with the rest)."""
         _, _, eligible = self.approvals.eligible(record)
         if approver not in eligible:
-            raise Forbidden(
-                f"{approver} is not an approver for tier {record.tier} of {record.service}"
-            )
+            raise not_eligible(approver, record).error()
 
     def _claim(self, request_id: str, operator: Operator, now: float) -> None:
         """Atomically claim each of the operator's OS names for this request, on any replica.
@@ -376,15 +357,12 @@ class BreakGlass:
         record = view.record
         granted = record.status == "approved"
         outcome = "issued" if granted else "requested"
-        self.audit.record(
+        self.audit.request_event(
             ACTION,
             outcome,
             f"approver:{approver}",
+            record,
             reason=reason[:500],
-            service=record.service,
-            environment=record.environment,
-            tier=record.tier,
-            request_id=record.id,
             review_required=True,
             agent=record.agent_subject,
             approver=approver,
@@ -441,9 +419,7 @@ class BreakGlass:
         try:
             self.notifier.alert(text, list(evidence))
         except Exception as e:  # noqa: BLE001 - break-glass must work when the notifier fails
-            # Only the exception's type (or a notifier's own safe reason) is kept: a
-            # third-party message could quote a URL or a token.
-            reason = str(e) if isinstance(e, NotificationFailed) else type(e).__name__
+            reason = failure_reason(e)
             self.audit.record("notify", "failed", "broker", reason=reason, request_id=request_id)
             log.warning("break-glass alert failed: %s", reason, extra={"request_id": request_id})
             return reason

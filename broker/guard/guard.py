@@ -1,7 +1,10 @@
-"""Guardrails consulted before anything is issued or escalated.
+"""Guardrails: gather what decides a request, and record what it decided.
 
-- freezes from the kill switch and the circuit breaker (shared store: all replicas agree);
-- change-freeze windows declared by the scope (write/delete only);
+The decision itself is :func:`broker.policy.decision.decide_request`, a pure function; the
+guard hands it its inputs and keeps the shared state it needs:
+
+- freezes from the kill switch and the circuit breaker (shared store: all replicas agree),
+  read at most once a second per process;
 - rate limits per agent and scope tier, counted in the shared store;
 - the circuit breaker: too many refusals, destructive requests or out-of-scope requests
   within a window freeze the agent and alert the approvers.
@@ -13,23 +16,24 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 from typing import Protocol
 
 from broker.audit.recorder import AuditRecorder
 from broker.config import BreakerSettings
-from broker.errors import (
-    BadRequest,
-    BrokerError,
-    ChangeFreeze,
-    Forbidden,
-    Frozen,
-    NotFound,
-    RateLimited,
-)
-from broker.guard.windows import active_window, describe_window
+from broker.errors import BrokerError
 from broker.identity.model import AgentIdentity
 from broker.intake import ResolvedRequest
 from broker.notify.base import NotificationFailed, Notifier
+from broker.policy.decision import (
+    Counters,
+    RateCount,
+    RequestDecision,
+    breaker_event,
+    decide_request,
+    matching_freeze,
+    refusal_before_counting,
+)
 from broker.store.base import AuditStore, CounterStore, FreezeStore, IssuedStore
 from broker.store.records import FreezeRecord
 
@@ -40,40 +44,21 @@ log = logging.getLogger(__name__)
 FREEZE_CACHE_SECONDS = 1.0
 
 
-def freeze_matches(
-    freeze: FreezeRecord, subject: str, service: str | None, environment: str | None
-) -> bool:
-    if freeze.kind == "all":
-        return True
-    if freeze.kind == "agent":
-        return freeze.target == subject
-    if service is None:
-        return False
-    return freeze.target in (service, f"{service}/{environment}")
-
-
 class GuardStore(FreezeStore, IssuedStore, CounterStore, AuditStore, Protocol):
     """Freezes and revocations to read, counters to take, evidence for an alert."""
 
 
+@dataclass(eq=False, repr=False)  # a service: no generated equality or repr
 class Guard:
-    def __init__(
-        self,
-        store: GuardStore,
-        audit: AuditRecorder,
-        notifier: Notifier,
-        breaker: BreakerSettings,
-        clock: Callable[[], float] = time.time,
-    ) -> None:
-        self.store = store
-        self.audit = audit
-        self.notifier = notifier
-        self.breaker = breaker
-        self.clock = clock
-        self._freezes: Sequence[FreezeRecord] = ()
-        self._revoked: frozenset[str] = frozenset()
-        self._freezes_read_at = float("-inf")
-        self._lock = threading.Lock()
+    store: GuardStore
+    audit: AuditRecorder
+    notifier: Notifier
+    breaker: BreakerSettings
+    clock: Callable[[], float] = time.time
+    _freezes: Sequence[FreezeRecord] = field(default=(), init=False)
+    _revoked: frozenset[str] = field(default=frozenset(), init=False)
+    _freezes_read_at: float = field(default=float("-inf"), init=False)
+    _lock: threading.Lock = field(default_factory=threading.Lock, init=False)
 
     # -- freezes ----------------------------------------------------------------------
 
@@ -102,55 +87,41 @@ class Guard:
     def frozen(
         self, subject: str, service: str | None, environment: str | None
     ) -> FreezeRecord | None:
-        for freeze in self.active_freezes():
-            if freeze_matches(freeze, subject, service, environment):
-                return freeze
-        return None
+        return matching_freeze(self.active_freezes(), subject, service, environment)
 
-    # -- the Guard protocol -----------------------------------------------------------
+    # -- deciding a request -----------------------------------------------------------
 
-    def check(self, identity: AgentIdentity, resolved: ResolvedRequest, now: float) -> None:
+    def decide(
+        self, identity: AgentIdentity, resolved: ResolvedRequest, now: float
+    ) -> RequestDecision:
+        """Gather the freezes and counts, and let the pure decision answer."""
+        freezes = self.active_freezes()
+        counters = Counters()
+        if refusal_before_counting(resolved, identity, freezes, now) is None:
+            counters = self._count(identity, resolved, now)
+        return decide_request(resolved, identity, freezes, counters, now)
+
+    def _count(self, identity: AgentIdentity, resolved: ResolvedRequest, now: float) -> Counters:
+        """Count this request: a destructive one for the breaker, and its rate-limit slot."""
         request = resolved.request
-        freeze = self.frozen(identity.subject, request.service, request.environment)
-        if freeze is not None:
-            raise Frozen(
-                f"frozen: {freeze.describe()} ({freeze.reason}); nothing is issued "
-                "until an operator runs `broker unfreeze`"
-            )
-        if resolved.escalated:
-            window = active_window(resolved.scope, request.tier, now)
-            if window is not None:
-                raise ChangeFreeze(
-                    f"change freeze {describe_window(window)} is in effect for "
-                    f"{request.tier} requests of {request.service}",
-                    window.name,
-                )
-            self._breaker_count(identity, "destructive" if request.tier == "delete" else None, now)
+        if request.tier == "delete":
+            self._breaker_count(identity, "destructive", now)
         limit = resolved.tier.rate_limit
-        if limit is not None:
-            key = f"rate:{identity.key}:{request.service}:{request.tier}"
-            added, count, oldest = self.store.count_and_add(
-                key, limit.per_seconds, limit.count, now
-            )
-            if not added:
-                retry = int((oldest or now) + limit.per_seconds - now) + 1
-                raise RateLimited(
-                    f"rate limit {limit} for {request.tier} requests of "
-                    f"{request.service} reached ({count} in the window)",
-                    retry,
-                )
+        if limit is None:
+            return Counters()
+        key = f"rate:{identity.key}:{request.service}:{request.tier}"
+        taken, count, oldest = self.store.count_and_add(key, limit.per_seconds, limit.count, now)
+        return Counters(rate=RateCount(limit, taken, count, oldest))
 
     def refused(self, identity: AgentIdentity, error: BrokerError, now: float) -> None:
-        if isinstance(error, Frozen | RateLimited):
-            return  # already stopped; counting these would only re-trip the breaker
-        kind = "out_of_scope" if _out_of_scope(error) else "denial"
-        self._breaker_count(identity, kind, now)
+        """Count a refusal towards the circuit breaker."""
+        kind = breaker_event(error)
+        if kind is not None:
+            self._breaker_count(identity, kind, now)
 
     # -- circuit breaker --------------------------------------------------------------
 
-    def _breaker_count(self, identity: AgentIdentity, kind: str | None, now: float) -> None:
-        if kind is None:
-            return
+    def _breaker_count(self, identity: AgentIdentity, kind: str, now: float) -> None:
         limits = {
             "denial": self.breaker.max_denials,
             "destructive": self.breaker.max_destructive_requests,
@@ -198,11 +169,3 @@ class Guard:
         except Exception as e:  # noqa: BLE001 - Slack down must not undo or hide the freeze
             failure = str(e) if isinstance(e, NotificationFailed) else type(e).__name__
             self.audit.record("notify", "failed", "broker", reason=failure, agent=subject)
-
-
-def _out_of_scope(error: BrokerError) -> bool:
-    """A request for resources or scopes the agent may not have."""
-    if isinstance(error, Forbidden) and not isinstance(error, Frozen | ChangeFreeze):
-        return True
-    field = getattr(error, "field", None)
-    return isinstance(error, BadRequest | NotFound) and field in ("resources", "service")

@@ -192,32 +192,19 @@ class KillSwitchStore(FreezeStore, IssuedStore, Protocol):
     """Freezes to add and lift, issued credentials to find and mark revoked."""
 
 
+@dataclass(eq=False, repr=False)  # a service: no generated equality or repr
 class KillSwitch:
-    def __init__(
-        self,
-        store: KillSwitchStore,
-        issuers: Mapping[str, Issuer],
-        accounts: AwsAccounts | None,
-        scopes: ScopeHolder,
-        approvals: ApprovalService,
-        cache: CredentialCache,
-        guard: Guard,
-        notifier: Notifier,
-        audit: AuditRecorder,
-        metrics: Metrics | None = None,
-        clock: Callable[[], float] = time.time,
-    ) -> None:
-        self.store = store
-        self.issuers = issuers
-        self.accounts = accounts
-        self.scopes = scopes
-        self.approvals = approvals
-        self.cache = cache
-        self.guard = guard
-        self.notifier = notifier
-        self.audit = audit
-        self.metrics = metrics
-        self.clock = clock
+    store: KillSwitchStore
+    issuers: Mapping[str, Issuer]
+    accounts: AwsAccounts | None
+    scopes: ScopeHolder
+    approvals: ApprovalService
+    cache: CredentialCache
+    guard: Guard
+    notifier: Notifier
+    audit: AuditRecorder
+    metrics: Metrics | None = None
+    clock: Callable[[], float] = time.time
 
     def revoke(self, target: RevokeTarget, actor: str, reason: str) -> RevocationReport:
         if len(reason.strip()) < 3:

@@ -19,6 +19,12 @@ class NotificationFailed(Exception):
     """A notification could not be delivered (the reason is safe to log)."""
 
 
+def failure_reason(error: Exception) -> str:
+    """What may be recorded of a notifier's failure: its own safe reason, or only the
+    exception's type (a third-party message could quote a URL or a token)."""
+    return str(error) if isinstance(error, NotificationFailed) else type(error).__name__
+
+
 @dataclass(frozen=True)
 class ApprovalNotice:
     """What approvers are told about a request. All strings are raw user input: escape them."""

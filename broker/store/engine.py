@@ -20,7 +20,7 @@ from dataclasses import fields
 from pathlib import Path
 from typing import IO, Any, TypeVar
 
-from sqlalchemy import Connection, create_engine, event, select
+from sqlalchemy import Connection, Select, Table, create_engine, event, select
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.pool import StaticPool
@@ -141,3 +141,11 @@ def as_json(value: Any) -> str:
 def columns(record: Any) -> dict[str, Any]:
     """A flat record's fields but its id, as a row (``asdict`` without its deep copies)."""
     return {f.name: getattr(record, f.name) for f in fields(record) if f.name != "id"}
+
+
+def where_equal(query: Select[Any], table: Table, **values: object) -> Select[Any]:
+    """``query`` narrowed to rows whose columns equal the values given (None: any value)."""
+    for name, value in values.items():
+        if value is not None:
+            query = query.where(table.c[name] == value)
+    return query

@@ -8,7 +8,7 @@ from sqlalchemy import and_, select, update
 
 from broker.store import tables as t
 from broker.store.audit_log import Journal
-from broker.store.engine import Database
+from broker.store.engine import Database, where_equal
 from broker.store.records import AuditRecord, IssuedRecord
 
 
@@ -32,17 +32,16 @@ class SqlIssued:
         request_id: str | None = None,
     ) -> list[IssuedRecord]:
         """Issued credentials not yet expired or revoked, filtered."""
-        query = select(t.issued).where(
-            and_(t.issued.c.expires_at > now, t.issued.c.revoked_at.is_(None))
+        query = where_equal(
+            select(t.issued).where(
+                and_(t.issued.c.expires_at > now, t.issued.c.revoked_at.is_(None))
+            ),
+            t.issued,
+            agent_subject=agent_subject,
+            service=service,
+            environment=environment,
+            request_id=request_id,
         )
-        if agent_subject is not None:
-            query = query.where(t.issued.c.agent_subject == agent_subject)
-        if service is not None:
-            query = query.where(t.issued.c.service == service)
-        if environment is not None:
-            query = query.where(t.issued.c.environment == environment)
-        if request_id is not None:
-            query = query.where(t.issued.c.request_id == request_id)
         with self.db.tx() as connection:
             rows = connection.execute(query.order_by(t.issued.c.id)).mappings().all()
         return [IssuedRecord(**dict(row)) for row in rows]

@@ -16,7 +16,7 @@ from sqlalchemy import Select, and_, func, insert, or_, select, update
 from sqlalchemy.exc import IntegrityError
 
 from broker.store import tables as t
-from broker.store.engine import Database, as_json
+from broker.store.engine import Database, as_json, where_equal
 from broker.store.records import ApprovalRecord, DecisionResult, RequestRecord
 
 
@@ -44,15 +44,14 @@ class SqlRequests:
         limit: int = 100,
     ) -> list[RequestRecord]:
         """Most recent first."""
-        query = select(t.requests).order_by(t.requests.c.created_at.desc()).limit(limit)
-        if agent_key is not None:
-            query = query.where(t.requests.c.agent_key == agent_key)
-        if agent_subject is not None:
-            query = query.where(t.requests.c.agent_subject == agent_subject)
-        if service is not None:
-            query = query.where(t.requests.c.service == service)
-        if environment is not None:
-            query = query.where(t.requests.c.environment == environment)
+        query = where_equal(
+            select(t.requests).order_by(t.requests.c.created_at.desc()).limit(limit),
+            t.requests,
+            agent_key=agent_key,
+            agent_subject=agent_subject,
+            service=service,
+            environment=environment,
+        )
         if statuses:
             query = query.where(t.requests.c.status.in_(list(statuses)))
         return self._requests(query)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Mapping, Sequence
-from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -232,51 +231,6 @@ def test_an_approved_request_expires_when_not_collected_in_time(broker: Broker) 
     broker.clock.advance(broker.services.settings.approvals.collect_window_seconds)
     response = collect(broker, request_id)
     assert response.status_code == 410 and "expired" in response.json["message"]
-
-
-def test_the_permission_difference_lists_only_what_read_lacks(broker: Broker) -> None:
-    approvals = broker.services.approvals
-
-    def adds(body: dict[str, Any], agent: str = "payments-copilot") -> tuple[str, ...]:
-        record = approvals.get(open_request(broker, body, agent))
-        scope, _, _ = approvals.eligible(record)
-        return approvals.permission_difference(record, scope)
-
-    assert adds(WRITE_PAYMENTS) == (
-        "adds s3:PutObject on arn:aws:s3:::payments-prod-invoices/2026/11/* in us-east-1",
-        "adds s3:PutObjectTagging on arn:aws:s3:::payments-prod-invoices/2026/11/* in us-east-1",
-    )
-    table = "arn:aws:dynamodb:us-east-1:111111111111:table/payments-prod-ledger"
-    assert adds({**WRITE_PAYMENTS, "resources": [table]}) == (
-        f"adds dynamodb:PutItem on {table} in us-east-1",
-        f"adds dynamodb:UpdateItem on {table} in us-east-1",
-    )
-    # delete includes write: everything beyond read is listed, destruction among it. (From
-    # a record: opening a payments delete is refused on weekends by its change freeze.)
-    objects = "arn:aws:s3:::payments-prod-invoices/2026/11/*"
-    write = approvals.get(open_request(broker, WRITE_PAYMENTS))
-    scope, _, _ = approvals.eligible(write)
-    assert approvals.permission_difference(replace(write, tier="delete"), scope) == (
-        f"adds s3:DeleteObject on {objects} in us-east-1",
-        f"adds s3:PutObject on {objects} in us-east-1",
-        f"adds s3:PutObjectTagging on {objects} in us-east-1",
-    )
-    vault = adds(DELETE_LEDGER, LEDGER_AGENT)
-    assert "adds vault delete on secret/data/ledger/prod/*" in vault
-    assert not any(" read on " in line or " list on " in line for line in vault)
-
-
-def test_the_agents_recent_history_includes_denials(broker: Broker) -> None:
-    broker.post("/v1/credentials", {**WRITE_PAYMENTS, "tier": "read", "resources": []})
-    denied = open_request(broker, WRITE_PAYMENTS)
-    broker.services.approvals.decide(denied, "bob", "deny", "link", "batch is wrong")
-    current = open_request(broker, {**WRITE_PAYMENTS, "justification": "second try"})
-    history = broker.services.approvals.recent_history("agent:payments-copilot", exclude=current)
-    assert [(h["action"], h["outcome"]) for h in history] == [
-        ("escalation", "denied"),
-        ("issue", "issued"),
-    ]
-    assert history[0]["reason"] == "denied by bob: batch is wrong"
 
 
 class CrashingNotifier:

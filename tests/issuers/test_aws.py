@@ -19,8 +19,8 @@ import boto3
 import pytest
 from botocore.exceptions import ClientError
 
-from broker.credentials import Issued
 from broker.intake import parse_request, resolve
+from broker.issuance import Issued
 from broker.policy.compiler import dumps, session_policy
 from tests.fixtures.backends import Backends
 from tests.fixtures.broker import Broker, make_broker
@@ -61,7 +61,7 @@ def issue(broker: Broker, tier: str = "read", resources: tuple[str, ...] = ()) -
         }
     )
     resolved = resolve(request, services.scopes.current, identity, services.iam)
-    issued = services.credentials.issue(identity, resolved, None, use_cache=False)
+    issued = services.issuance.issue(identity, resolved, None, use_cache=False)
     assert isinstance(issued, Issued)
     return dict(issued.credential.body())
 

@@ -9,8 +9,8 @@ import psycopg
 import pytest
 from hvac import exceptions as vault_errors
 
-from broker.credentials import Issued
 from broker.intake import parse_request, resolve
+from broker.issuance import Issued
 from broker.issuers.vault_common import make_client
 from tests.fixtures.backends import Backends
 from tests.fixtures.broker import Broker, make_broker
@@ -40,7 +40,7 @@ def issue(broker: Broker, backends: Backends, backend: str, tier: str) -> dict[s
         identity,
         services.iam,
     )
-    issued = services.credentials.issue(identity, resolved, None, use_cache=False)
+    issued = services.issuance.issue(identity, resolved, None, use_cache=False)
     assert isinstance(issued, Issued)
     return dict(issued.credential.body())
 
