@@ -288,6 +288,36 @@ def _object_sql(obj: str) -> tuple[str, str]:
     return _quote_ident(schema), f"TABLE {_quote_ident(schema)}.{_quote_ident(table)}"
 
 
+def login_role_sql(
+    grants: Sequence[tuple[str, str]], owner_role: str | None = None
+) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """Creation and revocation SQL of a dynamic login holding ``(privileges, object)`` grants.
+
+    Objects are 'schema.table' or 'schema.*'; ``owner_role`` (if any) is granted as well.
+    """
+    user = '"{{name}}"'
+    schemas = sorted({_object_sql(obj)[0] for _, obj in grants})
+    creation = [
+        f"CREATE ROLE {user} WITH LOGIN PASSWORD '{{{{password}}}}' "
+        "VALID UNTIL '{{expiration}}';",
+        *[f"GRANT USAGE ON SCHEMA {schema} TO {user};" for schema in schemas],
+        *[f"GRANT {privileges} ON {_object_sql(obj)[1]} TO {user};" for privileges, obj in grants],
+    ]
+    # Revocation must work even after a delete-tier login dropped a table it was granted
+    # on, so it names no table: DROP OWNED BY revokes every privilege the login holds in
+    # this database (and drops anything it created), whatever still exists.
+    revocation = [
+        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE usename = '{{name}}';",
+    ]
+    if owner_role:
+        # Membership carries everything the owner role owns: give each service its own.
+        owner = _quote_ident(owner_role)
+        creation.append(f"GRANT {owner} TO {user};")
+        revocation.append(f"REVOKE {owner} FROM {user};")
+    revocation += [f"DROP OWNED BY {user};", f"DROP ROLE IF EXISTS {user};"]
+    return tuple(creation), tuple(revocation)
+
+
 def database_role(scope: Scope, env: Environment, tier: TierName) -> DatabaseRole | None:
     """The creation and revocation SQL for a tier's dynamic PostgreSQL logins.
 
@@ -297,37 +327,18 @@ def database_role(scope: Scope, env: Environment, tier: TierName) -> DatabaseRol
     database = env.database
     if database is None or tier not in database.roles or tier not in scope.tiers:
         return None
-    user = '"{{name}}"'
     privileges = ", ".join(DATABASE_PRIVILEGES[tier])
-    schemas = sorted({_object_sql(obj)[0] for obj in database.objects})
-    creation = [
-        f"CREATE ROLE {user} WITH LOGIN PASSWORD '{{{{password}}}}' "
-        "VALID UNTIL '{{expiration}}';",
-        *[f"GRANT USAGE ON SCHEMA {schema} TO {user};" for schema in schemas],
-        *[
-            f"GRANT {privileges} ON {_object_sql(obj)[1]} TO {user};"
-            for obj in sorted(database.objects)
-        ],
-    ]
-    # Revocation must work even after a delete-tier login dropped a table it was granted
-    # on, so it names no table: DROP OWNED BY revokes every privilege the login holds in
-    # this database (and drops anything it created), whatever still exists.
-    revocation = [
-        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE usename = '{{name}}';",
-    ]
-    if tier == "delete" and database.owner_role:
-        # Membership carries everything the owner role owns: give each service its own.
-        owner = _quote_ident(database.owner_role)
-        creation.append(f"GRANT {owner} TO {user};")
-        revocation.append(f"REVOKE {owner} FROM {user};")
-    revocation += [f"DROP OWNED BY {user};", f"DROP ROLE IF EXISTS {user};"]
+    creation, revocation = login_role_sql(
+        [(privileges, obj) for obj in sorted(database.objects)],
+        database.owner_role if tier == "delete" else None,
+    )
     ttl = scope.tiers[tier].ttl_seconds
     return DatabaseRole(
         mount=database.mount,
         name=database.roles[tier],
         db_name=database.connection,
-        creation_statements=tuple(creation),
-        revocation_statements=tuple(revocation),
+        creation_statements=creation,
+        revocation_statements=revocation,
         default_ttl=ttl,
         max_ttl=ttl,
     )

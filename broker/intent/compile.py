@@ -1,0 +1,151 @@
+"""An intent compiled to the tightest documents: exactly its operations, nothing wider.
+
+Pure. AWS: an STS session policy naming each action on each exact ARN (merged into as few
+statements as the operations allow, an ``aws:RequestedRegion`` condition on regional
+services as the scope compiler writes it), refused, never truncated, past STS's 2,048
+characters. Vault: an ACL policy of exact paths and capabilities. PostgreSQL: GRANT
+statements on exact tables. Each is narrower than or equal to the tier's own documents,
+because :func:`broker.intent.scope.check_scope` found every operation inside the tier.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import defaultdict
+from dataclasses import dataclass
+
+from broker.errors import PolicyTooLarge
+from broker.intent.model import AwsOperation, DatabaseOperation, Intent, VaultOperation
+from broker.intent.operations import DATABASE_PRIVILEGES
+from broker.intent.scope import check_scope
+from broker.policy.compiler import (
+    POLICY_VERSION,
+    SESSION_POLICY_MAX_CHARS,
+    TOKEN_SELF_PATHS,
+    DatabaseRole,
+    Policy,
+    login_role_sql,
+    vault_policy_name,
+)
+from broker.policy.iam_actions import GLOBAL_SERVICES, IamDatabase
+from broker.scopes.model import Environment, Scope, TierName
+
+Conditions = tuple[tuple[str, str], ...]
+
+
+@dataclass(frozen=True)
+class IntentGrant:
+    """What to issue for an intent: the tier whose role/rule applies, and its documents."""
+
+    tier: TierName
+    sha256: str
+    session_policy: Policy | None = None
+    vault_policy: str | None = None
+    database_role: DatabaseRole | None = None
+
+
+def compile_intent(
+    intent: Intent,
+    scope: Scope,
+    env: Environment,
+    region: str | None,
+    iam: IamDatabase,
+) -> IntentGrant:
+    """Check the intent against the scope, then compile it for its backend.
+
+    Raises :class:`IntentOutsideScope` (400) naming each operation outside, and
+    :class:`PolicyTooLarge` (400) when the session policy does not fit STS's limit.
+    """
+    tier = check_scope(intent, scope, env, region, iam).raise_if_outside()
+    if intent.backend == "aws":
+        assert region is not None  # check_scope refuses aws operations without one
+        policy = session_policy(intent, region, tier)
+        return IntentGrant(tier, intent.sha256, session_policy=policy)
+    if intent.backend == "vault":
+        name = intent_policy_name(scope, env, tier, intent)
+        return IntentGrant(tier, intent.sha256, vault_policy=vault_policy(intent, name))
+    return IntentGrant(tier, intent.sha256, database_role=database_role(intent, scope, env, tier))
+
+
+def intent_policy_name(scope: Scope, env: Environment, tier: TierName, intent: Intent) -> str:
+    """A Vault policy (or database role) name per intent: the tier's, plus the hash's head."""
+    return f"{vault_policy_name(scope.service, env.name, tier)}-intent-{intent.sha256[:16]}"
+
+
+def session_policy(intent: Intent, region: str, tier: TierName = "write") -> Policy:
+    """The STS session policy of an AWS intent, for ``region``."""
+    by_resource: dict[tuple[str, Conditions, bool], set[str]] = defaultdict(set)
+    for op in intent.operations:
+        if not isinstance(op, AwsOperation):
+            continue
+        regional = op.action.split(":", 1)[0] not in GLOBAL_SERVICES
+        by_resource[(op.resource, op.conditions, regional)].add(op.action)
+    # Resources that need the same actions under the same conditions share a statement.
+    grouped: dict[tuple[tuple[str, ...], Conditions, bool], list[str]] = defaultdict(list)
+    for (resource, conditions, regional), needed in by_resource.items():
+        grouped[(tuple(sorted(needed)), conditions, regional)].append(resource)
+    statements = []
+    for (actions, conditions, regional), resources in sorted(grouped.items()):
+        statement: Policy = {
+            "Effect": "Allow",
+            "Action": list(actions),
+            "Resource": sorted(resources),
+        }
+        equals: dict[str, object] = dict(conditions)
+        if regional:
+            equals["aws:RequestedRegion"] = [region]
+        if equals:
+            statement["Condition"] = {"StringEquals": equals}
+        statements.append(statement)
+    document = {"Version": POLICY_VERSION, "Statement": statements}
+    size = len(json.dumps(document, separators=(",", ":")))
+    if size > SESSION_POLICY_MAX_CHARS:
+        raise PolicyTooLarge(
+            f"the session policy for this intent ({len(intent.operations)} operations) is "
+            f"{size} characters; STS accepts at most {SESSION_POLICY_MAX_CHARS}. Split the "
+            "change into smaller intents (terraform apply -target=...), each approved on "
+            "its own",
+            tier,
+        )
+    return document
+
+
+def vault_policy(intent: Intent, name: str) -> str:
+    """The Vault ACL policy (HCL) of a Vault intent: each path, its capabilities only."""
+    header = f"# {name}: generated by the broker for intent {intent.sha256}; do not edit\n"
+    blocks = []
+    for op in intent.operations:
+        if isinstance(op, VaultOperation):
+            rendered = ", ".join(f'"{c}"' for c in op.capabilities)
+            blocks.append(f'path "{op.path}" {{\n  capabilities = [{rendered}]\n}}\n')
+    for path, capability in TOKEN_SELF_PATHS:
+        blocks.append(f'path "{path}" {{\n  capabilities = ["{capability}"]\n}}\n')
+    return header + "\n".join(blocks)
+
+
+def database_grants(intent: Intent) -> list[tuple[str, str]]:
+    """(privileges, object) pairs of a database intent, for GRANT statements."""
+    return [
+        (", ".join(p for p in DATABASE_PRIVILEGES if p in op.privileges), op.table)
+        for op in intent.operations
+        if isinstance(op, DatabaseOperation)
+    ]
+
+
+def database_role(intent: Intent, scope: Scope, env: Environment, tier: TierName) -> DatabaseRole:
+    """A Vault database role whose logins hold exactly the intent's table privileges.
+
+    Never the scope's ``owner_role``: membership in it would carry every table it owns.
+    """
+    assert env.database is not None  # check_scope refuses database operations without one
+    creation, revocation = login_role_sql(database_grants(intent))
+    ttl = scope.tiers[tier].ttl_seconds
+    return DatabaseRole(
+        mount=env.database.mount,
+        name=intent_policy_name(scope, env, tier, intent),
+        db_name=env.database.connection,
+        creation_statements=creation,
+        revocation_statements=revocation,
+        default_ttl=ttl,
+        max_ttl=ttl,
+    )
