@@ -52,7 +52,7 @@ def parse_operations(field: Field, backend: Backend, iam: IamDatabase) -> tuple[
 
 def _key(op: Operation) -> tuple[str, str]:
     if isinstance(op, AwsOperation):
-        return (op.resource, op.action)
+        return (op.action, op.resource)  # the order of AwsOperation itself
     if isinstance(op, VaultOperation):
         return (op.path, "")
     return (op.table, "")

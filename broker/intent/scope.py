@@ -68,6 +68,13 @@ class ScopeCheck:
         return self.tier
 
 
+@dataclass(frozen=True)
+class _Why:
+    """Why an operation is outside (kept apart from tier names, which are strings too)."""
+
+    reason: str
+
+
 def check_scope(
     intent: Intent, scope: Scope, env: Environment, region: str | None, iam: IamDatabase
 ) -> ScopeCheck:
@@ -81,8 +88,8 @@ def check_scope(
             result = _vault(op, scope, env, region)
         else:
             result = _database(op, scope, env)
-        if isinstance(result, str):
-            outside.append(Outside(op, result))
+        if isinstance(result, _Why):
+            outside.append(Outside(op, result.reason))
         else:
             needs.append((op, result))
     tier = _highest(tier for _, tier in needs)
@@ -108,35 +115,35 @@ def _highest(tiers: Iterable[TierName]) -> TierName:
     return max(tiers, key=TIERS.index, default="read")
 
 
-def _available(tier: TierName, scope: Scope, defined: Iterable[str]) -> str | None:
-    """None when the scope has ``tier`` for this backend, else why not."""
+def _available(tier: TierName, scope: Scope, defined: Iterable[str]) -> TierName | _Why:
+    """The tier when the scope has it for this backend, else why not."""
     if tier not in scope.tiers or tier not in defined:
-        return f"needs tier {tier}, which scope {scope.service} does not define here"
-    return None
+        return _Why(f"needs tier {tier}, which scope {scope.service} does not define here")
+    return tier
 
 
 def _aws(
     op: AwsOperation, scope: Scope, env: Environment, region: str | None, iam: IamDatabase
-) -> TierName | str:
+) -> TierName | _Why:
     if env.aws is None or region is None:
-        return f"environment {env.name} of {scope.service} has no aws backend"
+        return _Why(f"environment {env.name} of {scope.service} has no aws backend")
     found = arn_region(op.resource)
     if found not in ("", region):
-        return f"is in region {found}; this request is for {region}"
+        return _Why(f"is in region {found}; this request is for {region}")
     account = arn_account(op.resource)
     if account not in ("", env.aws.account):
-        return f"is in account {account}; environment {env.name} is account {env.aws.account}"
+        return _Why(f"is in account {account}; environment {env.name} is account {env.aws.account}")
     granted = _granting_tier(op, scope, env, region, iam)
     if granted is None:
-        return f"no tier of scope {scope.service} grants it in {env.name}/{region}"
+        return _Why(f"no tier of scope {scope.service} grants it in {env.name}/{region}")
     info = iam.lookup(op.action)
     level: TierName = "read" if info is not None and info.access_level in READ_LEVELS else "write"
     if operation_destroys(op):
         level = "delete"
     tier = _highest((granted, level))
     if tier != "read" and names_everything(op.resource):
-        return f"names every resource of its kind; a {tier} intent names what it changes"
-    return _available(tier, scope, env.aws.roles) or tier
+        return _Why(f"names every resource of its kind; a {tier} intent names what it changes")
+    return _available(tier, scope, env.aws.roles)
 
 
 def _granting_tier(
@@ -158,12 +165,12 @@ def _granting_tier(
 
 def _vault(
     op: VaultOperation, scope: Scope, env: Environment, region: str | None
-) -> TierName | str:
+) -> TierName | _Why:
     kv = env.vault
     if kv is None:
-        return f"environment {env.name} of {scope.service} has no vault backend"
+        return _Why(f"environment {env.name} of {scope.service} has no vault backend")
     if not op.path.startswith(f"{kv.mount}/"):
-        return f"is not under the environment's KV mount {kv.mount}/"
+        return _Why(f"is not under the environment's KV mount {kv.mount}/")
     rest = op.path[len(kv.mount) + 1 :]
     table: dict[TierName, tuple[str, ...]]
     if kv.version == 2:
@@ -172,17 +179,17 @@ def _vault(
     else:
         secret, table = rest, dict(KV1_CAPABILITIES)
     if not any(_vault_pattern(p, env, region).fullmatch(secret) for p in kv.paths):
-        return "is outside the environment's Vault paths"
+        return _Why("is outside the environment's Vault paths")
     tiers = []
     for capability in op.capabilities:
         tier = next((t for t in TIERS if capability in table[t]), None)
         if tier is None:
-            return f"no tier grants {capability} on it"
+            return _Why(f"no tier grants {capability} on it")
         tiers.append(tier)
     tier = _highest(tiers)
     if tier != "read" and re.search(r"(^|/)\+(/|$)|\*$", op.path):
-        return f"is a wildcard: a {tier} intent names each secret it changes"
-    return _available(tier, scope, scope.tiers) or tier
+        return _Why(f"is a wildcard: a {tier} intent names each secret it changes")
+    return _available(tier, scope, scope.tiers)
 
 
 def _vault_pattern(pattern: str, env: Environment, region: str | None) -> re.Pattern[str]:
@@ -192,15 +199,15 @@ def _vault_pattern(pattern: str, env: Environment, region: str | None) -> re.Pat
         return re.compile(r"(?!)")
 
 
-def _database(op: DatabaseOperation, scope: Scope, env: Environment) -> TierName | str:
+def _database(op: DatabaseOperation, scope: Scope, env: Environment) -> TierName | _Why:
     database = env.database
     if database is None:
-        return f"environment {env.name} of {scope.service} has no database backend"
+        return _Why(f"environment {env.name} of {scope.service} has no database backend")
     schema = op.table.split(".", 1)[0]
     if op.table not in database.objects and f"{schema}.*" not in database.objects:
-        return "is not one of the environment's database objects"
+        return _Why("is not one of the environment's database objects")
     tiers = [next(t for t in TIERS if p in DATABASE_PRIVILEGES[t]) for p in op.privileges]
     tier = _highest(tiers)
     if tier != "read" and op.table.endswith(".*"):
-        return f"names every table of its schema; a {tier} intent names each table"
-    return _available(tier, scope, database.roles) or tier
+        return _Why(f"names every table of its schema; a {tier} intent names each table")
+    return _available(tier, scope, database.roles)

@@ -134,13 +134,21 @@ class _Mapper:
     def _create(self, pc: PlannedChange, rtype: ResourceType, arn: str) -> list[AwsOperation]:
         self._check_required(pc, rtype)
         for attribute, reason in rtype.refused.items():
-            if _is_set(pc.after.get(attribute)) or contains_true(pc.after_unknown.get(attribute)):
+            if self._asks(pc, attribute):
                 raise _refused(pc, attribute, reason)
         actions = list(rtype.create) + list(rtype.read)
         for attribute, listed in rtype.create_attributes.items():
-            if _is_set(pc.after.get(attribute)) or contains_true(pc.after_unknown.get(attribute)):
+            if self._asks(pc, attribute):
                 actions += listed
         return _on(actions, arn) + self._related(pc, rtype, "create", "after", set())
+
+    def _asks(self, pc: PlannedChange, attribute: str) -> bool:
+        """Does the new object set ``attribute``? An unknown value counts when the
+        configuration sets it; otherwise AWS computes it and the request never carries it."""
+        if _is_set(pc.after.get(attribute)):
+            return True
+        unknown = contains_true(pc.after_unknown.get(attribute))
+        return unknown and self.config.expression(pc, attribute) is not None
 
     def _update(self, pc: PlannedChange, rtype: ResourceType, arn: str) -> list[AwsOperation]:
         self._check_required(pc, rtype)

@@ -217,7 +217,6 @@ SNS_TOPIC = ResourceType(
     exports={"id": "arn", "arn": "arn", "name": "name"},
     loss="it will be deleted and created again; its subscriptions are lost",
     physical_identity=last_segment(":", "name"),
-    not_in_registry={"sns:SetTopicAttributes": PIKE.format("sns/aws_sns_topic") + " (create)"},
     sources=(
         REGISTRY.format("AWS::SNS::Topic"),
         SAR.format("sns topic"),
