@@ -7,13 +7,15 @@
 PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
-STAMP  := $(VENV)/.installed-$(shell cat pyproject.toml | cksum | cut -d' ' -f1)
+STAMP  := $(VENV)/.installed-$(shell cat pyproject.toml clients/python/pyproject.toml | cksum | cut -d' ' -f1)
 
 .PHONY: dev test lint typecheck unit bench system-deps services clean
 
-$(STAMP): pyproject.toml
+# The agent-side package (clients/python) first, editable: the server depends on it.
+$(STAMP): pyproject.toml clients/python/pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --disable-pip-version-check --upgrade pip
+	$(BIN)/pip install --quiet --disable-pip-version-check -e './clients/python[aws,vault,mcp]'
 	$(BIN)/pip install --quiet --disable-pip-version-check -e '.[devstack,test]'
 	rm -f $(VENV)/.installed-*
 	touch $@
@@ -39,7 +41,7 @@ dev: $(STAMP)
 	$(BIN)/broker dev
 
 lint: $(STAMP)
-	$(BIN)/ruff check broker tests bench
+	$(BIN)/ruff check broker clients tests bench
 
 typecheck: $(STAMP)
 	$(BIN)/mypy

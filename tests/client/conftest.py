@@ -19,11 +19,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from broker_client import Backend, BrokerClient, Tier
 from werkzeug.serving import make_server
 
 from broker.app import create_app
 from broker.approvals.service import Decision
-from broker.client import Backend, BrokerClient, Tier
 from broker.errors import UpstreamUnavailable
 from broker.identity.mint import mint_agent_token
 from broker.issuers.base import IssuedCredential, Issuer, IssueRequest

@@ -7,10 +7,7 @@ import threading
 from collections.abc import Callable, Iterator
 
 import pytest
-from werkzeug.serving import make_server
-from werkzeug.wrappers import Request, Response
-
-from broker.client import (
+from broker_client import (
     ApprovalPending,
     Backend,
     BrokerClient,
@@ -26,6 +23,9 @@ from broker.client import (
     format_seconds,
     refresh_windows,
 )
+from werkzeug.serving import make_server
+from werkzeug.wrappers import Request, Response
+
 from tests.client.conftest import READ, LiveBroker, free_port
 
 INVOICE = "arn:aws:s3:::payments-prod-invoices/2026/11/batch.csv"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import datetime as dt
 import io
 import json
@@ -14,23 +15,20 @@ import threading
 from pathlib import Path
 
 import boto3
-import click
 import pytest
-
-from broker.agent_cli import (
+from broker_client import RequestState
+from broker_client.cache import LocalCache
+from broker_client.cli import (
     EXIT_DENIED,
     EXIT_EXPIRED,
     EXIT_FROZEN,
     EXIT_PENDING,
     EXIT_UNREACHABLE,
     EXIT_USAGE,
-    DurationType,
-    LocalCache,
-    Progress,
-    describe,
-    token_identity,
 )
-from broker.client import RequestState
+from broker_client.options import duration, token_identity
+from broker_client.progress import Progress, describe
+
 from tests.client.conftest import LiveBroker, free_port
 from tests.fixtures.cli import CliResult, run_cli
 
@@ -352,8 +350,7 @@ def state(status: str, now: float, **changes: object) -> RequestState:
 
 
 def test_durations() -> None:
-    duration = DurationType()
-    assert [duration.convert(v, None, None) for v in ("900", "15m", "1h30m", "2h", "45s")] == [
+    assert [duration(v) for v in ("900", "15m", "1h30m", "2h", "45s")] == [
         900,
         900,
         5400,
@@ -361,8 +358,8 @@ def test_durations() -> None:
         45,
     ]
     for bad in ("", "0", "0m", "soon", "1d", "-5"):
-        with pytest.raises(click.BadParameter):
-            duration.convert(bad, None, None)
+        with pytest.raises(argparse.ArgumentTypeError):
+            duration(bad)
 
 
 def test_status_lines() -> None:
@@ -381,7 +378,7 @@ def test_status_lines() -> None:
 
 def test_progress_on_a_terminal_redraws_one_line() -> None:
     stream = io.StringIO()
-    progress = Progress(stream, lambda: 1_800_000_000.0, live=True)
+    progress = Progress(lambda: 1_800_000_000.0, live=stream)
     progress.update(state("pending", 1_800_000_000.0))
     progress.note("a note")
     progress.close()

@@ -12,10 +12,10 @@ from typing import Any
 import anyio
 import boto3
 import pytest
+from broker_client.mcp.writer import MANAGED_MARKER, replace_section
 from mcp import Client, StdioServerParameters, stdio_client
 from mcp.types import CallToolResult
 
-from broker.mcp_server import MANAGED_MARKER, replace_section
 from tests.client.conftest import LiveBroker
 
 BROKER = str(Path(sys.executable).with_name("broker"))

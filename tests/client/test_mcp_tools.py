@@ -6,9 +6,10 @@ import stat
 from pathlib import Path
 
 import pytest
+from broker_client import BrokerClient
+from broker_client.mcp.tools import BrokerTools
+from broker_client.mcp.writer import CredentialWriter
 
-from broker.client import BrokerClient
-from broker.mcp_server import BrokerTools, CredentialWriter
 from tests.client.conftest import LiveBroker, free_port
 
 

@@ -15,8 +15,8 @@ import boto3
 import hvac
 import pytest
 from botocore.exceptions import ClientError
+from broker_client import BrokerClient
 
-from broker.client import BrokerClient
 from tests.client.conftest import LiveBroker, start_live_broker
 from tests.fixtures.backends import Backends
 

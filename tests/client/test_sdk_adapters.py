@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import pytest
+from broker_client import BrokerClientError, Frozen
 
-from broker.client import BrokerClientError, Frozen
 from tests.client.conftest import LiveBroker
 
 INVOICE = "arn:aws:s3:::payments-prod-invoices/2026/11/batch.csv"

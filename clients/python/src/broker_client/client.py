@@ -1,414 +1,59 @@
-"""The Python client agents use to get credentials from the broker.
+"""``BrokerClient``: the broker's agent API as typed calls.
 
-``BrokerClient`` speaks the broker's HTTP API (``POST /v1/credentials``, ``GET
-/v1/requests/<id>``, ``POST /v1/requests/<id>/credentials``, ``GET /v1/scopes``) and hands
-back typed results: :class:`Issued` credentials, a :class:`PendingRequest` waiting for
-humans, a :class:`RequestState`. Every failure is a :class:`BrokerClientError` subclass
-with a stable ``code`` and the HTTP ``status``, so callers branch on types, not on text.
+``POST /v1/credentials``, ``GET /v1/requests/<id>`` (with long-poll), ``POST
+/v1/requests/<id>/credentials``, ``GET /v1/issuances/<id>`` and ``GET /v1/scopes``, each
+returning a value from :mod:`broker_client.results` or raising a
+:class:`~broker_client.errors.BrokerClientError` subclass.
 
 Secrets (secret keys, session tokens, Vault tokens, passwords, the agent's own bearer
 token) never appear in a ``repr``, an exception message or a log line of this module.
 
-Only the standard library is imported at module load: ``broker creds`` runs once per
+Only the standard library is imported at module load: ``broker-creds`` runs once per
 ``credential_process`` call, and its local-cache hit should cost no more than the
-interpreter start. ``requests``, ``boto3``, ``botocore`` and ``hvac`` are imported where
-they are used.
+interpreter start. ``requests``, ``boto3`` and ``hvac`` are imported where they are used.
 """
 
 from __future__ import annotations
 
-import datetime as dt
-import math
 import re
-import shlex
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Literal, TypedDict
+from typing import TYPE_CHECKING, Any, Unpack
+
+from broker_client.errors import (
+    ApprovalPending,
+    BrokerClientError,
+    BrokerUnreachable,
+    Denied,
+    Expired,
+    Frozen,
+    NotReady,
+)
+from broker_client.results import (
+    MAX_MESSAGE,
+    Ask,
+    Backend,
+    IssuanceState,
+    Issued,
+    PendingRequest,
+    RequestState,
+    ScopeList,
+    Tier,
+    format_seconds,
+    text_field,
+)
 
 if TYPE_CHECKING:
     import boto3
     import hvac
     import requests
 
-__all__ = [
-    "ApprovalPending",
-    "BrokerClient",
-    "BrokerClientError",
-    "BrokerUnreachable",
-    "Denied",
-    "Expired",
-    "Frozen",
-    "Issued",
-    "NotReady",
-    "PendingRequest",
-    "RequestState",
-    "ScopeList",
-    "format_seconds",
-    "refresh_windows",
-]
-
-Tier = Literal["read", "write", "delete"]
-Backend = Literal["aws", "vault", "database"]
-
 #: The longest long-poll the broker accepts (``GET /v1/requests/<id>?wait=N``).
 MAX_WAIT_SECONDS = 30
 DEFAULT_TIMEOUT_SECONDS = 10.0
 USER_AGENT = "agent-credential-broker-client/1"
-#: Request states after which nothing more happens to a request.
-FINAL_STATES = frozenset({"collected", "denied", "expired", "cancelled"})
-#: Credential fields that are safe to show; every other field is treated as secret.
-PUBLIC_FIELDS = frozenset(
-    {
-        "access_key_id",
-        "region",
-        "role_arn",
-        "source_identity",
-        "account_id",
-        "vault_addr",
-        "namespace",
-        "accessor",
-        "username",
-        "lease_id",
-        "host",
-        "port",
-        "database",
-    }
-)
 _REQUEST_ID = re.compile(r"req_[a-z0-9]{26}")
 _ERRNO = re.compile(r"\[Errno -?\d+\] ([^'\")\]]+)")
-_MAX_MESSAGE = 500
-
-
-# -- errors ---------------------------------------------------------------------------
-
-
-class BrokerClientError(Exception):
-    """Root of every error the client raises.
-
-    ``code`` is the broker's machine-readable error code (``bad_request``, ``not_found``,
-    ``unauthenticated``, ``rate_limited``, ``upstream_unavailable``...) or one of the
-    client's own (``unreachable``, ``bad_response``, ``invalid_argument``, ``denied``,
-    ``expired``, ``pending``). ``status`` is the HTTP status, when there was a response.
-    """
-
-    default_code = "error"
-
-    def __init__(
-        self,
-        message: str,
-        code: str | None = None,
-        status: int | None = None,
-        *,
-        request_id: str | None = None,
-        field: str | None = None,
-        retry_after: int | None = None,
-        http_request_id: str | None = None,
-    ) -> None:
-        super().__init__(message)
-        self.message = message
-        self.code = code or self.default_code
-        self.status = status
-        self.request_id = request_id  # the escalation request (req_...), when one is known
-        self.field = field  # the request field the broker blamed
-        self.retry_after = retry_after  # seconds, for rate limits
-        self.http_request_id = http_request_id  # the broker's X-Request-ID, for its logs
-
-    def __repr__(self) -> str:
-        return f"{type(self).__name__}(code={self.code!r}, status={self.status}, {self.message!r})"
-
-
-class BrokerUnreachable(BrokerClientError):
-    """No answer from the broker (connection refused, DNS, TLS, timeout, a proxy's 502)."""
-
-    default_code = "unreachable"
-
-
-class Denied(BrokerClientError):
-    """The broker or an approver said no: not a requester, out of scope, change freeze,
-    blast radius, an approver's deny, or an open request cancelled by an operator."""
-
-    default_code = "forbidden"
-
-
-class Frozen(BrokerClientError):
-    """The kill switch or the circuit breaker froze this agent or scope: nothing is issued
-    until an operator runs ``broker unfreeze``."""
-
-    default_code = "frozen"
-
-
-class Expired(BrokerClientError):
-    """The request expired before it was decided or collected, or was already collected."""
-
-    default_code = "expired"
-
-
-class NotReady(BrokerClientError):
-    """Collecting too early: approvals are missing or the mandatory delay is running."""
-
-    default_code = "not_ready"
-
-
-class ApprovalPending(BrokerClientError):
-    """Waiting timed out while the request was still pending (``request_id`` says which)."""
-
-    default_code = "pending"
-
-
-# -- results --------------------------------------------------------------------------
-
-
-@dataclass(frozen=True, repr=False)
-class Issued:
-    """Credentials the broker issued. ``credentials`` mixes public ids and secrets; only
-    the fields in :data:`PUBLIC_FIELDS` are ever shown by ``repr``."""
-
-    request_id: str
-    backend: str
-    credentials: Mapping[str, str]
-    expires_at: dt.datetime
-    cached: bool = False
-
-    def __repr__(self) -> str:
-        hidden = ", ".join(f"{k}=***" for k in sorted(self.credentials) if k not in PUBLIC_FIELDS)
-        return (
-            f"Issued(request_id={self.request_id!r}, backend={self.backend!r}, "
-            f"expires_at={self.expires_at.isoformat()!r}, cached={self.cached}, "
-            f"public={self.public()!r}, {hidden})"
-        )
-
-    __str__ = __repr__
-
-    def public(self) -> dict[str, str]:
-        """The non-secret fields (ids, addresses): safe to log or show to a model."""
-        return {k: v for k, v in self.credentials.items() if k in PUBLIC_FIELDS}
-
-    def seconds_left(self, now: float) -> float:
-        return self.expires_at.timestamp() - now
-
-    def require(self, *names: str) -> list[str]:
-        """The named credential fields, or ``bad_response`` naming the first missing one."""
-        missing = [n for n in names if not self.credentials.get(n)]
-        if missing:
-            raise BrokerClientError(
-                f"the broker's {self.backend} credentials lack '{missing[0]}'", "bad_response"
-            )
-        return [self.credentials[n] for n in names]
-
-    def to_json(self) -> dict[str, Any]:
-        """The issued body as the broker returned it (for ``--format json`` and caches)."""
-        return {
-            "request_id": self.request_id,
-            "status": "issued",
-            "backend": self.backend,
-            "credentials": dict(self.credentials),
-            "expires_at": _iso(self.expires_at),
-            "cached": self.cached,
-        }
-
-    @classmethod
-    def from_json(cls, body: Mapping[str, Any]) -> Issued:
-        credentials = body.get("credentials")
-        if not isinstance(credentials, Mapping) or not all(
-            isinstance(k, str) and isinstance(v, str | int) for k, v in credentials.items()
-        ):
-            raise BrokerClientError("the broker's response has no credentials", "bad_response")
-        return cls(
-            request_id=_str(body, "request_id"),
-            backend=_str(body, "backend"),
-            credentials={k: str(v) for k, v in credentials.items()},
-            expires_at=_time(body, "expires_at"),
-            cached=bool(body.get("cached", False)),
-        )
-
-    def credential_process(self) -> dict[str, Any]:
-        """The AWS CLI/SDK ``credential_process`` document (Version 1), AWS only."""
-        self._only("aws", "credential_process output")
-        key, secret = self.require("access_key_id", "secret_access_key")
-        document: dict[str, Any] = {
-            "Version": 1,
-            "AccessKeyId": key,
-            "SecretAccessKey": secret,
-            "Expiration": _iso(self.expires_at),
-        }
-        if self.credentials.get("session_token"):
-            document["SessionToken"] = self.credentials["session_token"]
-        if self.credentials.get("account_id"):
-            document["AccountId"] = self.credentials["account_id"]
-        return document
-
-    def environment(self) -> dict[str, str]:
-        """The environment variables the backend's standard tools read.
-
-        aws: ``AWS_ACCESS_KEY_ID``, ``AWS_SECRET_ACCESS_KEY``, ``AWS_SESSION_TOKEN``,
-        ``AWS_REGION``/``AWS_DEFAULT_REGION``; vault: ``VAULT_ADDR``, ``VAULT_TOKEN``
-        (``VAULT_NAMESPACE``); database: libpq's ``PGHOST``, ``PGPORT``, ``PGDATABASE``,
-        ``PGUSER``, ``PGPASSWORD``.
-        """
-        c = self.credentials
-        if self.backend == "aws":
-            key, secret = self.require("access_key_id", "secret_access_key")
-            env = {"AWS_ACCESS_KEY_ID": key, "AWS_SECRET_ACCESS_KEY": secret}
-            optional = {
-                "AWS_SESSION_TOKEN": "session_token",
-                "AWS_REGION": "region",
-                "AWS_DEFAULT_REGION": "region",
-            }
-        elif self.backend == "vault":
-            (token,) = self.require("token")
-            env = {"VAULT_TOKEN": token}
-            optional = {"VAULT_ADDR": "vault_addr", "VAULT_NAMESPACE": "namespace"}
-        elif self.backend == "database":
-            user, password = self.require("username", "password")
-            env = {"PGUSER": user, "PGPASSWORD": password}
-            optional = {"PGHOST": "host", "PGPORT": "port", "PGDATABASE": "database"}
-        else:
-            raise BrokerClientError(f"unknown backend '{self.backend}'", "bad_response")
-        env.update({name: c[key] for name, key in optional.items() if c.get(key)})
-        return dict(sorted(env.items()))
-
-    def export_lines(self) -> str:
-        """``export NAME='value'`` lines for a POSIX shell (``eval "$(broker creds ...)"``)."""
-        env = self.environment()
-        env["BROKER_CREDENTIALS_EXPIRATION"] = _iso(self.expires_at)
-        return "".join(f"export {name}={shlex.quote(value)}\n" for name, value in env.items())
-
-    def _only(self, backend: str, what: str) -> None:
-        if self.backend != backend:
-            raise BrokerClientError(
-                f"{what} needs {backend} credentials, not {self.backend}", "invalid_argument"
-            )
-
-
-@dataclass(frozen=True)
-class PendingRequest:
-    """A write/delete request now waiting for human approval (HTTP 202)."""
-
-    request_id: str
-    status: str
-    approvals_required: int
-    approvals_received: int
-    expires_at: dt.datetime
-    poll_url: str
-    approval_url: str
-
-    @classmethod
-    def from_json(cls, body: Mapping[str, Any], approval_url: str) -> PendingRequest:
-        return cls(
-            request_id=_str(body, "request_id"),
-            status=_str(body, "status"),
-            approvals_required=_int(body, "approvals_required"),
-            approvals_received=_int(body, "approvals_received"),
-            expires_at=_time(body, "expires_at"),
-            poll_url=_str(body, "poll_url"),
-            approval_url=approval_url,
-        )
-
-
-@dataclass(frozen=True)
-class RequestState:
-    """An escalated request as its agent sees it (``GET /v1/requests/<id>``)."""
-
-    request_id: str
-    status: str  # pending, approved, collected, denied, expired, cancelled
-    service: str
-    environment: str
-    region: str | None
-    tier: str
-    backend: str
-    resources: tuple[str, ...]
-    approvals_required: int
-    approvals_received: int
-    delay_seconds: int
-    collectable_at: dt.datetime | None
-    collect_deadline: dt.datetime | None
-    expires_at: dt.datetime
-    reason: str | None
-    approval_url: str = ""
-
-    @property
-    def final(self) -> bool:
-        """Nothing more will happen to this request."""
-        return self.status in FINAL_STATES
-
-    def delay_left(self, now: float) -> float:
-        """Seconds until an approved request may be collected (0 once it may)."""
-        if self.status != "approved" or self.collectable_at is None:
-            return 0.0
-        return max(0.0, self.collectable_at.timestamp() - now)
-
-    def collectable(self, now: float) -> bool:
-        return self.status == "approved" and self.delay_left(now) <= 0
-
-    @classmethod
-    def from_json(cls, body: Mapping[str, Any], approval_url: str) -> RequestState:
-        resources = body.get("resources", [])
-        region = body.get("region")
-        reason = body.get("reason")
-        return cls(
-            request_id=_str(body, "request_id"),
-            status=_str(body, "status"),
-            service=_str(body, "service"),
-            environment=_str(body, "environment"),
-            region=region if isinstance(region, str) else None,
-            tier=_str(body, "tier"),
-            backend=_str(body, "backend"),
-            resources=tuple(r for r in resources if isinstance(r, str))
-            if isinstance(resources, list)
-            else (),
-            approvals_required=_int(body, "approvals_required"),
-            approvals_received=_int(body, "approvals_received"),
-            delay_seconds=_int(body, "delay_seconds"),
-            collectable_at=_optional_time(body, "collectable_at"),
-            collect_deadline=_optional_time(body, "collect_deadline"),
-            expires_at=_time(body, "expires_at"),
-            reason=reason[:_MAX_MESSAGE] if isinstance(reason, str) else None,
-            approval_url=approval_url,
-        )
-
-
-class ScopeTier(TypedDict):
-    name: str
-    ttl_seconds: int
-    approval_required: bool
-    approvals: int
-    delay_seconds: int
-    max_resources: int | None
-
-
-class ScopeEnvironment(TypedDict):
-    name: str
-    regions: list[str]
-    backends: list[str]
-
-
-class ScopeInfo(TypedDict):
-    service: str
-    description: str
-    environments: list[ScopeEnvironment]
-    tiers: list[ScopeTier]
-
-
-class ScopeList(TypedDict):
-    """``GET /v1/scopes``: what this agent may request."""
-
-    agent: str
-    scopes: list[ScopeInfo]
-
-
-def refresh_windows(lifetime_seconds: float) -> tuple[int, int]:
-    """botocore's (advisory, mandatory) refresh windows for credentials of this lifetime.
-
-    botocore's defaults (15 and 10 minutes) would refresh 15-minute credentials on every
-    call; these stay below the broker's own cache margin (the larger of 5 minutes and 20 %
-    of the lifetime), so a refresh gets fresh credentials rather than the cached ones.
-    """
-    advisory = int(min(600.0, max(10.0, lifetime_seconds * 0.25)))
-    return advisory, advisory // 2
-
-
-# -- the client -----------------------------------------------------------------------
 
 
 class BrokerClient:
@@ -471,6 +116,7 @@ class BrokerClient:
         resources: Sequence[str] = (),
         duration: int | None = None,
         justification: str = "",
+        intent: Mapping[str, Any] | None = None,
     ) -> Issued | PendingRequest:
         """Ask for credentials: ``Issued`` at once for read, ``PendingRequest`` for
         write/delete (approvers are notified; :meth:`wait`, then :meth:`collect`)."""
@@ -482,17 +128,17 @@ class BrokerClient:
             "tier": tier,
             "backend": backend,
         }
-        if region:
-            body["region"] = region
-        if resources:
-            body["resources"] = list(resources)
-        if duration is not None:
-            body["duration"] = duration
-        if justification:
-            body["justification"] = justification
+        optional = {
+            "region": region or None,
+            "resources": list(resources) or None,
+            "duration": duration,
+            "justification": justification or None,
+            "intent": dict(intent) if intent is not None else None,
+        }
+        body.update({k: v for k, v in optional.items() if v is not None})
         status, data = self._call("POST", "/v1/credentials", body=body)
         if status == 202:
-            request_id = _str(data, "request_id")
+            request_id = text_field(data, "request_id")
             return PendingRequest.from_json(data, self.approval_url(request_id))
         return Issued.from_json(data)
 
@@ -563,13 +209,10 @@ class BrokerClient:
         while True:
             left = None if deadline is None else max(0.0, deadline - time.monotonic())
             state = self.wait(request_id, left, on_update)
-            _raise_for_final(state)
-            if not state.collectable(self._clock()):
-                raise ApprovalPending(
-                    f"request {request_id} is still {state.status} "
-                    f"({state.approvals_received}/{state.approvals_required} approvals)",
-                    request_id=request_id,
-                )
+            raise_for_final(state)
+            now = self._clock()
+            if not state.collectable(now):
+                raise ApprovalPending(still_waiting(state, now), request_id=request_id)
             try:
                 return self.collect(request_id)
             except NotReady:
@@ -586,19 +229,30 @@ class BrokerClient:
         tier: Tier,
         backend: Backend,
         region: str | None = None,
-        resources: Sequence[str] = (),
-        duration: int | None = None,
-        justification: str = "",
-        wait_timeout: float | None = None,
-        on_update: Callable[[RequestState], None] | None = None,
+        **ask: Unpack[Ask],
     ) -> Issued:
         """:meth:`request`, then for an escalation :meth:`complete`: credentials or an error."""
         outcome = self.request(
-            service, environment, tier, backend, region, resources, duration, justification
+            service,
+            environment,
+            tier,
+            backend,
+            region,
+            ask.get("resources", ()),
+            ask.get("duration"),
+            ask.get("justification", ""),
+            ask.get("intent"),
         )
         if isinstance(outcome, Issued):
             return outcome
-        return self.complete(outcome.request_id, wait_timeout, on_update)
+        return self.complete(outcome.request_id, ask.get("wait_timeout"), ask.get("on_update"))
+
+    def issuance(self, request_id: str) -> IssuanceState:
+        """Whether the credentials issued under ``request_id`` still stand (not revoked,
+        their agent and scope not frozen); for caches to check before serving a copy."""
+        _check_request_id(request_id)
+        _, data = self._call("GET", f"/v1/issuances/{request_id}")
+        return IssuanceState.from_json(data)
 
     def scopes(self) -> ScopeList:
         """The scopes this agent may request: environments, regions, backends, tiers."""
@@ -615,124 +269,36 @@ class BrokerClient:
         """The approval page of a request, to show the humans who must decide."""
         return f"{self.url}/requests/{request_id}"
 
-    # -- SDK adapters -------------------------------------------------------------
+    # -- SDK adapters (in broker_client.adapters; here for discoverability) --------
 
     def boto3_session(
-        self,
-        service: str,
-        environment: str,
-        region: str,
-        tier: Tier = "read",
-        resources: Sequence[str] = (),
-        duration: int | None = None,
-        justification: str = "",
-        wait_timeout: float | None = None,
-        on_update: Callable[[RequestState], None] | None = None,
+        self, service: str, environment: str, region: str, tier: Tier = "read", **ask: Unpack[Ask]
     ) -> boto3.Session:
         """A ``boto3.Session`` whose credentials come from, and refresh through, the broker.
 
-        The first credentials are fetched now (so a refusal raises here). botocore
-        refreshes them before they expire (see :func:`refresh_windows`). For write and
-        delete tiers every refresh is a new request that waits for approval again: an
-        approval grants one set of credentials, never a renewable session.
+        See :func:`broker_client.adapters.boto3_session`.
         """
-        import boto3
-        import botocore.credentials
-        import botocore.session
+        from broker_client.adapters import boto3_session
 
-        def fetch() -> Issued:
-            return self.obtain(
-                service,
-                environment,
-                tier,
-                "aws",
-                region,
-                resources,
-                duration,
-                justification,
-                wait_timeout,
-                on_update,
-            )
-
-        def refresh() -> dict[str, Any]:
-            return _botocore_metadata(fetch())
-
-        def now() -> dt.datetime:
-            return dt.datetime.fromtimestamp(self._clock(), dt.UTC)
-
-        first = fetch()
-        advisory, mandatory = refresh_windows(first.seconds_left(self._clock()))
-        metadata = _botocore_metadata(first)
-        credentials = botocore.credentials.RefreshableCredentials(
-            access_key=metadata["access_key"],
-            secret_key=metadata["secret_key"],
-            token=metadata["token"],
-            expiry_time=first.expires_at,
-            refresh_using=refresh,
-            method="custom-agent-credential-broker",
-            time_fetcher=now,
-            advisory_timeout=advisory,
-            mandatory_timeout=mandatory,
-        )
-
-        class BrokerProvider(botocore.credentials.CredentialProvider):
-            METHOD = "custom-agent-credential-broker"
-            CANONICAL_NAME = "custom-agent-credential-broker"
-
-            def load(self) -> botocore.credentials.Credentials:
-                return credentials
-
-        core = botocore.session.Session()
-        core.register_component(
-            "credential_provider", botocore.credentials.CredentialResolver([BrokerProvider()])
-        )
-        return boto3.Session(botocore_session=core, region_name=region)
+        return boto3_session(self, service, environment, region, tier, **ask)
 
     def vault_client(
         self,
         service: str,
         environment: str,
         tier: Tier = "read",
-        resources: Sequence[str] = (),
-        duration: int | None = None,
-        justification: str = "",
-        wait_timeout: float | None = None,
-        on_update: Callable[[RequestState], None] | None = None,
+        *,
         url: str | None = None,
         verify: bool | str = True,
+        **ask: Unpack[Ask],
     ) -> hvac.Client:
         """An ``hvac.Client`` holding a Vault token the broker issued for this scope tier.
 
-        ``url`` overrides the ``vault_addr`` the broker returned (when the agent reaches
-        Vault by another name). The token is not renewable through the broker: ask again
-        once ``Issued.expires_at`` nears.
+        See :func:`broker_client.adapters.vault_client`.
         """
-        import hvac
+        from broker_client.adapters import vault_client
 
-        issued = self.obtain(
-            service,
-            environment,
-            tier,
-            "vault",
-            None,
-            resources,
-            duration,
-            justification,
-            wait_timeout,
-            on_update,
-        )
-        (token,) = issued.require("token")
-        address = url or issued.credentials.get("vault_addr")
-        if not address:
-            raise BrokerClientError(
-                "the broker returned no vault_addr; pass url=", "invalid_argument"
-            )
-        return hvac.Client(
-            url=address,
-            token=token,
-            verify=verify,
-            namespace=issued.credentials.get("namespace") or None,
-        )
+        return vault_client(self, service, environment, tier, url=url, verify=verify, **ask)
 
     # -- HTTP ---------------------------------------------------------------------
 
@@ -780,6 +346,36 @@ class BrokerClient:
 # -- helpers --------------------------------------------------------------------------
 
 
+def still_waiting(state: RequestState, now: float) -> str:
+    """Why a request cannot be collected yet, in one sentence (pure)."""
+    if state.status == "approved":
+        return (
+            f"request {state.request_id} is approved; its mandatory delay ends in "
+            f"{format_seconds(state.delay_left(now))}"
+        )
+    return (
+        f"request {state.request_id} is still {state.status} "
+        f"({state.approvals_received}/{state.approvals_required} approvals)"
+    )
+
+
+def raise_for_final(state: RequestState) -> None:
+    """Raise the error a final state means: denied, cancelled, expired or collected."""
+    reason = state.reason or state.status
+    if state.status in ("denied", "cancelled"):
+        raise Denied(reason, state.status, request_id=state.request_id)
+    if state.status == "expired":
+        raise Expired(
+            f"request {state.request_id} expired: {reason}", "expired", request_id=state.request_id
+        )
+    if state.status == "collected":
+        raise Expired(
+            f"request {state.request_id} was already collected",
+            "collected",
+            request_id=state.request_id,
+        )
+
+
 def _decode(response: requests.Response) -> tuple[int, dict[str, Any]]:
     """A 200/202 JSON object, or the matching :class:`BrokerClientError`."""
     status = response.status_code
@@ -800,7 +396,7 @@ def _decode(response: requests.Response) -> tuple[int, dict[str, Any]]:
             )
         raise BrokerClientError(f"unexpected HTTP {status} from the broker", "bad_response", status)
     code = data["error"]
-    message = str(data.get("message") or code)[:_MAX_MESSAGE]
+    message = str(data.get("message") or code)[:MAX_MESSAGE]
     retry = response.headers.get("Retry-After", "")
     field_ = data.get("field")
     kwargs: dict[str, Any] = {
@@ -818,33 +414,6 @@ def _decode(response: requests.Response) -> tuple[int, dict[str, Any]]:
     elif status == 410:
         error_class = Expired
     raise error_class(message, code, status, **kwargs)
-
-
-def _raise_for_final(state: RequestState) -> None:
-    reason = state.reason or state.status
-    if state.status in ("denied", "cancelled"):
-        raise Denied(reason, state.status, request_id=state.request_id)
-    if state.status == "expired":
-        raise Expired(
-            f"request {state.request_id} expired: {reason}", "expired", request_id=state.request_id
-        )
-    if state.status == "collected":
-        raise Expired(
-            f"request {state.request_id} was already collected",
-            "collected",
-            request_id=state.request_id,
-        )
-
-
-def _botocore_metadata(issued: Issued) -> dict[str, Any]:
-    issued._only("aws", "a boto3 session")
-    key, secret = issued.require("access_key_id", "secret_access_key")
-    return {
-        "access_key": key,
-        "secret_key": secret,
-        "token": issued.credentials.get("session_token"),
-        "expiry_time": _iso(issued.expires_at),
-    }
 
 
 def _network_reason(error: Exception) -> str:
@@ -867,42 +436,3 @@ def _check_request_id(value: str) -> None:
         raise BrokerClientError(
             "a request id looks like req_ followed by 26 letters and digits", "invalid_argument"
         )
-
-
-def _str(body: Mapping[str, Any], key: str) -> str:
-    value = body.get(key)
-    if not isinstance(value, str):
-        raise BrokerClientError(f"the broker's response lacks '{key}'", "bad_response")
-    return value
-
-
-def _int(body: Mapping[str, Any], key: str) -> int:
-    value = body.get(key)
-    if not isinstance(value, int) or isinstance(value, bool):
-        raise BrokerClientError(f"the broker's response lacks '{key}'", "bad_response")
-    return value
-
-
-def _optional_time(body: Mapping[str, Any], key: str) -> dt.datetime | None:
-    return None if body.get(key) is None else _time(body, key)
-
-
-def _time(body: Mapping[str, Any], key: str) -> dt.datetime:
-    value = _str(body, key)
-    try:
-        parsed = dt.datetime.fromisoformat(value.replace("Z", "+00:00"))
-    except ValueError:
-        raise BrokerClientError(f"the broker's '{key}' is not a time", "bad_response") from None
-    return parsed if parsed.tzinfo else parsed.replace(tzinfo=dt.UTC)
-
-
-def _iso(value: dt.datetime) -> str:
-    return value.astimezone(dt.UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
-
-
-def format_seconds(seconds: float) -> str:
-    """``7:12`` or ``1:02:03``: a countdown for humans (rounded up, never negative)."""
-    total = max(0, math.ceil(seconds))
-    hours, rest = divmod(total, 3600)
-    minutes, secs = divmod(rest, 60)
-    return f"{hours}:{minutes:02d}:{secs:02d}" if hours else f"{minutes}:{secs:02d}"

@@ -1,0 +1,1 @@
+"""The broker as MCP tools for AI agent hosts (needs the ``[mcp]`` extra)."""
