@@ -86,9 +86,11 @@ def cache_key(request: IssueRequest) -> CacheKey:
     )
 
 
-def named(request: IssueRequest) -> dict[str, Any]:
-    """What every audit record about an issuance names."""
+def named(request: IssueRequest, request_id: str) -> dict[str, Any]:
+    """What every audit record about an issuance names (``request_id``: the one it is
+    known by, the cached credential's on a cache hit)."""
     return {
+        "request_id": request_id,
         "service": request.scope.service,
         "environment": request.environment.name,
         "tier": request.tier,
@@ -150,8 +152,7 @@ class IssuanceService:
             "issue",
             "cached",
             request.identity.subject,
-            request_id=entry.request_id,
-            **named(request),
+            **named(request, entry.request_id),
             region=request.region,
             expires_at=entry.credential.expires_at,
             **correlation_ids(entry.credential),
@@ -164,13 +165,9 @@ class IssuanceService:
             with self.metrics.upstream(request.backend):
                 return issuer.issue(request)
         except UpstreamUnavailable as e:
+            failed = named(request, request.request_id)
             self.audit.record(
-                "issue",
-                "failed",
-                request.identity.subject,
-                reason=e.message,
-                request_id=request.request_id,
-                **named(request),
+                "issue", "failed", request.identity.subject, reason=e.message, **failed
             )
             raise
 
@@ -180,8 +177,7 @@ class IssuanceService:
             "issue",
             "issued",
             request.identity.subject,
-            request_id=request.request_id,
-            **named(request),
+            **named(request, request.request_id),
             region=request.region,
             resources=list(request.resources),
             duration=request.duration_seconds,

@@ -19,7 +19,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
@@ -162,23 +162,10 @@ def iso_time(at: float) -> str:
 
 
 def record_json(record: AuditRecord) -> dict[str, Any]:
-    """The JSON form of a record (export, streaming, `audit show`)."""
-    return {
-        "seq": record.seq,
-        "at": record.at,
-        "time": iso_time(record.at),
-        "actor": record.actor,
-        "action": record.action,
-        "outcome": record.outcome,
-        "reason": record.reason,
-        "service": record.service,
-        "environment": record.environment,
-        "tier": record.tier,
-        "request_id": record.request_id,
-        "details": dict(record.details),
-        "prev_hash": record.prev_hash,
-        "hash": record.hash,
-    }
+    """The JSON form of a record (export, streaming, `audit show`): every field, and the
+    time in words."""
+    data = {f.name: getattr(record, f.name) for f in fields(record)}
+    return {**data, "time": iso_time(record.at), "details": dict(record.details)}
 
 
 def record_line(record: AuditRecord) -> str:
