@@ -222,7 +222,7 @@ class Reader:
         self.problems: list[Problem] = []
 
     def error(self, node: yaml.Node | None, reason: str) -> None:
-        reason = _one_line(reason)  # a problem is one line, whatever the file's names hold
+        reason = one_line(reason)  # a problem is one line, whatever the file's names hold
         if node is None:
             self.problems.append(Problem(self.name, 1, 1, reason))
             return
@@ -248,11 +248,11 @@ class Reader:
                 continue
             key = key_node.value
             if key in result:
-                self.error(key_node, f"{what}: duplicate key '{_clip(key)}'")
+                self.error(key_node, f"{what}: duplicate key '{clip(key)}'")
                 continue
             if allowed_set and key not in allowed_set:
                 self.error(
-                    key_node, f"{what}: unknown key '{_clip(key)}'{_suggest(key, allowed_set)}"
+                    key_node, f"{what}: unknown key '{clip(key)}'{_suggest(key, allowed_set)}"
                 )
                 continue
             result[key] = value_node
@@ -291,7 +291,7 @@ class Reader:
             self.error(node, f"{what} is longer than {max_length} characters")
             return None
         if pattern is not None and not pattern.fullmatch(value):
-            self.error(node, f"{what} '{_clip(value)}' is invalid{hint and ': ' + hint}")
+            self.error(node, f"{what} '{clip(value)}' is invalid{hint and ': ' + hint}")
             return None
         return value
 
@@ -347,7 +347,7 @@ class Reader:
             if value is None:
                 continue
             if value in seen:
-                self.error(item, f"{what}: duplicate entry '{_clip(value)}'")
+                self.error(item, f"{what}: duplicate entry '{clip(value)}'")
                 continue
             seen.add(value)
             result.append((value, item))
@@ -370,12 +370,12 @@ class Reader:
 _LINE_BREAKING = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]")
 
 
-def _one_line(text: str) -> str:
+def one_line(text: str) -> str:
     """Control characters and line separators escaped (\\n, \\x1b...), the rest kept."""
     return _LINE_BREAKING.sub(lambda m: m.group().encode("unicode_escape").decode("ascii"), text)
 
 
-def _clip(value: str, length: int = 80) -> str:
+def clip(value: str, length: int = 80) -> str:
     printable = value.encode("unicode_escape").decode("ascii")
     return printable if len(printable) <= length else printable[: length - 3] + "..."
 
