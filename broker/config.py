@@ -26,7 +26,6 @@ from broker.schema import (
     KEY,
     NOT_IN_FILE,
     Declared,
-    Document,
     Duration,
     Entries,
     FilePath,
@@ -39,12 +38,11 @@ from broker.schema import (
     Text,
     alias,
     problem,
-    read_document,
     refuse,
     section,
     validate,
 )
-from broker.yamldoc import DocumentError
+from broker.yamldoc import Document, DocumentError, read_document
 
 ENV_PREFIX = "BROKER_"
 # Environment variables that set a setting (its dotted path in the file -> the variable).

@@ -24,7 +24,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar, TypeVar
 
-import yaml
 from pydantic import (
     AliasPath,
     BeforeValidator,
@@ -41,10 +40,9 @@ from pydantic.fields import FieldInfo
 from pydantic_core import InitErrorDetails, PydanticCustomError, Url, core_schema
 
 from broker.errors import Problem
-from broker.yamldoc import clip, format_duration, one_line, parse, parse_duration, read_text
+from broker.yamldoc import Document, Loc, clip, format_duration, parse_duration
 
 T = TypeVar("T")
-Loc = tuple[str | int, ...]
 
 # The alias under which a keyed mapping hands each entry its own key (see :func:`keyed`).
 # Keys holding a NUL are refused when a file is read, so no file can write this one.
@@ -55,7 +53,6 @@ NOT_IN_FILE = "\x00internal"
 # sentence, or about a key of a mapping (after the mapping's name, at the key).
 _PHRASE, _SENTENCE, _KEY = "phrase", "sentence", "key"
 _OURS = (_PHRASE, _SENTENCE, _KEY)
-_YAML = yaml.constructor.SafeConstructor()
 
 
 def problem(
@@ -375,86 +372,6 @@ class Labels:
             else:
                 path += ("." if path else "") + clip(part)
         return f"{head} {path}".strip()
-
-
-class Document:
-    """A YAML file as plain data, with the nodes it came from for positions."""
-
-    def __init__(self, name: str, root: yaml.Node | None) -> None:
-        self.name = name
-        self.root = root
-        # (the mapping's location, reason, the key's node) for keys no schema can take
-        self.problems: list[tuple[Loc, str, yaml.Node]] = []
-        self.data: object = self._convert(root, []) if root is not None else None
-
-    def _convert(self, node: yaml.Node, loc: list[str | int]) -> object:
-        if isinstance(node, yaml.ScalarNode):
-            return _scalar(node)
-        if isinstance(node, yaml.SequenceNode):
-            items = []
-            for index, item in enumerate(node.value):
-                loc.append(index)
-                items.append(self._convert(item, loc))
-                loc.pop()
-            return items
-        mapping: dict[str, object] = {}
-        for key_node, value_node in node.value:
-            if not isinstance(key_node, yaml.ScalarNode) or not key_node.tag.endswith(":str"):
-                self.problems.append((tuple(loc), "keys must be strings", key_node))
-                continue
-            key = key_node.value
-            if key in mapping or "\x00" in key:
-                reason = "duplicate key" if key in mapping else "invalid key"
-                self.problems.append((tuple(loc), f"{reason} '{clip(key)}'", key_node))
-                continue
-            loc.append(key)
-            mapping[key] = self._convert(value_node, loc)
-            loc.pop()
-        return mapping
-
-    def node(self, loc: Loc, key: bool = False) -> yaml.Node | None:
-        """The node at ``loc`` (its key's node with ``key``), or the deepest one on the way."""
-        node, found = self.root, self.root
-        for index, part in enumerate(loc):
-            if isinstance(node, yaml.MappingNode):
-                pair = next((p for p in node.value if p[0].value == part), None)
-                if pair is None:
-                    break
-                last = index == len(loc) - 1
-                node = pair[0] if key and last else pair[1]
-            elif isinstance(node, yaml.SequenceNode) and isinstance(part, int):
-                if not 0 <= part < len(node.value):
-                    break
-                node = node.value[part]
-            else:
-                break
-            found = node
-        return found
-
-    def problem(
-        self, loc: Loc, reason: str, key: bool = False, at: yaml.Node | None = None
-    ) -> Problem:
-        """A problem about the value at ``loc`` (its key with ``key``; ``at`` a given node)."""
-        node = at or self.node(loc, key)
-        mark = node.start_mark if node is not None else None
-        line, column = (mark.line + 1, mark.column + 1) if mark else (1, 1)
-        return Problem(self.name, line, column, one_line(reason))
-
-
-def _scalar(node: yaml.ScalarNode) -> object:
-    """A scalar's value; YAML 1.1's base-60 numbers (18:00) and bad dates stay text."""
-    tag = node.tag
-    if tag.endswith(":str") or (tag.endswith(":int") and ":" in node.value):
-        return node.value
-    try:
-        return _YAML.yaml_constructors[tag](_YAML, node)
-    except (ValueError, OverflowError, KeyError, yaml.YAMLError):
-        return node.value
-
-
-def read_document(path: Path) -> Document:
-    """Read and parse a file (raises :class:`broker.yamldoc.DocumentError` when it is not YAML)."""
-    return Document(str(path), parse(read_text(path), str(path)))
 
 
 def validate(

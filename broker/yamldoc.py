@@ -5,8 +5,9 @@ Why not ``yaml.safe_load``: we need the line and column of every value to report
 (alias bombs, deep nesting, huge or binary files) with a clear error, bounded memory and
 no hang. So a file is read with a size cap, decoded strictly, pre-scanned as a stream of
 events (no anchors or aliases, bounded depth and node count), then composed into nodes
-that keep their positions. :class:`Reader` turns nodes into typed values while collecting
-problems instead of stopping at the first.
+that keep their positions. :class:`Document` turns the nodes into plain data and finds the
+node behind any location, so :mod:`broker.schema` can validate the data and still point at
+the line and column of each problem.
 """
 
 from __future__ import annotations
@@ -54,8 +55,10 @@ class _FastResolverLoader(getattr(yaml, "CSafeLoader", yaml.SafeLoader)):  # typ
 
 _Loader: Any = _FastResolverLoader
 _constructor = yaml.constructor.SafeConstructor()
+_YAML = _constructor
 
 T = TypeVar("T")
+Loc = tuple[str | int, ...]
 D = TypeVar("D")
 
 
@@ -118,6 +121,87 @@ def parse(text: str, name: str) -> yaml.Node | None:
     except yaml.YAMLError as e:
         raise DocumentError(_problem_from_other_error(e, name, text)) from e
     return node
+
+
+class Document:
+    """A YAML file as plain data, with the nodes it came from for positions."""
+
+    def __init__(self, name: str, root: yaml.Node | None) -> None:
+        self.name = name
+        self.root = root
+        # (the mapping's location, reason, the key's node) for keys no schema can take
+        self.problems: list[tuple[Loc, str, yaml.Node]] = []
+        self.data: object = self._convert(root, []) if root is not None else None
+
+    def _convert(self, node: yaml.Node, loc: list[str | int]) -> object:
+        if isinstance(node, yaml.ScalarNode):
+            return _scalar(node)
+        if isinstance(node, yaml.SequenceNode):
+            items = []
+            for index, item in enumerate(node.value):
+                loc.append(index)
+                items.append(self._convert(item, loc))
+                loc.pop()
+            return items
+        mapping: dict[str, object] = {}
+        for key_node, value_node in node.value:
+            if not isinstance(key_node, yaml.ScalarNode) or not key_node.tag.endswith(":str"):
+                self.problems.append((tuple(loc), "keys must be strings", key_node))
+                continue
+            key = key_node.value
+            if key in mapping or "\x00" in key:
+                reason = "duplicate key" if key in mapping else "invalid key"
+                self.problems.append((tuple(loc), f"{reason} '{clip(key)}'", key_node))
+                continue
+            loc.append(key)
+            mapping[key] = self._convert(value_node, loc)
+            loc.pop()
+        return mapping
+
+    def node(self, loc: Loc, key: bool = False) -> yaml.Node | None:
+        """The node at ``loc`` (its key's node with ``key``), or the deepest one on the way."""
+        node, found = self.root, self.root
+        for index, part in enumerate(loc):
+            if isinstance(node, yaml.MappingNode):
+                pair = next((p for p in node.value if p[0].value == part), None)
+                if pair is None:
+                    break
+                last = index == len(loc) - 1
+                node = pair[0] if key and last else pair[1]
+            elif isinstance(node, yaml.SequenceNode) and isinstance(part, int):
+                if not 0 <= part < len(node.value):
+                    break
+                node = node.value[part]
+            else:
+                break
+            found = node
+        return found
+
+    def problem(
+        self, loc: Loc, reason: str, key: bool = False, at: yaml.Node | None = None
+    ) -> Problem:
+        """A problem about the value at ``loc`` (its key with ``key``; ``at`` a given node)."""
+        node = at or self.node(loc, key)
+        mark = node.start_mark if node is not None else None
+        line, column = (mark.line + 1, mark.column + 1) if mark else (1, 1)
+        return Problem(self.name, line, column, one_line(reason))
+
+
+def _scalar(node: yaml.ScalarNode) -> object:
+    """A scalar's value; YAML 1.1's base-60 numbers (18:00) and bad dates stay text."""
+    tag = node.tag
+    if tag.endswith(":str") or (tag.endswith(":int") and ":" in node.value):
+        return node.value
+    try:
+        return _YAML.yaml_constructors[tag](_YAML, node)
+    except (ValueError, OverflowError, KeyError, yaml.YAMLError):
+        return node.value
+
+
+def read_document(path: Path) -> Document:
+    """Read and parse a file (raises :class:`broker.yamldoc.DocumentError` when it is not YAML)."""
+    return Document(str(path), parse(read_text(path), str(path)))
+
 
 
 def _prescan(text: str, name: str) -> None:
