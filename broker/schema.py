@@ -191,7 +191,7 @@ def _unique(items: tuple[object, ...]) -> None:
     errors = []
     for index, item in enumerate(items):
         if item in seen:
-            errors.append(problem(f": duplicate entry '{clip(str(item))}'", index))
+            errors.append(problem(f"duplicate entry '{clip(str(item))}'", index, key=True))
         seen.add(item)
     if errors:
         raise refuse(*errors)
@@ -227,10 +227,11 @@ class _Keys:
 
     direct: frozenset[str]
     sections: Mapping[str, frozenset[str]]
+    header: frozenset[str]
 
     @property
     def every(self) -> frozenset[str]:
-        return self.direct | frozenset(self.sections)
+        return self.direct | frozenset(self.sections) | self.header
 
 
 class Declared:
@@ -243,6 +244,10 @@ class Declared:
     """
 
     __pydantic_config__: ClassVar[ConfigDict] = ConfigDict(extra="forbid")
+    # Keys the file must write though no field needs them (a field's section, say).
+    REQUIRED: ClassVar[tuple[str, ...]] = ()
+    # Keys whose value is fixed (a document's version and kind); checked, then set aside.
+    HEADER: ClassVar[Mapping[str, str]] = {}
 
     @classmethod
     def prepare(cls, data: dict[str, Any]) -> Iterator[InitErrorDetails]:
@@ -265,12 +270,22 @@ class Declared:
             if not isinstance(data, dict):
                 raise refuse(problem("must be a mapping"))
             errors: list[InitErrorDetails] = []
+            missing = [key for key in source.REQUIRED if key not in data]
+            errors += [problem(f": missing required key '{key}'") for key in missing]
+            for key, expected in source.HEADER.items():
+                if key in data and data[key] != expected:
+                    errors.append(problem(f"must be '{expected}'", key))
             known = _known(data, keys, errors)
             errors.extend(source.prepare(known))
             try:
-                result = fields(known)
+                # An empty section sets nothing (pydantic would call it an unknown key).
+                result = fields({k: v for k, v in known.items() if v or k not in keys.sections})
             except ValidationError as e:
-                raise refuse(*_details(e), *errors) from None
+                # A missing section was reported once, not once for each of its fields.
+                found = (
+                    d for d in _details(e) if d["type"] != "missing" or d["loc"][0] not in missing
+                )
+                raise refuse(*found, *errors) from None
             errors.extend(result.problems())
             if errors:
                 raise refuse(*errors)
@@ -284,6 +299,8 @@ def _known(data: dict[str, Any], keys: _Keys, errors: list[InitErrorDetails]) ->
     known: dict[str, Any] = {}
     for key, value in data.items():
         inner = keys.sections.get(key)
+        if key in keys.header:
+            continue
         if key in keys.direct or key == KEY:
             known[key] = value
         elif inner is None:
@@ -324,7 +341,7 @@ def _keys_of(cls: type) -> _Keys:
                 sections[str(first)] = sections.get(str(first), frozenset()) | {str(second)}
             elif not str(key).startswith("\x00"):
                 direct.add(str(key))
-        _KEYS[cls] = _Keys(frozenset(direct), sections)
+        _KEYS[cls] = _Keys(frozenset(direct), sections, frozenset(getattr(cls, "HEADER", {})))
     return _KEYS[cls]
 
 
@@ -383,13 +400,14 @@ def validate(
 ) -> tuple[T | None, list[Problem]]:
     """``data`` (the document's, perhaps adjusted) as a ``T``, or every problem in it."""
     problems = [
-        document.problem(loc, f"{labels.of(loc, data)}: {reason}", at=node)
-        for loc, reason, node in document.problems
+        document.problem((), f"{labels.of(document.location(mapping), data)}: {reason}", at=key)
+        for mapping, reason, key in document.problems
     ]
     try:
         value = adapter.validate_python(data, context=context)
     except ValidationError as e:
-        problems += [_problem(d, document, labels) for d in e.errors(include_url=False)]
+        errors = [d for d in e.errors(include_url=False) if KEY not in d["loc"]]
+        problems += [_problem(d, document, labels) for d in errors]
         return None, problems
     return (None, problems) if problems else (value, [])
 
@@ -422,8 +440,6 @@ def _problem(error: Any, document: Document, labels: Labels) -> Problem:
         message = error["msg"]
         if key:
             what = labels.of(loc[:-1], document.data) + ": name"
-        elif message[:1] == ":" and loc and isinstance(loc[-1], int):
-            what = labels.of(loc[:-1], document.data)  # about an entry, named by its list
         return document.problem(loc, what + ("" if message[:1] == ":" else " ") + message, key)
     if kind == "missing":
         return document.problem(

@@ -13,9 +13,8 @@ the line and column of each problem.
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import yaml
 
@@ -56,10 +55,9 @@ class _FastResolverLoader(getattr(yaml, "CSafeLoader", yaml.SafeLoader)):  # typ
 _Loader: Any = _FastResolverLoader
 _constructor = yaml.constructor.SafeConstructor()
 _YAML = _constructor
+_STR, _INT = "tag:yaml.org,2002:str", "tag:yaml.org,2002:int"
 
-T = TypeVar("T")
 Loc = tuple[str | int, ...]
-D = TypeVar("D")
 
 
 class DocumentError(Exception):
@@ -129,34 +127,39 @@ class Document:
     def __init__(self, name: str, root: yaml.Node | None) -> None:
         self.name = name
         self.root = root
-        # (the mapping's location, reason, the key's node) for keys no schema can take
-        self.problems: list[tuple[Loc, str, yaml.Node]] = []
-        self.data: object = self._convert(root, []) if root is not None else None
+        # (the mapping, reason, the key's node) for each key no schema could take
+        self.problems: list[tuple[yaml.Node, str, yaml.Node]] = []
+        self.data: object = self._convert(root) if root is not None else None
 
-    def _convert(self, node: yaml.Node, loc: list[str | int]) -> object:
-        if isinstance(node, yaml.ScalarNode):
-            return _scalar(node)
-        if isinstance(node, yaml.SequenceNode):
-            items = []
-            for index, item in enumerate(node.value):
-                loc.append(index)
-                items.append(self._convert(item, loc))
-                loc.pop()
-            return items
+    def _convert(self, node: yaml.Node) -> object:
+        if type(node) is yaml.ScalarNode:
+            return node.value if node.tag == _STR else _scalar(node)
+        if type(node) is yaml.SequenceNode:
+            return [self._convert(item) for item in node.value]
         mapping: dict[str, object] = {}
         for key_node, value_node in node.value:
-            if not isinstance(key_node, yaml.ScalarNode) or not key_node.tag.endswith(":str"):
-                self.problems.append((tuple(loc), "keys must be strings", key_node))
-                continue
             key = key_node.value
-            if key in mapping or "\x00" in key:
+            if type(key_node) is not yaml.ScalarNode or key_node.tag != _STR:
+                self.problems.append((node, "keys must be strings", key_node))
+            elif key in mapping or "\x00" in key:
                 reason = "duplicate key" if key in mapping else "invalid key"
-                self.problems.append((tuple(loc), f"{reason} '{clip(key)}'", key_node))
-                continue
-            loc.append(key)
-            mapping[key] = self._convert(value_node, loc)
-            loc.pop()
+                self.problems.append((node, f"{reason} '{clip(key)}'", key_node))
+            else:
+                mapping[key] = self._convert(value_node)
         return mapping
+
+    def location(self, target: yaml.Node) -> Loc:
+        """Where a node is in the document (a search: for the rare problem, not each value)."""
+        stack: list[tuple[yaml.Node, Loc]] = [(self.root, ())] if self.root else []
+        while stack:
+            node, loc = stack.pop()
+            if node is target:
+                return loc
+            if isinstance(node, yaml.SequenceNode):
+                stack.extend((item, (*loc, i)) for i, item in enumerate(node.value))
+            elif isinstance(node, yaml.MappingNode):
+                stack.extend((v, (*loc, k.value)) for k, v in node.value if type(k.value) is str)
+        return ()
 
     def node(self, loc: Loc, key: bool = False) -> yaml.Node | None:
         """The node at ``loc`` (its key's node with ``key``), or the deepest one on the way."""
@@ -190,7 +193,7 @@ class Document:
 def _scalar(node: yaml.ScalarNode) -> object:
     """A scalar's value; YAML 1.1's base-60 numbers (18:00) and bad dates stay text."""
     tag = node.tag
-    if tag.endswith(":str") or (tag.endswith(":int") and ":" in node.value):
+    if tag == _INT and ":" in node.value:
         return node.value
     try:
         return _YAML.yaml_constructors[tag](_YAML, node)
@@ -201,7 +204,6 @@ def _scalar(node: yaml.ScalarNode) -> object:
 def read_document(path: Path) -> Document:
     """Read and parse a file (raises :class:`broker.yamldoc.DocumentError` when it is not YAML)."""
     return Document(str(path), parse(read_text(path), str(path)))
-
 
 
 def _prescan(text: str, name: str) -> None:
@@ -294,163 +296,6 @@ def format_duration(seconds: int) -> str:
     return "".join(parts)
 
 
-class Reader:
-    """Typed access to positioned nodes that records every problem it meets.
-
-    Each accessor returns ``None`` (after recording a problem) when the value is unusable, so
-    callers keep walking and report everything in one pass.
-    """
-
-    def __init__(self, name: str) -> None:
-        self.name = name
-        self.problems: list[Problem] = []
-
-    def error(self, node: yaml.Node | None, reason: str) -> None:
-        reason = one_line(reason)  # a problem is one line, whatever the file's names hold
-        if node is None:
-            self.problems.append(Problem(self.name, 1, 1, reason))
-            return
-        mark = node.start_mark
-        self.problems.append(Problem(self.name, mark.line + 1, mark.column + 1, reason))
-
-    def mapping(
-        self,
-        node: yaml.Node | None,
-        what: str,
-        allowed: Iterable[str],
-        required: Iterable[str] = (),
-    ) -> dict[str, yaml.Node] | None:
-        """A mapping with string keys; unknown, duplicate and missing keys are problems."""
-        if not isinstance(node, yaml.MappingNode):
-            self.error(node, f"{what} must be a mapping")
-            return None
-        allowed_set = set(allowed)
-        result: dict[str, yaml.Node] = {}
-        for key_node, value_node in node.value:
-            if not isinstance(key_node, yaml.ScalarNode) or not key_node.tag.endswith(":str"):
-                self.error(key_node, f"{what}: keys must be strings")
-                continue
-            key = key_node.value
-            if key in result:
-                self.error(key_node, f"{what}: duplicate key '{clip(key)}'")
-                continue
-            if allowed_set and key not in allowed_set:
-                self.error(
-                    key_node, f"{what}: unknown key '{clip(key)}'{_suggest(key, allowed_set)}"
-                )
-                continue
-            result[key] = value_node
-        for key in required:
-            if key not in result:
-                self.error(node, f"{what}: missing required key '{key}'")
-        return result
-
-    def free_mapping(self, node: yaml.Node | None, what: str) -> dict[str, yaml.Node] | None:
-        """A mapping whose keys are names chosen by the author (environments, tiers...)."""
-        return self.mapping(node, what, allowed=())
-
-    def sequence(self, node: yaml.Node | None, what: str) -> list[yaml.Node] | None:
-        if not isinstance(node, yaml.SequenceNode):
-            self.error(node, f"{what} must be a list")
-            return None
-        return list(node.value)
-
-    def scalar(self, node: yaml.Node | None) -> object:
-        assert isinstance(node, yaml.ScalarNode)
-        return _constructor.construct_object(node, deep=True)
-
-    def string(
-        self,
-        node: yaml.Node | None,
-        what: str,
-        pattern: re.Pattern[str] | None = None,
-        hint: str = "",
-        max_length: int = 2048,
-    ) -> str | None:
-        if not isinstance(node, yaml.ScalarNode) or not node.tag.endswith(":str"):
-            self.error(node, f"{what} must be a string{hint and ' (' + hint + ')'}")
-            return None
-        value: str = node.value
-        if len(value) > max_length:
-            self.error(node, f"{what} is longer than {max_length} characters")
-            return None
-        if pattern is not None and not pattern.fullmatch(value):
-            self.error(node, f"{what} '{clip(value)}' is invalid{hint and ': ' + hint}")
-            return None
-        return value
-
-    def integer(
-        self, node: yaml.Node | None, what: str, minimum: int = 0, maximum: int | None = None
-    ) -> int | None:
-        if not isinstance(node, yaml.ScalarNode) or not node.tag.endswith(":int"):
-            self.error(node, f"{what} must be an integer")
-            return None
-        value = self.scalar(node)
-        assert isinstance(value, int)
-        if value < minimum or (maximum is not None and value > maximum):
-            bound = f"between {minimum} and {maximum}" if maximum is not None else f">= {minimum}"
-            self.error(node, f"{what} must be {bound}, got {value}")
-            return None
-        return value
-
-    def boolean(self, node: yaml.Node | None, what: str) -> bool | None:
-        if not isinstance(node, yaml.ScalarNode) or not node.tag.endswith(":bool"):
-            self.error(node, f"{what} must be true or false")
-            return None
-        return bool(self.scalar(node))
-
-    def duration(self, node: yaml.Node | None, what: str) -> int | None:
-        """A duration: an integer number of seconds or text like '15m', '1h30m', '2d'."""
-        if isinstance(node, yaml.ScalarNode) and node.tag.endswith(":int"):
-            return self.integer(node, what)
-        if isinstance(node, yaml.ScalarNode) and node.tag.endswith(":str"):
-            seconds = parse_duration(node.value)
-            if seconds is not None:
-                return seconds
-        self.error(node, f"{what} must be a duration such as 900, '15m', '1h' or '2d'")
-        return None
-
-    def strings(
-        self,
-        node: yaml.Node | None,
-        what: str,
-        pattern: re.Pattern[str] | None = None,
-        hint: str = "",
-        allow_empty: bool = False,
-    ) -> list[tuple[str, yaml.Node]] | None:
-        """A list of strings, each returned with its node for later positioned checks."""
-        items = self.sequence(node, what)
-        if items is None:
-            return None
-        if not items and not allow_empty:
-            self.error(node, f"{what} must not be empty")
-        result = []
-        seen: set[str] = set()
-        for item in items:
-            value = self.string(item, f"{what} entry", pattern, hint)
-            if value is None:
-                continue
-            if value in seen:
-                self.error(item, f"{what}: duplicate entry '{clip(value)}'")
-                continue
-            seen.add(value)
-            result.append((value, item))
-        return result
-
-    def each(
-        self,
-        nodes: dict[str, yaml.Node],
-        key: str,
-        read: Callable[[yaml.Node], T | None],
-        default: D,
-    ) -> T | D:
-        """Read an optional key with ``read``; fall back to ``default`` when absent or bad."""
-        if key not in nodes:
-            return default
-        value = read(nodes[key])
-        return default if value is None else value
-
-
 _LINE_BREAKING = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]")
 
 
@@ -462,18 +307,3 @@ def one_line(text: str) -> str:
 def clip(value: str, length: int = 80) -> str:
     printable = value.encode("unicode_escape").decode("ascii")
     return printable if len(printable) <= length else printable[: length - 3] + "..."
-
-
-def _suggest(key: str, allowed: set[str]) -> str:
-    import difflib
-
-    close = difflib.get_close_matches(key, sorted(allowed), n=1)
-    return (
-        f" (did you mean '{close[0]}'?)"
-        if close
-        else f" (expected one of: {', '.join(sorted(allowed))})"
-    )
-
-
-def line_of(node: yaml.Node) -> tuple[int, int]:
-    return node.start_mark.line + 1, node.start_mark.column + 1

@@ -1,19 +1,69 @@
 """The scope model: what the platform team declared, as frozen values.
 
 A scope is one service. Tiers are cumulative: ``write`` grants what ``read`` grants plus
-its own statements, ``delete`` grants what ``write`` grants plus its own. Values here are
-already validated by the loader; nothing in this module does I/O.
+its own statements, ``delete`` grants what ``write`` grants plus its own. Each field is
+declared once, with its YAML key, type and bounds (:mod:`broker.schema`): the loader
+validates files against these declarations; code that builds values directly is trusted.
+Nothing in this module does I/O.
 """
 
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Annotated, Any, ClassVar, Literal
 
-TierName = Literal["read", "write", "delete"]
-TIERS: tuple[TierName, ...] = ("read", "write", "delete")
+from pydantic import AfterValidator
+from pydantic_core import InitErrorDetails
+
+from broker.schema import (
+    KEY,
+    NOT_IN_FILE,
+    Declared,
+    Duration,
+    Entries,
+    Flag,
+    Integer,
+    Keyed,
+    Seconds,
+    Text,
+    alias,
+    problem,
+    section,
+)
+
+# Defined with the field types, and part of the model.
+from broker.scopes.fields import TIERS as TIERS
+from broker.scopes.fields import (
+    Account,
+    Action,
+    DatabaseRole,
+    Days,
+    FreezeTier,
+    Instant,
+    Name,
+    NeedsRead,
+    NoParentStep,
+    Rate,
+    Region,
+    Resource,
+    RoleArn,
+    SlackChannel,
+    SqlIdentifier,
+    SqlObject,
+    StripSlashes,
+    TimeZone,
+    VaultMount,
+    VaultPath,
+    a_sentence,
+    claims_not_blank,
+    placeholders,
+    time_of_day,
+)
+from broker.scopes.fields import RateLimit as RateLimit
+from broker.scopes.fields import TierName as TierName
+
 ESCALATED_TIERS: tuple[TierName, ...] = ("write", "delete")
 Backend = Literal["aws", "vault", "database"]
 BACKENDS: tuple[Backend, ...] = ("aws", "vault", "database")
@@ -39,80 +89,105 @@ class Position:
 
 
 @dataclass(frozen=True)
-class AwsStatement:
+class AwsStatement(Declared):
     """Actions and resource patterns (with ${env}/${region}/${account} placeholders)."""
 
-    actions: tuple[str, ...]
-    resources: tuple[str, ...]
-    position: Position | None = field(default=None, compare=False)
+    actions: Annotated[tuple[Annotated[str, Action], ...], Entries()]
+    resources: Annotated[
+        tuple[Annotated[str, Resource, placeholders(*PLACEHOLDERS)], ...], Entries()
+    ]
+    position: Annotated[Position | None, alias(NOT_IN_FILE)] = field(default=None, compare=False)
 
 
 @dataclass(frozen=True)
-class Approval:
+class Approval(Declared):
     """Who may approve an escalation to a tier, how many must, and how long to wait."""
 
-    approvers: tuple[str, ...] = ()
-    groups: tuple[str, ...] = ()
-    required: int = 1
-    delay_seconds: int = 0
-    allow_slack_approval: bool = True
-    pending_expiry_seconds: int = 1800
-    channel: str | None = None
+    approvers: Annotated[tuple[str, ...], Entries()] = ()
+    groups: Annotated[tuple[str, ...], Entries()] = ()
+    required: Annotated[int, Integer(1, 10)] = 1
+    delay_seconds: Annotated[int, alias("delay"), Seconds] = 0
+    allow_slack_approval: Annotated[bool, Flag] = True
+    pending_expiry_seconds: Annotated[int, alias("pending_expiry"), Duration(60, 7 * 86400)] = 1800
+    channel: Annotated[str | None, SlackChannel] = None
     # A delete tier with fewer than 2 approvals is refused unless this states why.
-    unsafe_single_approver: str | None = None
+    unsafe_single_approver: Annotated[str | None, Text(), AfterValidator(a_sentence)] = None
+
+    def problems(self) -> Iterator[InitErrorDetails]:
+        if not self.approvers and not self.groups:
+            yield problem("must name approvers or groups")
+
+
+# What a delete tier's approval is unless it says otherwise: two people, a delay, no Slack.
+DELETE_APPROVAL_DEFAULTS = {"required": 2, "delay": 600, "allow_slack_approval": False}
 
 
 @dataclass(frozen=True)
-class RateLimit:
-    count: int
-    per_seconds: int
-
-    def __str__(self) -> str:
-        unit = {3600: "h", 86400: "d", 60: "m", 1: "s"}.get(self.per_seconds)
-        return f"{self.count}/{unit}" if unit else f"{self.count}/{self.per_seconds}s"
-
-
-@dataclass(frozen=True)
-class Tier:
-    name: TierName
-    ttl_seconds: int
-    aws: tuple[AwsStatement, ...] = ()
+class Tier(Declared):
+    name: Annotated[TierName, alias(KEY)]
+    ttl_seconds: Annotated[int, alias("ttl"), Seconds]
+    aws: Annotated[tuple[AwsStatement, ...], Entries(allow_empty=True, unique=False)] = ()
     approval: Approval | None = None
-    max_resources: int | None = None
-    rate_limit: RateLimit | None = None
-    vault_num_uses: int = 0
+    max_resources: Annotated[int | None, Integer(1, 1000)] = None
+    rate_limit: Annotated[RateLimit | None, Rate] = None
+    vault_num_uses: Annotated[int, Integer(0), section("vault", "num_uses")] = 0
+
+    @classmethod
+    def prepare(cls, data: dict[str, Any]) -> Iterator[InitErrorDetails]:
+        name = data.get(KEY)
+        where = f"tier '{name}'"
+        if name not in TIERS:
+            return  # refused as a key of tiers
+        if name == "read" and "approval" in data:
+            yield problem(
+                f"{where} is granted at once: it takes no approval", "approval", sentence=True
+            )
+            del data["approval"]
+        elif name != "read" and "approval" not in data:
+            yield problem(
+                f"{where} needs an 'approval' block (who may approve, how many)", sentence=True
+            )
+        if name == "delete" and isinstance(data.get("approval"), dict):
+            data["approval"] = {**DELETE_APPROVAL_DEFAULTS, **data["approval"]}
 
 
 @dataclass(frozen=True)
-class AwsEnvironment:
-    account: str
-    regions: tuple[str, ...]
-    roles: Mapping[TierName, str]
+class AwsEnvironment(Declared):
+    account: Annotated[str, Account]
+    regions: Annotated[tuple[Annotated[str, Region], ...], Entries()]
+    roles: Annotated[Mapping[TierName, Annotated[str, RoleArn]], NeedsRead]
 
 
 @dataclass(frozen=True)
-class VaultKv:
-    mount: str
-    paths: tuple[str, ...]
-    version: int = 2
+class VaultKv(Declared):
+    mount: Annotated[str, VaultMount, StripSlashes]
+    paths: Annotated[
+        tuple[Annotated[str, VaultPath, placeholders("env"), NoParentStep], ...], Entries()
+    ]
+    version: Annotated[int, Integer(1, 2)] = 2
 
 
 @dataclass(frozen=True)
-class DatabaseEnvironment:
+class DatabaseEnvironment(Declared):
     """A Vault database-engine connection and the objects the tiers are granted on."""
 
-    mount: str
-    connection: str
-    objects: tuple[str, ...]
-    roles: Mapping[TierName, str]
-    owner_role: str | None = None
+    mount: Annotated[str, VaultMount, StripSlashes]
+    connection: Annotated[str, DatabaseRole]
+    objects: Annotated[tuple[Annotated[str, SqlObject], ...], Entries()]
+    roles: Annotated[Mapping[TierName, Annotated[str, DatabaseRole]], NeedsRead]
+    owner_role: Annotated[str | None, SqlIdentifier] = None
+
+    @classmethod
+    def prepare(cls, data: dict[str, Any]) -> Iterator[InitErrorDetails]:
+        data.setdefault("mount", "database")
+        return iter(())
 
 
 @dataclass(frozen=True)
-class Environment:
-    name: str
+class Environment(Declared):
+    name: Annotated[str, alias(KEY)]
     aws: AwsEnvironment | None = None
-    vault: VaultKv | None = None
+    vault: Annotated[VaultKv | None, section("vault", "kv")] = None
     database: DatabaseEnvironment | None = None
 
     def placeholders(self, region: str | None) -> dict[str, str]:
@@ -123,39 +198,80 @@ class Environment:
             values["region"] = region
         return values
 
+    @classmethod
+    def prepare(cls, data: dict[str, Any]) -> Iterator[InitErrorDetails]:
+        if not set(data) - {KEY}:
+            yield problem("must configure at least one of aws, vault, database")
+        if isinstance(data.get("vault"), dict) and "kv" not in data["vault"]:
+            yield problem(": missing required key 'kv'", "vault")
+
 
 @dataclass(frozen=True)
-class Requester:
+class Requester(Declared):
     """An agent identity allowed to request the scope: an exact subject or claim globs."""
 
-    subject: str | None = None
-    claims: Mapping[str, str] = field(default_factory=dict)
+    subject: Annotated[str | None, Text()] = None
+    claims: Annotated[Mapping[str, Annotated[str, Text()]], AfterValidator(claims_not_blank)] = (
+        field(default_factory=dict)
+    )
+
+    @classmethod
+    def prepare(cls, data: dict[str, Any]) -> Iterator[InitErrorDetails]:
+        if ("subject" in data) == ("claims" in data):
+            yield problem("needs exactly one of 'subject' or 'claims'")
+        elif data.get("claims") == {}:
+            yield problem("must not be empty", "claims")
 
 
 @dataclass(frozen=True)
-class Freeze:
+class Freeze(Declared):
     """A change-freeze window: a fixed range, or a weekly recurring window, in a time zone."""
 
-    name: str
-    tiers: tuple[TierName, ...]
-    timezone: str
-    start: dt.datetime | None = None
-    end: dt.datetime | None = None
-    days: tuple[int, ...] = ()  # 0 = Monday, as datetime.weekday()
-    start_time: dt.time | None = None
-    end_time: dt.time | None = None  # None with a recurring window means "until midnight"
+    name: Annotated[str, Text(max_length=80)]
+    tiers: Annotated[tuple[Annotated[TierName, FreezeTier], ...], Entries()]
+    timezone: Annotated[str, Text(), TimeZone]
+    start: Annotated[dt.datetime | None, Instant] = None
+    end: Annotated[dt.datetime | None, Instant] = None
+    days: Annotated[tuple[int, ...], Days, section("recurring", "days")] = ()  # 0: Monday
+    start_time: Annotated[dt.time | None, time_of_day(end=False), section("recurring", "start")] = (
+        None
+    )
+    # None with a recurring window means "until midnight".
+    end_time: Annotated[dt.time | None, time_of_day(end=True), section("recurring", "end")] = None
+
+    @classmethod
+    def prepare(cls, data: dict[str, Any]) -> Iterator[InitErrorDetails]:
+        data.setdefault("tiers", ["write", "delete"])
+        ranged = "start" in data or "end" in data
+        if ranged == ("recurring" in data):
+            yield problem("needs either start and end, or recurring")
+        elif ranged:
+            for key in ("start", "end"):
+                if key not in data:
+                    yield problem(f": missing required key '{key}'")
+        elif isinstance(data["recurring"], dict):
+            for key in ("days", "start", "end"):
+                if key not in data["recurring"]:
+                    yield problem(f": missing required key '{key}'", "recurring")
+
+    def problems(self) -> Iterator[InitErrorDetails]:
+        if self.start is not None and self.end is not None and self.end <= self.start:
+            yield problem("must be after its start", "end")
 
 
 @dataclass(frozen=True)
-class Scope:
-    service: str
-    description: str
-    requesters: tuple[Requester, ...]
-    environments: Mapping[str, Environment]
-    tiers: Mapping[TierName, Tier]
-    freezes: tuple[Freeze, ...] = ()
-    owners: tuple[str, ...] = ()
-    source: str = ""
+class Scope(Declared):
+    service: Annotated[str, Name, section("metadata", "service")]
+    description: Annotated[str, Text(), section("metadata", "description")]
+    requesters: Annotated[tuple[Requester, ...], Entries(unique=False)]
+    environments: Annotated[Mapping[Annotated[str, Name], Environment], Keyed]
+    tiers: Annotated[Mapping[TierName, Tier], Keyed, NeedsRead]
+    freezes: Annotated[tuple[Freeze, ...], Entries(allow_empty=True, unique=False)] = ()
+    owners: Annotated[tuple[str, ...], Entries(), section("metadata", "owners")] = ()
+    source: Annotated[str, alias(NOT_IN_FILE)] = ""
+
+    REQUIRED: ClassVar[tuple[str, ...]] = ("apiVersion", "kind", "metadata")
+    HEADER: ClassVar[dict[str, str]] = {"apiVersion": "broker/v1", "kind": "Scope"}
 
     def statements(self, tier: TierName) -> tuple[AwsStatement, ...]:
         """Every AWS statement a tier grants, the lower tiers' included."""
@@ -164,3 +280,19 @@ class Scope:
             if name in self.tiers:
                 result.extend(self.tiers[name].aws)
         return tuple(result)
+
+    @classmethod
+    def prepare(cls, data: dict[str, Any]) -> Iterator[InitErrorDetails]:
+        metadata = data.get("metadata")
+        if isinstance(metadata, dict):
+            metadata.setdefault("description", "")
+        yield from ()
+
+    def problems(self) -> Iterator[InitErrorDetails]:
+        if not self.environments:
+            yield problem("must declare at least one environment", "environments")
+        names: set[str] = set()
+        for index, freeze in enumerate(self.freezes):
+            if freeze.name in names:
+                yield problem(f"duplicate freeze name '{freeze.name}'", "freezes", index, key=True)
+            names.add(freeze.name)

@@ -20,7 +20,7 @@ from broker.errors import PolicyTooLarge, Problem
 from broker.policy.compiler import compile_scope
 from broker.scopes.lint import LintContext, lint
 from broker.scopes.loader import LoadedScope, load_scope_file, scope_files
-from broker.scopes.model import Position, Scope
+from broker.scopes.model import Scope
 
 # Below this many files a process pool costs more than it saves.
 PARALLEL_MIN_FILES = 64
@@ -70,6 +70,10 @@ def fingerprint(path: Path) -> str:
 
 
 def _load_one(file: Path, ctx: LintContext) -> _FileResult:
+    return _slim(_checked(file, ctx))
+
+
+def _checked(file: Path, ctx: LintContext) -> _FileResult:
     loaded, problems = load_scope_file(file)
     if loaded is None:
         return _FileResult(None, None, problems)
@@ -94,21 +98,16 @@ _worker_ctx: LintContext | None = None
 
 def _load_chunk(files: Sequence[Path]) -> list[_FileResult]:
     assert _worker_ctx is not None
-    return [_slim(_load_one(file, _worker_ctx)) for file in files]
+    return [_load_one(file, _worker_ctx) for file in files]
 
 
 def _slim(result: _FileResult) -> _FileResult:
-    """What the parent still needs of a worker's result: the positions served the lint, in
-    the worker; only the service's remains, for a duplicate-service problem. (Pickling
-    every position back cost more than the work saved.)"""
+    """What the set keeps of a file's result: the positions served the lint; only the
+    service's remains, for a duplicate-service problem (and pickling every position back
+    from a worker cost more than the work saved)."""
     if result.loaded is None:
         return result
-    kept: dict[tuple[object, ...], Position] = {
-        key: result.loaded.positions[key]
-        for key in [("service",)]
-        if key in result.loaded.positions
-    }
-    return _FileResult(LoadedScope(result.loaded.scope, kept), result.compiled, result.problems)
+    return _FileResult(result.loaded.slim(), result.compiled, result.problems)
 
 
 def _load_all(files: list[Path], ctx: LintContext, workers: int) -> list[_FileResult]:
