@@ -228,10 +228,21 @@ class _Keys:
     direct: frozenset[str]
     sections: Mapping[str, frozenset[str]]
     header: frozenset[str]
+    prepares: bool  # the class adjusts the mapping (it gets a copy)
+    checks: bool  # the class has rules across fields
 
     @property
     def every(self) -> frozenset[str]:
         return self.direct | frozenset(self.sections) | self.header
+
+    @property
+    def accepted(self) -> frozenset[str]:
+        return self.direct | {KEY}
+
+    @property
+    def plain(self) -> bool:
+        """A mapping holding only this class's own keys may go to pydantic as it is."""
+        return not (self.prepares or self.sections or self.header)
 
 
 class Declared:
@@ -265,33 +276,39 @@ class Declared:
         keys = _keys_of(source)
 
         def validate(data: object, fields: ValidatorFunctionWrapHandler) -> object:
-            if isinstance(data, source):
-                return data
-            if not isinstance(data, dict):
-                raise refuse(problem("must be a mapping"))
-            errors: list[InitErrorDetails] = []
-            missing = [key for key in source.REQUIRED if key not in data]
-            errors += [problem(f": missing required key '{key}'") for key in missing]
-            for key, expected in source.HEADER.items():
-                if key in data and data[key] != expected:
-                    errors.append(problem(f"must be '{expected}'", key))
-            known = _known(data, keys, errors)
-            errors.extend(source.prepare(known))
-            try:
-                # An empty section sets nothing (pydantic would call it an unknown key).
-                result = fields({k: v for k, v in known.items() if v or k not in keys.sections})
-            except ValidationError as e:
-                # A missing section was reported once, not once for each of its fields.
-                found = (
-                    d for d in _details(e) if d["type"] != "missing" or d["loc"][0] not in missing
-                )
-                raise refuse(*found, *errors) from None
-            errors.extend(result.problems())
-            if errors:
-                raise refuse(*errors)
-            return result
+            return data if isinstance(data, source) else _declared(source, keys, data, fields)
 
         return core_schema.no_info_wrap_validator_function(validate, handler(source))
+
+
+def _declared(
+    cls: type[Declared], keys: _Keys, data: object, fields: ValidatorFunctionWrapHandler
+) -> Declared:
+    """A declared dataclass from a file's mapping, or every problem with it."""
+    if not isinstance(data, dict):
+        raise refuse(problem("must be a mapping"))
+    errors: list[InitErrorDetails] = []
+    missing = [key for key in cls.REQUIRED if key not in data]
+    errors += [problem(f": missing required key '{key}'") for key in missing]
+    for key, expected in cls.HEADER.items():
+        if key in data and data[key] != expected:
+            errors.append(problem(f"must be '{expected}'", key))
+    known = data if keys.plain and keys.accepted.issuperset(data) else _known(data, keys, errors)
+    if keys.prepares:
+        errors.extend(cls.prepare(known))
+    if keys.sections:  # an empty section sets nothing (pydantic would call it unknown)
+        known = {k: v for k, v in known.items() if v or k not in keys.sections}
+    try:
+        result: Declared = fields(known)
+    except ValidationError as e:
+        # A missing section was reported once, not once for each of its fields.
+        found = (d for d in _details(e) if d["type"] != "missing" or d["loc"][0] not in missing)
+        raise refuse(*found, *errors) from None
+    if keys.checks:
+        errors.extend(result.problems())
+    if errors:
+        raise refuse(*errors)
+    return result
 
 
 def _known(data: dict[str, Any], keys: _Keys, errors: list[InitErrorDetails]) -> dict[str, Any]:
@@ -341,8 +358,20 @@ def _keys_of(cls: type) -> _Keys:
                 sections[str(first)] = sections.get(str(first), frozenset()) | {str(second)}
             elif not str(key).startswith("\x00"):
                 direct.add(str(key))
-        _KEYS[cls] = _Keys(frozenset(direct), sections, frozenset(getattr(cls, "HEADER", {})))
+        _KEYS[cls] = _Keys(
+            frozenset(direct),
+            sections,
+            frozenset(getattr(cls, "HEADER", {})),
+            prepares=_overrides(cls, "prepare"),
+            checks=_overrides(cls, "problems"),
+        )
     return _KEYS[cls]
+
+
+def _overrides(cls: type, name: str) -> bool:
+    """Whether ``cls`` defines ``name`` itself rather than taking Declared's."""
+    mro = cls.__mro__
+    return any(name in vars(c) for c in mro[: mro.index(Declared)] if Declared in mro)
 
 
 def _details(error: ValidationError) -> Iterator[InitErrorDetails]:
