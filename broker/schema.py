@@ -437,7 +437,7 @@ def validate(
     except ValidationError as e:
         errors = [d for d in e.errors(include_url=False) if KEY not in d["loc"]]
         problems += [_problem(d, document, labels) for d in errors]
-        return None, problems
+        return None, sorted(problems, key=lambda p: (p.line, p.column))
     return (None, problems) if problems else (value, [])
 
 
