@@ -114,7 +114,7 @@ def test_every_problem_in_one_pass_at_its_place() -> None:
         "8:29: member 'ann' admin must be true or false",
         "8:32: member 'ann': unknown key 'age' (expected one of: admin, email)",
         "9:19: limits.retries must be between 0 and 9, got 10",
-        "9:33: limits: unknown key 'timeoot' (did you mean 'timeout'?)",
+        "9:23: limits: unknown key 'timeoot' (did you mean 'timeout'?)",
     ]
 
 
