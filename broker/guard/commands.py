@@ -7,40 +7,27 @@ import socket
 import sys
 from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import Any, TypeVar
 
 import click
 
-from broker.guard.revocation import RevokeTarget
-
-if TYPE_CHECKING:
-    from broker.services import Services
+from broker.guard.revocation import KillSwitch, RevokeTarget
 
 EXIT_PARTIAL = 2
+T = TypeVar("T")
 
 
-def _target(
-    agent: str | None,
-    service: str | None,
-    environment: str | None,
-    request_id: str | None,
-    everything: bool,
-) -> RevokeTarget:
-    return RevokeTarget(
-        agent=agent,
-        service=service,
-        environment=environment,
-        request_id=request_id,
-        everything=everything,
-    )
-
-
-def _services(config_path: Path | None) -> Services:
+def _with_kill_switch(config_path: Path | None, act: Callable[[KillSwitch], T]) -> T:
+    """Build the services from the config, run ``act`` on the kill switch, close them."""
     from broker.config import load_settings
     from broker.services import build_services
     from broker.wiring import backend_factories
 
-    return build_services(load_settings(config_path), **backend_factories())
+    services = build_services(load_settings(config_path), **backend_factories())
+    try:
+        return act(services.kill_switch)
+    finally:
+        services.close()
 
 
 def _operator() -> str:
@@ -74,25 +61,13 @@ def _with_target_options(function: F) -> F:
 
 @click.command("revoke")
 @_with_target_options
-def revoke_command(
-    agent: str | None,
-    service: str | None,
-    environment: str | None,
-    request_id: str | None,
-    everything: bool,
-    reason: str,
-    config_path: Path | None,
-) -> None:
+def revoke_command(reason: str, config_path: Path | None, **target: Any) -> None:
     """Cut off an agent, a service, a request or everything: revoke, freeze, cancel, alert.
 
     Exits 0 when every backend confirmed, 2 when some could not be reached (run it again).
     """
-    target = _target(agent, service, environment, request_id, everything)
-    services = _services(config_path)
-    try:
-        report = services.kill_switch.revoke(target, _operator(), reason)
-    finally:
-        services.close()
+    chosen = RevokeTarget(**target)
+    report = _with_kill_switch(config_path, lambda k: k.revoke(chosen, _operator(), reason))
     for line in report.lines():
         click.echo(line)
     if not report.ok:
@@ -101,23 +76,11 @@ def revoke_command(
 
 @click.command("unfreeze")
 @_with_target_options
-def unfreeze_command(
-    agent: str | None,
-    service: str | None,
-    environment: str | None,
-    request_id: str | None,
-    everything: bool,
-    reason: str,
-    config_path: Path | None,
-) -> None:
+def unfreeze_command(reason: str, config_path: Path | None, **target: Any) -> None:
     """Let a frozen agent or scope get credentials again (revoked ones stay revoked)."""
-    target = _target(agent, service, environment, request_id, everything)
-    services = _services(config_path)
-    try:
-        lifted = services.kill_switch.unfreeze(target, _operator(), reason)
-    finally:
-        services.close()
+    chosen = RevokeTarget(**target)
+    lifted = _with_kill_switch(config_path, lambda k: k.unfreeze(chosen, _operator(), reason))
     if lifted:
-        click.echo(f"Unfrozen {target.describe()} ({lifted} freeze(s) lifted).")
+        click.echo(f"Unfrozen {chosen.describe()} ({lifted} freeze(s) lifted).")
     else:
-        click.echo(f"{target.describe()} was not frozen.")
+        click.echo(f"{chosen.describe()} was not frozen.")
