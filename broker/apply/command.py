@@ -13,7 +13,7 @@ from broker.apply.changes import Change, RoleManager, VaultManager, all_changes
 from broker.apply.desired import desired_state
 from broker.apply.upstreams import IamRoleManager
 from broker.errors import BrokerError
-from broker.issuers.aws_accounts import AwsAccounts
+from broker.issuers.aws_accounts import AwsAccounts, failure_reason
 from broker.scopes.registry import ScopeSet
 
 UPSTREAM_ERRORS = (
@@ -78,11 +78,11 @@ def apply_scopes(
 
             managers = manager
         except UPSTREAM_ERRORS as e:
-            problems.append(f"aws: cannot reach IAM ({_reason(e)})")
+            problems.append(f"aws: cannot reach IAM ({failure_reason(e)})")
     try:
         changes, found = all_changes(desired, principal, managers, vault)
     except UPSTREAM_ERRORS as e:
-        changes, found = [], [f"cannot read the current state ({_reason(e)})"]
+        changes, found = [], [f"cannot read the current state ({failure_reason(e)})"]
     problems.extend(p for p in found if not (p.startswith("aws: not configured") and problems))
     for line in render_plan(changes, problems):
         out(line)
@@ -96,17 +96,11 @@ def apply_scopes(
         try:
             change.apply()
         except UPSTREAM_ERRORS as e:
-            problem = f"{change.upstream}: {change.kind} {change.target} failed ({_reason(e)})"
+            problem = (
+                f"{change.upstream}: {change.kind} {change.target} failed ({failure_reason(e)})"
+            )
             out(f"error: {problem}; {applied} of {len(changes)} change(s) were applied")
             return ApplyResult(tuple(changes), (problem,), applied)
         applied += 1
     out(f"Applied {applied} change(s).")
     return ApplyResult(tuple(changes), (), applied)
-
-
-def _reason(error: Exception) -> str:
-    if isinstance(error, ClientError):
-        return str(error.response.get("Error", {}).get("Code", "error"))
-    if isinstance(error, BrokerError):
-        return error.message
-    return type(error).__name__

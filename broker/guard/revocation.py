@@ -31,7 +31,7 @@ from broker.audit.recorder import AuditRecorder
 from broker.cache import CredentialCache
 from broker.errors import BadRequest, BrokerError
 from broker.guard.guard import Guard
-from broker.issuers.aws_accounts import AwsAccounts
+from broker.issuers.aws_accounts import AwsAccounts, failure_reason
 from broker.issuers.aws_sts import source_identity
 from broker.issuers.base import Issuer
 from broker.metrics import Metrics
@@ -352,7 +352,7 @@ class KillSwitch:
                     PolicyDocument=json.dumps(merge_revocation(existing, statement, now)),
                 )
             except (ClientError, BotoCoreError, BrokerError) as e:
-                outcome.errors.append(f"aws role {arn}: {_reason(e)}")
+                outcome.errors.append(f"aws role {arn}: {failure_reason(e)}")
                 continue
             outcome.roles.append(arn)
         reached = set(outcome.roles)
@@ -422,11 +422,3 @@ def _inline_policy(iam: Any, role: str) -> dict[str, Any] | None:
     body = document["PolicyDocument"]
     parsed: dict[str, Any] = json.loads(body) if isinstance(body, str) else dict(body)
     return parsed
-
-
-def _reason(error: Exception) -> str:
-    if isinstance(error, ClientError):
-        return str(error.response.get("Error", {}).get("Code", "error"))
-    if isinstance(error, BrokerError):
-        return error.message
-    return type(error).__name__

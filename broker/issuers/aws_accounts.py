@@ -13,12 +13,23 @@ import time
 from typing import Any
 
 import boto3
+from botocore.exceptions import ClientError
 
-from broker.errors import UpstreamUnavailable
+from broker.errors import BrokerError, UpstreamUnavailable
 from broker.issuers.aws_sts import StsIssuer
 from broker.policy.globs import substitute
 
 REFRESH_MARGIN_SECONDS = 300
+
+
+def failure_reason(error: Exception) -> str:
+    """Why an IAM change failed, safe to show: AWS's error code, the broker's message, or
+    only the exception's type."""
+    if isinstance(error, ClientError):
+        return str(error.response.get("Error", {}).get("Code", "error"))
+    if isinstance(error, BrokerError):
+        return error.message
+    return type(error).__name__
 
 
 class AwsAccounts:
