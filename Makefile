@@ -9,7 +9,9 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-$(shell cat pyproject.toml clients/python/pyproject.toml | cksum | cut -d' ' -f1)
 
-.PHONY: dev test lint typecheck unit bench system-deps services clean
+.PHONY: dev test lint typecheck unit bench system-deps services oracle clean
+
+ORACLE := tests/devstack/iam_oracle
 
 # The agent-side package (clients/python) first, editable: the server depends on it.
 $(STAMP): pyproject.toml clients/python/pyproject.toml
@@ -20,7 +22,8 @@ $(STAMP): pyproject.toml clients/python/pyproject.toml
 	rm -f $(VENV)/.installed-*
 	touch $@
 
-# Chromium and its driver drive the approval page in a real browser during the tests.
+# Chromium and its driver drive the approval page in a real browser during the tests;
+# Node runs the independent IAM evaluator the AWS stand-in is cross-checked against.
 system-deps:
 	@if ! command -v chromium >/dev/null || ! command -v chromedriver >/dev/null; then \
 	  echo "installing chromium and chromium-driver (apt-get)"; \
@@ -28,6 +31,19 @@ system-deps:
 	  $$SUDO apt-get update -qq && \
 	  DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq chromium chromium-driver >/dev/null; \
 	fi
+	@if ! command -v node >/dev/null || ! command -v npm >/dev/null; then \
+	  echo "installing nodejs and npm (apt-get)"; \
+	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+	  $$SUDO apt-get update -qq && \
+	  DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq nodejs npm >/dev/null; \
+	fi
+
+# The IAM oracle (cloud-copilot's iam-simulate), pinned by its lockfile; test-only.
+$(ORACLE)/node_modules/.installed: $(ORACLE)/package-lock.json
+	cd $(ORACLE) && npm ci --no-audit --no-fund --loglevel=error
+	touch $@
+
+oracle: system-deps $(ORACLE)/node_modules/.installed
 
 # The test suite uses the machine's PostgreSQL (127.0.0.1:5432, trust auth, database test).
 services:
@@ -46,7 +62,7 @@ lint: $(STAMP)
 typecheck: $(STAMP)
 	$(BIN)/mypy
 
-unit: $(STAMP) system-deps services
+unit: $(STAMP) system-deps services oracle
 	$(BIN)/pytest -q
 
 test: lint typecheck unit
@@ -57,4 +73,4 @@ bench: $(STAMP) services
 	$(BIN)/python -m bench
 
 clean:
-	rm -rf $(VENV) .broker .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) .broker .pytest_cache .mypy_cache .ruff_cache $(ORACLE)/node_modules

@@ -1,8 +1,9 @@
 """Seed the local stand-ins so the example scopes work end to end in `broker dev`.
 
-- moto: in every AWS account the scopes name, a ``broker-admin`` role the broker may
-  assume to manage IAM (what ``aws.admin_role_arn`` points at in a real deployment), and the
-  S3 buckets the scopes name, each holding a README object;
+- the AWS stand-in: in every AWS account the scopes name, a ``broker-admin`` role the
+  broker may assume to manage IAM (what ``aws.admin_role_arn`` points at in a real
+  deployment), the S3 buckets the scopes name, each holding a README object, and the
+  DynamoDB tables they name, each holding a ``demo`` item;
 - PostgreSQL: a ``broker_dev`` database with the schemas, tables and owner roles the scopes'
   database blocks name;
 - OpenBao: the database secrets engine at each mount the scopes use, one connection per
@@ -14,6 +15,7 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
 from typing import Any
 
 import hvac
@@ -26,30 +28,47 @@ from broker.scopes.registry import ScopeSet
 ADMIN_ROLE = "broker-admin"
 DEV_DATABASE = "broker_dev"
 _BUCKET = re.compile(r"^arn:aws:s3:::([a-z0-9][a-z0-9.-]{1,61}[a-z0-9])$")
+_TABLE = re.compile(r"^arn:aws:dynamodb:([a-z0-9-]+):\d{12}:table/([A-Za-z0-9_.-]{3,255})$")
 
 
-def accounts_and_buckets(scope_set: ScopeSet) -> dict[str, set[str]]:
-    """Account -> the S3 buckets (named without wildcards) its tier roles reach."""
-    found: dict[str, set[str]] = {}
+@dataclass
+class DemoResources:
+    """What one account gets seeded with: buckets, and DynamoDB tables per region."""
+
+    buckets: set[str] = field(default_factory=set)
+    tables: set[tuple[str, str]] = field(default_factory=set)  # (region, name)
+
+    def calls(self) -> int:
+        """Unchecked moto calls to create them (a bucket and its README; a table and an item)."""
+        return 2 * len(self.buckets) + 2 * len(self.tables)
+
+
+def demo_resources(scope_set: ScopeSet) -> dict[str, DemoResources]:
+    """Account -> the S3 buckets and DynamoDB tables (named without wildcards) its tier
+    roles reach, so that the scopes' own examples have something to act on."""
+    found: dict[str, DemoResources] = {}
     for service, environments in scope_set.compiled.items():
         scope = scope_set.scopes[service]
         for env_name, tiers in environments.items():
             env = scope.environments[env_name]
             if env.aws is None:
                 continue
-            buckets = found.setdefault(env.aws.account, set())
+            demo = found.setdefault(env.aws.account, DemoResources())
             for tier in tiers.values():
                 for statement in (tier["aws"]["role_policy"] or {}).get("Statement", []):
                     for resource in statement["Resource"]:
-                        match = _BUCKET.match(resource)
-                        if match:
-                            buckets.add(match.group(1))
+                        bucket = _BUCKET.match(resource)
+                        table = _TABLE.match(resource)
+                        if bucket:
+                            demo.buckets.add(bucket.group(1))
+                        elif table:
+                            demo.tables.add((table.group(1), table.group(2)))
     return found
 
 
 def moto_bootstrap(scope_set: ScopeSet, broker_arn: str) -> Callable[[Callable[..., Any]], None]:
-    """The unchecked calls `broker dev` spends on moto: admin roles and demo buckets."""
-    targets = accounts_and_buckets(scope_set)
+    """The unchecked calls `broker dev` spends on moto: admin roles, demo buckets, tables."""
+    targets = demo_resources(scope_set)
 
     def bootstrap(root: Callable[..., Any]) -> None:
         trust = {
@@ -62,7 +81,7 @@ def moto_bootstrap(scope_set: ScopeSet, broker_arn: str) -> Callable[[Callable[.
             "Version": "2012-10-17",
             "Statement": [{"Effect": "Allow", "Action": ["iam:*"], "Resource": "*"}],
         }
-        for account, buckets in sorted(targets.items()):
+        for account, demo in sorted(targets.items()):
             credentials = None
             if account != MOTO_ACCOUNT:
                 # While moto is unchecked, a role in another account can be assumed before
@@ -82,19 +101,30 @@ def moto_bootstrap(scope_set: ScopeSet, broker_arn: str) -> Callable[[Callable[.
                 RoleName=ADMIN_ROLE, PolicyName="manage-iam", PolicyDocument=json.dumps(admin)
             )
             s3 = root("s3", credentials=credentials)
-            for bucket in sorted(buckets):
+            for bucket in sorted(demo.buckets):
                 s3.create_bucket(Bucket=bucket)
                 s3.put_object(
                     Bucket=bucket, Key="README.txt", Body=f"demo object in {bucket}\n".encode()
+                )
+            for region, table in sorted(demo.tables):
+                dynamodb = root("dynamodb", region=region, credentials=credentials)
+                dynamodb.create_table(
+                    TableName=table,
+                    BillingMode="PAY_PER_REQUEST",
+                    KeySchema=[{"AttributeName": "id", "KeyType": "HASH"}],
+                    AttributeDefinitions=[{"AttributeName": "id", "AttributeType": "S"}],
+                )
+                dynamodb.put_item(
+                    TableName=table, Item={"id": {"S": "demo"}, "note": {"S": "demo item"}}
                 )
 
     return bootstrap
 
 
 def budget_for(scope_set: ScopeSet) -> int:
-    """Unchecked moto calls the bootstrap needs (users, roles, buckets), with slack."""
-    targets = accounts_and_buckets(scope_set)
-    return 10 + sum(4 + 2 * len(buckets) for buckets in targets.values())
+    """Unchecked moto calls the bootstrap needs (users, roles, buckets, tables), with slack."""
+    targets = demo_resources(scope_set)
+    return 10 + sum(4 + demo.calls() for demo in targets.values())
 
 
 def _database_objects(scope_set: ScopeSet) -> tuple[set[str], dict[str, str | None]]:

@@ -13,11 +13,11 @@ whatever else is first on PATH.
 from __future__ import annotations
 
 import json
-import secrets
 import os
+import secrets
 import sys
 import sysconfig
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -120,6 +120,21 @@ class Moto:
     ) -> Any:
         make: Any = self.session(credentials).client
         return make(service, endpoint_url=self.url, region_name=region)
+
+    def agent_client(
+        self, credentials: Mapping[str, str], service: str, region: str = "us-east-1"
+    ) -> Any:
+        """A client acting with ``credentials`` as the broker hands them to an agent
+        (access_key_id, secret_access_key, session_token) or in boto3's own names."""
+        keys = {
+            "aws_access_key_id": credentials.get("access_key_id")
+            or credentials["aws_access_key_id"],
+            "aws_secret_access_key": credentials.get("secret_access_key")
+            or credentials["aws_secret_access_key"],
+            "aws_session_token": credentials.get("session_token")
+            or credentials.get("aws_session_token"),
+        }
+        return self.client(service, {k: v for k, v in keys.items() if v}, region)
 
     def start(self) -> None:
         self.process.start(lambda: requests.get(f"{self.url}/moto-api/", timeout=1).ok)

@@ -19,6 +19,7 @@ import datetime as dt
 import hashlib
 import json
 import logging
+import math
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -155,8 +156,13 @@ class RevocationReport:
 
 
 def revocation_statement(target: RevokeTarget, before: float) -> dict[str, Any]:
-    """Deny everything to sessions issued before ``before`` (narrowed to the target)."""
-    issued_before = dt.datetime.fromtimestamp(before, dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    """Deny everything to sessions issued before ``before`` (narrowed to the target).
+
+    aws:TokenIssueTime carries whole seconds, so the cut-off is rounded up: a session
+    issued earlier in the same second as the revocation is covered too.
+    """
+    cutoff = math.ceil(before)
+    issued_before = dt.datetime.fromtimestamp(cutoff, dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
     condition: dict[str, Any] = {"DateLessThan": {"aws:TokenIssueTime": issued_before}}
     if target.agent is not None:
         condition["StringEquals"] = {"aws:SourceIdentity": source_identity(target.agent)}

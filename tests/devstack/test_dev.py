@@ -2,22 +2,28 @@
 
 from __future__ import annotations
 
+import datetime as dt
+import json
 import os
 import signal
 import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import boto3
 import requests
+import yaml
 
 from broker.devstack.processes import free_port
+from tests.approvals.flows import csrf_from
+from tests.fixtures.moto import denied
 
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def start(state: Path, port: int) -> subprocess.Popen[str]:
+def start(state: Path, port: int, scopes: Path = ROOT / "scopes") -> subprocess.Popen[str]:
     return subprocess.Popen(
         [
             sys.executable,
@@ -27,7 +33,7 @@ def start(state: Path, port: int) -> subprocess.Popen[str]:
             "--port",
             str(port),
             "--scopes",
-            str(ROOT / "scopes"),
+            str(scopes),
             "--state",
             str(state),
         ],
@@ -105,3 +111,225 @@ def test_dev_stack_serves_an_issuance_and_stops_cleanly(tmp_path: Path) -> None:
         raise AssertionError("the broker still answers after Ctrl-C")
     except requests.ConnectionError:
         pass
+
+
+def _scopes_without_freezes(tmp_path: Path) -> Path:
+    """The example scopes, less their change freezes (a test must not depend on the date)."""
+    target = tmp_path / "scopes"
+    target.mkdir()
+    for path in sorted((ROOT / "scopes").glob("*.yaml")):
+        document = yaml.safe_load(path.read_text())
+        document.pop("freezes", None)
+        (target / path.name).write_text(yaml.safe_dump(document, sort_keys=False))
+    return target
+
+
+def _operator_env(state: Path) -> dict[str, str]:
+    """What `source .broker/dev/env` exports, for operator commands."""
+    env = dict(os.environ)
+    for line in (state / "env").read_text().splitlines():
+        if line.startswith("export "):
+            key, value = line.removeprefix("export ").split("=", 1)
+            env[key] = value
+    return env
+
+
+def _cli(state: Path, *args: str) -> str:
+    done = subprocess.run(
+        [sys.executable, "-m", "broker.cli", *args],
+        env=_operator_env(state),
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    return done.stdout
+
+
+class Agent:
+    def __init__(self, url: str, token: str, moto_url: str) -> None:
+        self.url, self.token, self.moto_url = url, token, moto_url
+
+    def post(self, path: str, body: dict[str, Any] | None = None) -> requests.Response:
+        return requests.post(
+            f"{self.url}{path}",
+            json=body,
+            headers={"Authorization": f"Bearer {self.token}"},
+            timeout=30,
+        )
+
+    def credentials(self, **body: Any) -> dict[str, str]:
+        response = self.post("/v1/credentials", {"environment": "prod", "backend": "aws", **body})
+        assert response.status_code == 200, response.text
+        return dict(response.json()["credentials"])
+
+    def aws(self, credentials: dict[str, str], service: str, region: str = "us-east-1") -> Any:
+        make: Any = boto3.client
+        return make(
+            service,
+            endpoint_url=self.moto_url,
+            region_name=region,
+            aws_access_key_id=credentials["access_key_id"],
+            aws_secret_access_key=credentials["secret_access_key"],
+            aws_session_token=credentials["session_token"],
+        )
+
+
+def _approve(link: str) -> None:
+    """Alice opens her personal link and presses Approve."""
+    browser = requests.Session()
+    page = browser.get(link, timeout=30)
+    assert page.status_code == 200, page.text[:300]
+    decided = browser.post(
+        link, data={"csrf_token": csrf_from(page.text), "decision": "approve"}, timeout=30
+    )
+    assert decided.status_code == 200, decided.text[:300]
+
+
+def _cutoff(state: Path, role: str) -> float:
+    """The latest revocation cut-off on a payments role (read as the broker's admin role)."""
+    env = _operator_env(state)
+    moto_url = _moto_url(state)
+    sts = boto3.client(
+        "sts",
+        endpoint_url=moto_url,
+        region_name="us-east-1",
+        aws_access_key_id=env["AWS_ACCESS_KEY_ID"],
+        aws_secret_access_key=env["AWS_SECRET_ACCESS_KEY"],
+    )
+    admin = sts.assume_role(
+        RoleArn="arn:aws:iam::111111111111:role/broker-admin", RoleSessionName="dev-test"
+    )["Credentials"]
+    iam = boto3.client(
+        "iam",
+        endpoint_url=moto_url,
+        region_name="us-east-1",
+        aws_access_key_id=admin["AccessKeyId"],
+        aws_secret_access_key=admin["SecretAccessKey"],
+        aws_session_token=admin["SessionToken"],
+    )
+    document = iam.get_role_policy(RoleName=role, PolicyName="broker-revoked-sessions")
+    body = document["PolicyDocument"]
+    parsed = json.loads(body) if isinstance(body, str) else body
+    return max(
+        dt.datetime.fromisoformat(
+            s["Condition"]["DateLessThan"]["aws:TokenIssueTime"].replace("Z", "+00:00")
+        ).timestamp()
+        for s in parsed["Statement"]
+    )
+
+
+def _moto_url(state: Path) -> str:
+    config = (state / "broker.yaml").read_text()
+    return config.split("endpoint_url: ", 1)[1].split("\n", 1)[0].strip()
+
+
+def test_dev_stack_enforces_narrowing_and_the_kill_switch(tmp_path: Path) -> None:
+    """As a newcomer tries it: read, an approved narrow write, DynamoDB and CloudFormation
+    reads, then a kill switch and `broker unfreeze`, all enforced by the AWS stand-in."""
+    state, port = tmp_path / "state", free_port()
+    process = start(state, port, _scopes_without_freezes(tmp_path))
+    try:
+        values = read_until(process, "BROKER_TOKEN=")
+        config = str(state / "broker.yaml")
+        agent = Agent(values["BROKER_URL"], values["BROKER_TOKEN"], _moto_url(state))
+        bucket = "payments-prod-invoices"
+        read = agent.credentials(service="payments", region="us-east-1", tier="read")
+        s3 = agent.aws(read, "s3")
+        assert s3.get_object(Bucket=bucket, Key="README.txt")["Body"].read().startswith(b"demo")
+        assert denied(lambda: s3.put_object(Bucket=bucket, Key="2026/x", Body=b"x"))
+        ledger = agent.aws(read, "dynamodb")
+        item = ledger.get_item(TableName="payments-prod-ledger", Key={"id": {"S": "demo"}})
+        assert item["Item"]["note"] == {"S": "demo item"}
+        assert denied(
+            lambda: ledger.put_item(TableName="payments-prod-ledger", Item={"id": {"S": "x"}})
+        )
+        # The session was asked for us-east-1: the same table in eu-west-1 is outside it.
+        other_region = agent.aws(read, "dynamodb", "eu-west-1")
+        assert denied(
+            lambda: other_region.get_item(
+                TableName="payments-prod-ledger", Key={"id": {"S": "demo"}}
+            )
+        )
+
+        # A write approved on 2026/*: it writes there and nowhere else, and reads nothing.
+        opened = agent.post(
+            "/v1/credentials",
+            {
+                "service": "payments",
+                "environment": "prod",
+                "region": "us-east-1",
+                "tier": "write",
+                "backend": "aws",
+                "resources": [f"arn:aws:s3:::{bucket}/2026/*"],
+                "justification": "upload the corrected invoices",
+            },
+        )
+        assert opened.status_code == 202, opened.text
+        request_id = opened.json()["request_id"]
+        link = (
+            _cli(
+                state,
+                "approvals",
+                "link",
+                "--config",
+                config,
+                "--approver",
+                "alice",
+                "--request",
+                request_id,
+            )
+            .strip()
+            .splitlines()[-1]
+        )
+        _approve(link)
+        collected = agent.post(f"/v1/requests/{request_id}/credentials")
+        assert collected.status_code == 200, collected.text
+        write = agent.aws(collected.json()["credentials"], "s3")
+        write.put_object(Bucket=bucket, Key="2026/11/invoice.pdf", Body=b"%PDF")
+        assert denied(lambda: write.put_object(Bucket=bucket, Key="2025/x", Body=b"x"))
+        assert denied(lambda: write.get_object(Bucket=bucket, Key="README.txt"))
+
+        # The deploy pipeline's agent: its CloudFormation reads work.
+        release = Agent(
+            agent.url,
+            _cli(state, "token", "mint", "--config", config, "--agent", "release-bot").strip(),
+            agent.moto_url,
+        )
+        deploy = release.aws(
+            release.credentials(service="deploy", region="us-east-1", tier="read"),
+            "cloudformation",
+        )
+        assert deploy.list_stacks()["StackSummaries"] == []
+        deploy.validate_template(TemplateBody=json.dumps({"Resources": {}}))
+        assert denied(lambda: deploy.delete_stack(StackName="acme-prod-web"))
+
+        # The kill switch ends the payments sessions; after `broker unfreeze`, new ones work.
+        reason = ["--reason", "dev stack test"]
+        _cli(state, "revoke", "--service", "payments", "--environment", "prod", *reason)
+        assert denied(lambda: s3.get_object(Bucket=bucket, Key="README.txt"))
+        assert denied(lambda: write.put_object(Bucket=bucket, Key="2026/y", Body=b"y"))
+        frozen = agent.post(
+            "/v1/credentials",
+            {
+                "service": "payments",
+                "environment": "prod",
+                "region": "us-east-1",
+                "tier": "read",
+                "backend": "aws",
+            },
+        )
+        assert frozen.status_code == 403, frozen.text
+        _cli(state, "unfreeze", "--service", "payments", "--environment", "prod", *reason)
+        cutoff = _cutoff(state, "payments-prod-read")
+        while time.time() < cutoff + 1:  # the broker's freeze cache and the cut-off's second
+            time.sleep(0.2)
+        fresh = agent.aws(
+            agent.credentials(service="payments", region="us-east-1", tier="read"), "s3"
+        )
+        assert fresh.get_object(Bucket=bucket, Key="README.txt")["Body"].read().startswith(b"demo")
+        assert denied(lambda: s3.get_object(Bucket=bucket, Key="README.txt"))
+    finally:
+        os.killpg(process.pid, signal.SIGINT)
+        process.communicate(timeout=60)

@@ -11,10 +11,9 @@ agent holds or asks for works. The test prints a table of every attempted operat
 whether it was blocked (``pytest -s`` shows it); the table is also written to a file and
 attached to the test report as the ``incident_table`` property.
 
-moto authorizes DynamoDB and CloudFormation calls against the resource "*" and applies a
-conditional Deny unconditionally (see /work/shared/TESTING.md): the AWS refusals below
-hold because the read role lacks the actions, and after the revoke because the broker's
-revocation policy sits on the role.
+The local AWS stand-in evaluates as AWS does (docs/local-stack.md): the AWS refusals
+below hold because the read role and its session policy lack the actions, and after the
+revoke because the broker's revocation policy denies sessions issued before it.
 """
 
 from __future__ import annotations

@@ -1,12 +1,9 @@
-"""AWS credentials from the broker, used against moto with IAM enforcement on.
+"""AWS credentials from the broker, used against the local AWS stand-in.
 
-moto enforces the actions of the assumed tier role's own policies, not the session policy
-(see /work/shared/TESTING.md): tier separation is proved end to end through the roles, and
-the narrowing is proved by checking that the session policy STS received is exactly the
-compiled one. moto matches S3 calls against the bucket/object ARN, but authorizes DynamoDB
-and CloudFormation calls against the resource "*", so a role statement naming a table or a
-stack never matches there: positive reads are shown on S3, and DynamoDB/CloudFormation
-appear only as denials (which hold for the right reason: the read role has no such action).
+The stand-in evaluates as AWS does (docs/local-stack.md): the tier role's policy
+intersected with the request's session policy, on the ARN of each resource a call touches,
+for S3, DynamoDB and CloudFormation alike. So tier separation and per-request narrowing are
+both proved by what the issued credentials can and cannot do.
 """
 
 from __future__ import annotations
@@ -15,15 +12,14 @@ import json
 from pathlib import Path
 from typing import Any
 
-import boto3
 import pytest
-from botocore.exceptions import ClientError
 
 from broker.intake import parse_request, resolve
 from broker.issuance import Issued
 from broker.policy.compiler import dumps, session_policy
 from tests.fixtures.backends import Backends
 from tests.fixtures.broker import Broker, make_broker
+from tests.fixtures.moto import denied
 
 AGENT = "shop-bot"
 
@@ -42,6 +38,10 @@ def shop(tmp_path: Path, backends: Backends) -> Broker:
     )
     backends.admin("dynamodb").put_item(
         TableName=f"{backends.name}-prod-orders", Item={"id": {"S": "1"}}
+    )
+    backends.admin("cloudformation").create_stack(
+        StackName=f"{backends.name}-prod-web",
+        TemplateBody=json.dumps({"Resources": {"Topic": {"Type": "AWS::SNS::Topic"}}}),
     )
     return make_broker(tmp_path, real_issuers=backends.issuers)
 
@@ -70,30 +70,8 @@ def broker_scope(broker: Broker) -> str:
     return next(iter(broker.services.scopes.current.scopes))
 
 
-def aws(moto_url: str, credentials: dict[str, str], service: str) -> Any:
-    return boto3.client(
-        service,
-        endpoint_url=moto_url,
-        region_name="us-east-1",
-        aws_access_key_id=credentials["access_key_id"],
-        aws_secret_access_key=credentials["secret_access_key"],
-        aws_session_token=credentials["session_token"],
-    )
-
-
-def denied(call: Any) -> bool:
-    """True when AWS refuses the call for lack of permission (and only then)."""
-    try:
-        call()
-    except ClientError as e:
-        status = e.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
-        code = e.response["Error"]["Code"]
-        # moto answers JSON-protocol services with an XML AccessDenied, which botocore
-        # reports under the HTTP status as its code.
-        return code in ("AccessDenied", "AccessDeniedException") or (
-            code == "403" and status == 403 and "AccessDenied" in str(e)
-        )
-    return False
+def aws(backends: Backends, credentials: dict[str, str], service: str) -> Any:
+    return backends.moto.agent_client(credentials, service)
 
 
 def test_read_credentials_read_and_are_denied_every_change(
@@ -115,13 +93,20 @@ def test_read_credentials_read_and_are_denied_every_change(
     assert credentials["access_key_id"].startswith("ASIA")
     assert credentials["source_identity"] == "agent-shop-bot"
     bucket, table = f"{backends.name}-prod-data", f"{backends.name}-prod-orders"
-    s3, dynamodb = (
-        aws(backends.moto.url, credentials, "s3"),
-        aws(backends.moto.url, credentials, "dynamodb"),
-    )
-    cloudformation = aws(backends.moto.url, credentials, "cloudformation")
+    s3, dynamodb = aws(backends, credentials, "s3"), aws(backends, credentials, "dynamodb")
+    cloudformation = aws(backends, credentials, "cloudformation")
     assert s3.get_object(Bucket=bucket, Key="orders/1.json")["Body"].read() == b"{}"
     assert [o["Key"] for o in s3.list_objects_v2(Bucket=bucket)["Contents"]] == ["orders/1.json"]
+    # The read tier's DynamoDB and CloudFormation grants work on the resources they name.
+    assert dynamodb.get_item(TableName=table, Key={"id": {"S": "1"}})["Item"]["id"] == {"S": "1"}
+    assert dynamodb.describe_table(TableName=table)["Table"]["TableName"] == table
+    assert dynamodb.scan(TableName=table)["Count"] == 1
+    [stack] = cloudformation.describe_stacks(StackName=f"{backends.name}-prod-web")["Stacks"]
+    assert stack["StackStatus"] == "CREATE_COMPLETE"
+    # ... and nowhere else.
+    assert denied(lambda: dynamodb.get_item(TableName=f"{table}-2", Key={"id": {"S": "1"}}))
+    assert denied(lambda: cloudformation.describe_stacks(StackName="other-prod-web"))
+    assert denied(lambda: dynamodb.put_item(TableName=table, Item={"id": {"S": "2"}}))
     assert denied(lambda: s3.put_object(Bucket=bucket, Key="x", Body=b"x"))
     assert denied(lambda: s3.delete_object(Bucket=bucket, Key="orders/1.json"))
     assert denied(lambda: s3.delete_bucket(Bucket=bucket))
@@ -135,10 +120,38 @@ def test_read_credentials_read_and_are_denied_every_change(
 def test_write_credentials_write_but_cannot_delete(shop: Broker, backends: Backends) -> None:
     bucket = f"{backends.name}-prod-data"
     credentials = issue(shop, "write", (f"arn:aws:s3:::{bucket}/uploads/*",))
-    s3 = aws(backends.moto.url, credentials, "s3")
+    s3 = aws(backends, credentials, "s3")
     s3.put_object(Bucket=bucket, Key="uploads/new.csv", Body=b"a,b")
     assert denied(lambda: s3.delete_object(Bucket=bucket, Key="uploads/new.csv"))
     assert denied(lambda: s3.delete_bucket(Bucket=bucket))
+
+
+def test_a_write_is_narrowed_to_the_approved_resources(shop: Broker, backends: Backends) -> None:
+    """Approved on <bucket>/2026/*: writes there, nowhere else, and reads nothing (the write
+    tier's session names only what was asked, though its role could do more)."""
+    bucket = f"{backends.name}-prod-data"
+    credentials = issue(shop, "write", (f"arn:aws:s3:::{bucket}/2026/*",))
+    s3 = aws(backends, credentials, "s3")
+    s3.put_object(Bucket=bucket, Key="2026/11/invoice.pdf", Body=b"%PDF")
+    assert denied(lambda: s3.put_object(Bucket=bucket, Key="2025/x", Body=b"x"))
+    assert denied(lambda: s3.put_object(Bucket=bucket, Key="orders/1.json", Body=b"x"))
+    assert denied(lambda: s3.get_object(Bucket=bucket, Key="orders/1.json"))
+    dynamodb = aws(backends, credentials, "dynamodb")
+    table = f"{backends.name}-prod-orders"
+    assert denied(lambda: dynamodb.put_item(TableName=table, Item={"id": {"S": "2"}}))
+    admin = backends.admin("s3")
+    assert admin.get_object(Bucket=bucket, Key="orders/1.json")["Body"].read() == b"{}"
+
+
+def test_a_dynamodb_write_on_its_table_succeeds(shop: Broker, backends: Backends) -> None:
+    table = f"{backends.name}-prod-orders"
+    arn = f"arn:aws:dynamodb:us-east-1:123456789012:table/{table}"
+    dynamodb = aws(backends, issue(shop, "write", (arn,)), "dynamodb")
+    dynamodb.put_item(TableName=table, Item={"id": {"S": "2"}})
+    admin = backends.admin("dynamodb")
+    assert admin.get_item(TableName=table, Key={"id": {"S": "2"}})["Item"] == {"id": {"S": "2"}}
+    assert denied(lambda: dynamodb.delete_item(TableName=table, Key={"id": {"S": "2"}}))
+    assert denied(lambda: dynamodb.put_item(TableName=f"{table}-2", Item={"id": {"S": "2"}}))
 
 
 def test_session_policy_sent_to_sts_is_the_compiled_one(shop: Broker, backends: Backends) -> None:

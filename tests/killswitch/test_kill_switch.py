@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import json
+import time
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +22,7 @@ from broker.services import build_services
 from tests.fixtures.backends import Backends
 from tests.fixtures.broker import Broker, FakeClock, FakeIssuer, make_broker
 from tests.fixtures.broker import test_settings as broker_settings
+from tests.fixtures.moto import denied
 
 AGENT, OTHER, ADMIN = "shop-bot", "other-bot", "ops"
 
@@ -82,13 +85,41 @@ def can_log_in(credentials: dict[str, str]) -> bool:
     return True
 
 
+def s3_reads(backends: Backends, credentials: dict[str, str]) -> bool:
+    """Can these AWS credentials read the scope's object? False only when AWS refuses."""
+    s3 = backends.moto.agent_client(credentials, "s3")
+    return not denied(lambda: s3.get_object(Bucket=f"{backends.name}-prod-data", Key="a.txt"))
+
+
+def wait_past_cutoff(backends: Backends, role: str) -> None:
+    """Sleep until every revocation cut-off on ``role`` is in the past (sessions issued in
+    a cut-off's second count as issued before it)."""
+    document = backends.admin("iam").get_role_policy(
+        RoleName=role, PolicyName=REVOCATION_POLICY_NAME
+    )["PolicyDocument"]
+    document = json.loads(document) if isinstance(document, str) else document
+    cutoffs = [
+        dt.datetime.fromisoformat(
+            s["Condition"]["DateLessThan"]["aws:TokenIssueTime"].replace("Z", "+00:00")
+        ).timestamp()
+        for s in document["Statement"]
+    ]
+    while time.time() < max(cutoffs):
+        time.sleep(0.1)
+
+
 def test_revoking_an_agent_cuts_it_off_everywhere(shop: Broker, backends: Backends) -> None:
     mine = {
         backend: issue(shop, backends, AGENT, backend) for backend in ("aws", "vault", "database")
     }
-    theirs = {backend: issue(shop, backends, OTHER, backend) for backend in ("vault", "database")}
+    theirs = {
+        backend: issue(shop, backends, OTHER, backend) for backend in ("aws", "vault", "database")
+    }
     assert vault_alive(backends, mine["vault"]["token"]) and can_log_in(mine["database"])
+    assert s3_reads(backends, mine["aws"]) and s3_reads(backends, theirs["aws"])
 
+    # The broker's clock is the test's; AWS compares the cut-off with real issue times.
+    shop.clock.now = max(shop.clock.now, time.time())
     response = shop.post(
         "/v1/revoke",
         {"agent": "agent:shop-bot", "reason": "deleting production by mistake"},
@@ -105,6 +136,10 @@ def test_revoking_an_agent_cuts_it_off_everywhere(shop: Broker, backends: Backen
 
     assert not vault_alive(backends, mine["vault"]["token"])
     assert not can_log_in(mine["database"])
+    # AWS enforces the revocation: this agent's session is refused (even one issued in the
+    # same second as the revoke), the other agent's session on the same role is not.
+    assert not s3_reads(backends, mine["aws"])
+    assert s3_reads(backends, theirs["aws"])
     document = backends.admin("iam").get_role_policy(
         RoleName=f"{backends.name}-prod-read", PolicyName=REVOCATION_POLICY_NAME
     )["PolicyDocument"]
@@ -124,6 +159,7 @@ def test_revoking_an_agent_cuts_it_off_everywhere(shop: Broker, backends: Backen
     # The other agent keeps what it has and still gets new credentials.
     assert vault_alive(backends, theirs["vault"]["token"]) and can_log_in(theirs["database"])
     assert issue(shop, backends, OTHER, "vault")["token"]
+    assert s3_reads(backends, issue(shop, backends, OTHER, "aws"))
 
 
 def test_only_admins_may_use_the_kill_switch(shop: Broker, backends: Backends) -> None:
@@ -140,6 +176,7 @@ def test_revoke_and_unfreeze_on_the_command_line(
     capsys: pytest.CaptureFixture[str],
 ) -> None:
     token = issue(shop, backends, AGENT, "vault")["token"]
+    before = issue(shop, backends, AGENT, "aws")
     settings = shop.services.settings
     config = tmp_path / "cli.yaml"
     config.write_text(
@@ -170,6 +207,7 @@ def test_revoke_and_unfreeze_on_the_command_line(
     assert "vault:      1 revoked" in out
     assert f"scope {backends.name}/prod" in out
     assert not vault_alive(backends, token)
+    assert not s3_reads(backends, before)
     shop.clock.advance(2)  # replicas re-read freezes at least every second
     frozen = shop.post(
         "/v1/credentials",
@@ -196,6 +234,11 @@ def test_revoke_and_unfreeze_on_the_command_line(
     assert "Unfrozen service" in capsys.readouterr().out
     shop.clock.advance(2)
     assert issue(shop, backends, OTHER, "vault")["token"]
+    # New AWS sessions work again once past the cut-off; the revoked one stays revoked.
+    wait_past_cutoff(backends, f"{backends.name}-prod-read")
+    after = issue(shop, backends, AGENT, "aws")
+    assert s3_reads(backends, after)
+    assert not s3_reads(backends, before)
     actions = [(r.action, r.outcome) for r in shop.services.store.audit_records()]
     assert ("revoke", "complete") in actions and ("unfreeze", "lifted") in actions
 

@@ -47,7 +47,11 @@ S3_IAM_ACTIONS = {
     "GetBucketReplication": "GetReplicationConfiguration",
     "GetBucketAccelerateConfiguration": "GetAccelerateConfiguration",
     "GetBucketNotificationConfiguration": "GetBucketNotification",
-    "ListMultipartUploadParts": "ListMultipartUploadParts",
+    "ListParts": "ListMultipartUploadParts",
+    "CreateMultipartUpload": "PutObject",
+    "CompleteMultipartUpload": "PutObject",
+    "SelectObject": "GetObject",
+    "SelectObjectContent": "GetObject",
 }
 _TRANSACT_WRITE = {
     "Put": "PutItem",

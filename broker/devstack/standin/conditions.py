@@ -19,7 +19,7 @@ import re
 from collections.abc import Callable, Mapping, Sequence
 from functools import lru_cache
 
-Context = Mapping[str, Sequence[str]]
+Context = Mapping[str, str | Sequence[str]]  # a key's one value, or its values
 
 
 class UnsupportedCondition(ValueError):
@@ -31,7 +31,7 @@ def lookup(context: Context, key: str) -> tuple[str, ...] | None:
     wanted = key.lower()
     for name, values in context.items():
         if name.lower() == wanted:
-            return tuple(values)
+            return (values,) if isinstance(values, str) else tuple(values)
     return None
 
 

@@ -47,7 +47,7 @@ class Decision:
         return self.result == "Allowed"
 
 
-_KIND_WORDS = {"identity": "identity-based", "session": "session", "trust": "resource-based"}
+_KIND_WORDS = {"identity": "an identity-based", "session": "a session", "trust": "a resource-based"}
 
 
 @dataclass(frozen=True)
@@ -87,7 +87,7 @@ def evaluate(
         policy, sid = hits.denies[0]
         return Decision(
             "ExplicitlyDenied",
-            f"with an explicit deny in a {_KIND_WORDS[policy.kind]} policy",
+            f"with an explicit deny in {_KIND_WORDS[policy.kind]} policy",
             f"{policy.name}: {sid}",
         )
     identity_allow = [(p, s) for p, s, _ in hits.allows if p.kind == "identity"]

@@ -17,51 +17,30 @@ import datetime as dt
 import json
 import logging
 import re
-import threading
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlparse
 
 from broker.devstack.standin.calls import Call, Check, checks_for
 from broker.devstack.standin.evaluation import Decision, Policy, evaluate
+from broker.devstack.standin.moto_sessions import (
+    MANAGED_POLICY_MAX_CHARS,
+    ROLE_INLINE_MAX_CHARS,
+    SESSIONS,
+    USER_INLINE_MAX_CHARS,
+    SessionFacts,
+    check_size,
+    flat,
+    moto_role,
+    recording_assume_role,
+    size_checked,
+    tags_of,
+)
 from broker.devstack.standin.statements import Principal, Request
 
 log = logging.getLogger("broker.standin")
 
-SESSION_POLICY_MAX_CHARS = 2048
-# IAM's quotas on inline policies, counted without white space.
-ROLE_INLINE_MAX_CHARS = 10240
-USER_INLINE_MAX_CHARS = 2048
-MANAGED_POLICY_MAX_CHARS = 6144
-_WHITESPACE = re.compile(r"\s+")
-
-
-@dataclass
-class SessionFacts:
-    """What AWS keeps about a role session and moto does not."""
-
-    issued_at: dt.datetime  # whole seconds, as aws:TokenIssueTime carries it
-    source_identity: str | None = None
-    tags: dict[str, str] = field(default_factory=dict)
-    policy_arns: list[str] = field(default_factory=list)
-
-
-class SessionRegistry:
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._facts: dict[str, SessionFacts] = {}
-
-    def record(self, access_key_id: str, facts: SessionFacts) -> None:
-        with self._lock:
-            self._facts[access_key_id] = facts
-
-    def get(self, access_key_id: str) -> SessionFacts | None:
-        with self._lock:
-            return self._facts.get(access_key_id)
-
-
-SESSIONS = SessionRegistry()
 _installed = False
 
 
@@ -76,19 +55,19 @@ def install(clock: Callable[[], dt.datetime] = lambda: dt.datetime.now(dt.UTC)) 
 
     patches = {
         (ActionAuthenticatorMixin, "_authenticate_and_authorize_action"): _authorizer(clock),
-        (TokenResponse, "assume_role"): _recording_assume_role(TokenResponse.assume_role, clock),
-        (IAMBackend, "put_role_policy"): _size_checked(
+        (TokenResponse, "assume_role"): recording_assume_role(TokenResponse.assume_role, clock),
+        (IAMBackend, "put_role_policy"): size_checked(
             IAMBackend.put_role_policy, "role", ROLE_INLINE_MAX_CHARS
         ),
-        (IAMBackend, "put_user_policy"): _size_checked(
+        (IAMBackend, "put_user_policy"): size_checked(
             IAMBackend.put_user_policy, "user", USER_INLINE_MAX_CHARS
         ),
     }
     original_create_policy = IAMBackend.create_policy
 
     def create_policy(self: Any, *args: Any, **kwargs: Any) -> Any:
-        document = kwargs.get("policy_document", args[1] if len(args) > 1 else "")
-        _check_size(str(document), MANAGED_POLICY_MAX_CHARS, "managed policy")
+        document = kwargs.get("policy_document", args[2] if len(args) > 2 else "")
+        check_size(str(document), MANAGED_POLICY_MAX_CHARS, "managed policy")
         return original_create_policy(self, *args, **kwargs)
 
     patches[(IAMBackend, "create_policy")] = create_policy
@@ -112,92 +91,6 @@ def _http_error(code: str, message: str, status: int, json_protocol: bool) -> Ex
         super(AccessDeniedError, error).__init__(code, message)  # AWS's code and message
     error.code = status
     return error
-
-
-def _check_size(document: str, limit: int, what: str) -> None:
-    size = len(_WHITESPACE.sub("", document))
-    if size > limit:
-        from moto.iam.exceptions import LimitExceededException
-
-        raise LimitExceededException(f"Maximum policy size of {limit} bytes exceeded for {what}")
-
-
-def _size_checked(original: Any, kind: str, limit: int) -> Any:
-    def put(self: Any, name: str, policy_name: str, policy_json: str) -> Any:
-        owner = self.get_role(name) if kind == "role" else self.get_user(name)
-        others = [d for n, d in owner.policies.items() if n != policy_name]
-        _check_size("".join([*others, policy_json]), limit, f"{kind} {name}")
-        return original(self, name, policy_name, policy_json)
-
-    return put
-
-
-# -- AssumeRole: remember the session --------------------------------------------------
-
-
-def _recording_assume_role(original: Any, clock: Callable[[], dt.datetime]) -> Any:
-    def assume_role(self: Any) -> Any:
-        params = _flat(self.querystring)
-        policy = params.get("Policy")
-        if policy is not None and len(policy) > SESSION_POLICY_MAX_CHARS:
-            raise _sts_validation(
-                "1 validation error detected: Value at 'policy' failed to satisfy "
-                f"constraint: Member must have length less than or equal to "
-                f"{SESSION_POLICY_MAX_CHARS}"
-            )
-        _check_duration(params)
-        result = original(self)
-        role = result.result["Credentials"]
-        SESSIONS.record(
-            role.access_key_id,
-            SessionFacts(
-                issued_at=clock().replace(microsecond=0),
-                source_identity=params.get("SourceIdentity"),
-                tags=_tags(params),
-                policy_arns=[v for k, v in sorted(params.items()) if k.startswith("PolicyArns.")],
-            ),
-        )
-        return result
-
-    return assume_role
-
-
-def _check_duration(params: Mapping[str, str]) -> None:
-    """AWS refuses a session longer than the role's MaxSessionDuration."""
-    role, _ = _moto_role(params.get("RoleArn"))
-    if role is None:
-        return
-    limit = int(role.max_session_duration or 3600)
-    if int(params.get("DurationSeconds", "3600")) > limit:
-        raise _sts_validation(
-            "The requested DurationSeconds exceeds the MaxSessionDuration set for this role."
-        )
-
-
-def _sts_validation(message: str) -> Exception:
-    from moto.sts.exceptions import STSValidationError
-
-    return STSValidationError(message)
-
-
-def _flat(querystring: Mapping[str, Any]) -> dict[str, str]:
-    flat = {}
-    for key, value in querystring.items():
-        if isinstance(value, list):
-            if value:
-                flat[key] = str(value[0])
-        elif value is not None:
-            flat[key] = str(value)
-    return flat
-
-
-def _tags(params: Mapping[str, str]) -> dict[str, str]:
-    tags = {}
-    for key, value in params.items():
-        match = re.fullmatch(r"Tags\.member\.(\d+)\.Key", key)
-        if match:
-            tags[value] = params.get(f"Tags.member.{match.group(1)}.Value", "")
-    return tags
 
 
 # -- the authorization step -------------------------------------------------------------
@@ -350,24 +243,32 @@ def _call(response: Any, iam_request: Any, resource: str) -> Call:
             operation,
             iam_request._region,
             iam_request.account_id,
-            _flat(query),
+            flat(query),
             resource,
             headers,
             delete_keys,
         )
     params: Mapping[str, Any]
     if _json_protocol(response.headers):
-        try:
-            params = json.loads(response.body or "{}")
-        except ValueError:
-            params = {}
+        params = _json_body(response)
     else:
-        params = _flat(response.querystring)
+        params = flat(response.querystring)
     if service == "sts" and resource != "*":
         params = {**params, "RoleArn": resource}
     return Call(
         service, operation, iam_request._region, iam_request.account_id, params, headers=headers
     )
+
+
+def _json_body(response: Any) -> Mapping[str, Any]:
+    body = response.body
+    if isinstance(body, Mapping):  # some moto services parse it before authorizing
+        return body
+    try:
+        parsed = json.loads(response.raw_body or body or "{}")
+    except (TypeError, ValueError):
+        return {}
+    return parsed if isinstance(parsed, Mapping) else {}
 
 
 def _decide(caller: _Caller, call: Call, check: Check, now: dt.datetime) -> Decision:
@@ -387,21 +288,8 @@ def _decide(caller: _Caller, call: Call, check: Check, now: dt.datetime) -> Deci
     return evaluate(request, caller.identity, caller.session, trust, trust_account)
 
 
-def _moto_role(role_arn: str | None) -> tuple[Any, str | None]:
-    """moto's role object for an ARN (None when there is no such role), and its account."""
-    from moto.iam.models import iam_backends
-
-    parts = (role_arn or "").split(":")
-    if len(parts) < 6:
-        return None, None
-    try:
-        return iam_backends[parts[4]]["aws"].get_role_by_arn(str(role_arn)), parts[4]
-    except Exception:  # noqa: BLE001 - no such role
-        return None, parts[4]
-
-
 def _trust_policy(role_arn: str | None) -> tuple[Policy | None, str | None]:
-    role, account = _moto_role(role_arn)
+    role, account = moto_role(role_arn)
     if role is None:
         return None, account
     document = json.loads(role.assume_role_policy_document)
@@ -416,7 +304,7 @@ def _assume_role_keys(params: Mapping[str, Any]) -> dict[str, list[str]]:
         keys["sts:RoleSessionName"] = [str(params["RoleSessionName"])]
     if params.get("ExternalId"):
         keys["sts:ExternalId"] = [str(params["ExternalId"])]
-    tags = _tags({str(k): str(v) for k, v in params.items()})
+    tags = tags_of({str(k): str(v) for k, v in params.items()})
     for tag, value in tags.items():
         keys[f"aws:RequestTag/{tag}"] = [value]
     if tags:
