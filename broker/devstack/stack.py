@@ -1,7 +1,7 @@
 """`broker dev`: the whole broker locally, no configuration, no cloud account.
 
-Starts an OpenBao dev server, a moto server with IAM enforcement standing in for STS and
-IAM, seeds both (and a ``broker_dev`` database on the local PostgreSQL when one answers),
+Starts an OpenBao dev server, the AWS stand-in (moto's server evaluating IAM policies as
+AWS does: broker/devstack/standin/), seeds both (and a ``broker_dev`` database on the local PostgreSQL when one answers),
 applies the example scopes, runs the broker (gunicorn, SQLite) and prints a demo agent token
 with a request to copy. Ctrl-C stops everything it started. A second `broker dev` while one
 runs says so (a lock file in the state directory) instead of failing on a port.
@@ -267,7 +267,8 @@ def banner(stack: Stack) -> str:
 Broker dev stack is up (Ctrl-C stops everything).
   broker      {stack.url}   (SQLite and keys in {stack.config_path.parent})
   OpenBao     {stack.bao.url}
-  moto (AWS)  {stack.moto.url}   (IAM enforcement on)
+  AWS         {stack.moto.url}   (moto, evaluating IAM like AWS: docs/local-stack.md)
+              decisions: {stack.moto.process.log_path}
   PostgreSQL  {stack.database or "not reachable: database backend unavailable"}
   config      {stack.config_path}
   operator    source {stack.config_path.parent / "env"}   (for broker revoke, audit...)
