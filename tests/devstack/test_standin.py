@@ -341,8 +341,9 @@ def test_iam_refuses_inline_policies_over_its_quota(moto: Moto) -> None:
     name = f"role-{secrets.token_hex(4)}"
     assume_role(moto, doc(allow("s3:GetObject")), role_name=name)
     iam = moto.client("iam", moto.admin_key)
-    big = doc(allow("s3:GetObject", [f"arn:aws:s3:::bucket-{i:05}/*" for i in range(200)]))
-    assert 10240 // 2 < len(json.dumps(big).replace(" ", "")) < 10240
+    big = doc(allow("s3:GetObject", [f"arn:aws:s3:::bucket-{i:05}/*" for i in range(260)]))
+    size = len(json.dumps(big).replace(" ", ""))
+    assert 6144 < size < 10240 < 2 * size  # one fits a role, two do not, nor one managed
     iam.put_role_policy(RoleName=name, PolicyName="first", PolicyDocument=json.dumps(big))
     refused = error_of(
         lambda: iam.put_role_policy(
@@ -352,6 +353,10 @@ def test_iam_refuses_inline_policies_over_its_quota(moto: Moto) -> None:
     assert refused["Code"] == "LimitExceeded"
     # Replacing a policy counts its new size, not old plus new.
     iam.put_role_policy(RoleName=name, PolicyName="first", PolicyDocument=json.dumps(big))
+    managed = error_of(
+        lambda: iam.create_policy(PolicyName=f"{name}-managed", PolicyDocument=json.dumps(big))
+    )
+    assert managed["Code"] == "LimitExceeded"
 
 
 def test_batch_delete_and_copy_are_authorized_per_object(moto: Moto, bucket: str) -> None:
