@@ -1,10 +1,11 @@
 """`broker dev`: the whole broker locally, no configuration, no cloud account.
 
 Starts an OpenBao dev server, the AWS stand-in (moto's server evaluating IAM policies as
-AWS does: broker/devstack/standin/), seeds both (and a ``broker_dev`` database on the local PostgreSQL when one answers),
-applies the example scopes, runs the broker (gunicorn, SQLite) and prints a demo agent token
-with a request to copy. Ctrl-C stops everything it started. A second `broker dev` while one
-runs says so (a lock file in the state directory) instead of failing on a port.
+AWS does: broker/devstack/standin/), seeds both (and a ``broker_dev`` database on the local
+PostgreSQL when one answers), applies the example scopes, runs the broker (gunicorn,
+SQLite) and prints a demo agent token with a request to copy. Ctrl-C stops everything it
+started. A second `broker dev` while one runs says so (a lock file in the state directory)
+instead of failing on a port.
 """
 
 from __future__ import annotations
