@@ -104,7 +104,6 @@ def _check_ready(field: Field) -> None:
 
 
 def _change(entry: Field, target: AwsTarget) -> Change:
-    entry.only(frozenset({"Type", "ResourceChange", "HookInvocationCount"}))
     if entry.require("Type").text(32) != "Resource":
         raise entry.get("Type").fail("must be Resource")
     change = entry.require("ResourceChange")

@@ -114,30 +114,32 @@ class Configuration:
     def __init__(self, field: Field) -> None:
         self._field = field
         self._root = field.optional("root_module")
+        # Each module's resources, indexed once: a plan's lookups stay linear in its size.
+        self._modules: dict[tuple[str, ...], dict[tuple[object, ...], Field] | None] = {}
 
     def resource(self, change: PlannedChange) -> Field | None:
         """The configuration block a resource instance came from, or None."""
-        module = self._root
-        if not module.present:
-            return None
-        steps = _MODULE_STEP.findall(change.module_address)
+        steps = tuple(_MODULE_STEP.findall(change.module_address))
         if len(steps) > MAX_MODULE_DEPTH:
             raise change.field.get("module_address").fail("is nested too deeply")
+        if steps not in self._modules:
+            self._modules[steps] = self._index(steps)
+        blocks = self._modules[steps]
+        return None if blocks is None else blocks.get((change.mode, change.type, change.name))
+
+    def _index(self, steps: tuple[str, ...]) -> dict[tuple[object, ...], Field] | None:
+        module = self._root
         for step in steps:
             module = module.optional("module_calls").optional(step).optional("module")
-            if not module.present:
-                return None
-        resources = module.get("resources")
+        resources = module.optional("resources")
         if not resources.present:
             return None
+        blocks: dict[tuple[object, ...], Field] = {}
         for block in resources.items(MAX_RESOURCE_CHANGES * 10):
-            if (
-                block.get("mode").value == change.mode
-                and block.get("type").value == change.type
-                and block.get("name").value == change.name
-            ):
-                return block
-        return None
+            key = (block.get("mode").value, block.get("type").value, block.get("name").value)
+            if all(isinstance(part, str) for part in key):
+                blocks.setdefault(key, block)
+        return blocks
 
     def expression(self, change: PlannedChange, attribute: str) -> Field | None:
         block = self.resource(change)

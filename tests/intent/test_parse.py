@@ -216,7 +216,10 @@ JSON = st.recursive(
     ),
     max_leaves=20,
 )
-PLAN = fixture("plan_lambda_with_role")
+DOCUMENTS = {
+    "terraform_plan": fixture("plan_lambda_with_role"),
+    "cloudformation_change_set": fixture("change_set_replace_table"),
+}
 
 
 def paths(value: Any, prefix: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
@@ -230,17 +233,21 @@ def paths(value: Any, prefix: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
     return found
 
 
-PLAN_PATHS = paths(PLAN)[1:]
+PATHS = {kind: paths(document)[1:] for kind, document in DOCUMENTS.items()}
 
 
-@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(st.lists(st.tuples(st.sampled_from(PLAN_PATHS), JSON), min_size=1, max_size=3))
-def test_any_mutation_of_a_real_plan_gives_an_intent_or_a_clear_refusal(
-    mutations: list[tuple[tuple[Any, ...], Any]],
+@settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.data())
+def test_any_mutation_of_a_real_document_gives_an_intent_or_a_clear_refusal(
+    data: st.DataObject,
 ) -> None:
-    plan = copy.deepcopy(PLAN)
+    kind = data.draw(st.sampled_from(sorted(DOCUMENTS)))
+    mutations = data.draw(
+        st.lists(st.tuples(st.sampled_from(PATHS[kind]), JSON), min_size=1, max_size=3)
+    )
+    document = copy.deepcopy(DOCUMENTS[kind])
     for path, value in mutations:
-        parent: Any = plan
+        parent: Any = document
         try:
             for step in path[:-1]:
                 parent = parent[step]
@@ -248,11 +255,21 @@ def test_any_mutation_of_a_real_plan_gives_an_intent_or_a_clear_refusal(
         except (KeyError, IndexError, TypeError):
             continue  # an earlier mutation removed this path
     try:
-        intent = parse({"terraform_plan": plan})
+        intent = parse({kind: document})
     except BrokerError as e:
         assert e.status == 400 and e.message
         return
     for op in intent.operations:
         assert isinstance(op, AwsOperation)
-        # Only the broker's own, documented wildcards: none in this plan.
+        # Only the broker's own, documented wildcards: none in these documents.
         assert "*" not in op.resource and "?" not in op.resource
+
+
+@settings(max_examples=200, deadline=None)
+@given(JSON, st.sampled_from(["aws", "vault", "database"]))
+def test_any_json_as_an_intent_is_an_intent_or_a_clear_refusal(value: Any, backend: str) -> None:
+    for candidate in (value, {"operations": value}, {"operations": [value]}):
+        try:
+            parse(candidate, backend)  # type: ignore[arg-type]
+        except BrokerError as e:
+            assert e.status == 400 and e.message
