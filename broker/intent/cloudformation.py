@@ -165,7 +165,6 @@ def _change(entry: Field, target: AwsTarget) -> Change:
         actions=actions,
         identifier=identifier,
         conditional=replacement == "Conditional",
-        holds_data=rtype.holds_data,
         executed_by="cloudformation",
         operations=operations,
     )

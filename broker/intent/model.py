@@ -91,7 +91,6 @@ class Change:
     actions: tuple[str, ...]
     identifier: str = ""
     conditional: bool = False
-    holds_data: bool = False
     executed_by: Literal["agent", "cloudformation"] = "agent"
     operations: tuple[AwsOperation, ...] = ()
 
@@ -115,7 +114,7 @@ class Change:
             result["conditional"] = True
         if self.executed_by != "agent":
             result["executed_by"] = self.executed_by
-            result["operations"] = [op.as_dict() for op in self.operations]
+        result["operations"] = [op.as_dict() for op in self.operations]
         return result
 
 

@@ -54,4 +54,4 @@ def parse_intent(
             f"{MAX_DERIVED_OPERATIONS} fit one grant: split the change",
             body.path,
         )
-    return Intent(kind, backend, operations, changes, source)
+    return Intent(kind, backend, operations, changes, tuple(sorted(source)))

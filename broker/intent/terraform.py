@@ -329,7 +329,6 @@ def _change(
         resource_type=pc.type,
         actions=pc.actions if not pc.importing else (*pc.actions, "import"),
         identifier=identifier,
-        holds_data=rtype.holds_data if rtype else False,
         operations=tuple(sorted(set(ops))),
     )
 

@@ -121,3 +121,13 @@ def test_change_set_physical_ids_give_the_same_arns_as_terraform_names() -> None
     assert policy.arn({"name": "deploy", "path": "/team/"}, TARGET) == (
         "arn:aws:iam::111111111111:policy/team/deploy"
     )
+
+
+def test_the_documented_table_lists_every_supported_type() -> None:
+    text = (Path(__file__).parents[2] / "docs" / "intents.md").read_text()
+    for rtype in RESOURCE_TYPES:
+        assert f"| `{rtype.terraform}` |" in text, rtype.terraform
+        if rtype.cloudformation:
+            assert f"`{rtype.cloudformation}`" in text, rtype.cloudformation
+        for action in rtype.not_in_registry:
+            assert action in text, action
