@@ -10,6 +10,7 @@ BENCHMARKS = {
     "issuance": "bench.issuance_bench",
     "cached": "bench.cached_bench",
     "burst": "bench.burst_bench",
+    "intent": "bench.intent_bench",
 }
 
 

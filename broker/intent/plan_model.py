@@ -15,7 +15,7 @@ from typing import Any
 from broker.intent.fields import Field
 
 FORMAT_VERSION_FOLLOWED = "1.2"
-MAX_RESOURCE_CHANGES = 1000
+MAX_RESOURCE_CHANGES = 10_000  # a plan lists every resource of the state, no-ops too
 MAX_MODULE_DEPTH = 20
 # The action lists Terraform documents for a resource change.
 PLAN_ACTIONS = frozenset(
