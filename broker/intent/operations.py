@@ -19,7 +19,7 @@ from broker.scopes.model import Backend
 
 MAX_OPERATIONS = 200
 _ACTION = re.compile(r"[a-z0-9-]{1,64}:[A-Za-z0-9]{1,128}")
-VAULT_CAPABILITIES = frozenset(CAPABILITY_ORDER)  # sudo, deny and root are never asked for
+# Vault capabilities are CAPABILITY_ORDER's: sudo, deny and root are never asked for.
 _VAULT_PATH = re.compile(r"[A-Za-z0-9_.@=-]+(?:/(?:[A-Za-z0-9_.@=-]+|\+))*(?:/\*|\*)?")
 DATABASE_PRIVILEGES = ("SELECT", "INSERT", "UPDATE", "DELETE", "TRUNCATE")
 _IDENTIFIER = r"[A-Za-z_][A-Za-z0-9_$]{0,62}"
@@ -97,16 +97,8 @@ def _vault(entry: Field) -> VaultOperation:
             "and ._@=-, '+' as a whole segment, '*' only at the end"
         )
     capabilities_field = entry.require("capabilities")
-    capabilities = capabilities_field.strings(len(VAULT_CAPABILITIES), 16)
-    unknown = sorted(set(capabilities) - VAULT_CAPABILITIES)
-    if unknown or not capabilities:
-        raise capabilities_field.fail(
-            f"must list capabilities among {', '.join(CAPABILITY_ORDER)}"
-            + (f"; '{unknown[0]}' is not one" if unknown else "")
-        )
-    if len(set(capabilities)) != len(capabilities):
-        raise capabilities_field.fail("must not repeat a capability")
-    return VaultOperation(path, tuple(sorted(capabilities, key=CAPABILITY_ORDER.index)))
+    capabilities = capabilities_field.strings(len(CAPABILITY_ORDER), 16)
+    return VaultOperation(path, _choices(capabilities_field, capabilities, CAPABILITY_ORDER))
 
 
 def _database(entry: Field) -> DatabaseOperation:
@@ -122,12 +114,17 @@ def _database(entry: Field) -> DatabaseOperation:
             "must not hold DROP: PostgreSQL lets only a table's owner drop it, which no "
             "grant on one table can express; use the scope's delete tier"
         )
-    unknown = sorted(set(privileges) - set(DATABASE_PRIVILEGES))
-    if unknown or not privileges:
-        raise privileges_field.fail(
-            f"must list privileges among {', '.join(DATABASE_PRIVILEGES)}"
+    return DatabaseOperation(name, _choices(privileges_field, privileges, DATABASE_PRIVILEGES))
+
+
+def _choices(field: Field, chosen: tuple[str, ...], allowed: tuple[str, ...]) -> tuple[str, ...]:
+    """``chosen``: at least one, each among ``allowed`` once; returned in ``allowed``'s order."""
+    unknown = sorted(set(chosen) - set(allowed))
+    if unknown or not chosen:
+        raise field.fail(
+            f"must list one or more of {', '.join(allowed)}"
             + (f"; '{unknown[0]}' is not one" if unknown else "")
         )
-    if len(set(privileges)) != len(privileges):
-        raise privileges_field.fail("must not repeat a privilege")
-    return DatabaseOperation(name, tuple(sorted(privileges, key=DATABASE_PRIVILEGES.index)))
+    if len(set(chosen)) != len(chosen):
+        raise field.fail("must not repeat an entry")
+    return tuple(sorted(chosen, key=allowed.index))

@@ -5,12 +5,17 @@ from __future__ import annotations
 import copy
 import json
 import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
+import psycopg
+
 from broker.scopes.lint import lint
 from broker.scopes.model import Scope
+from tests.fixtures.postgres import ADMIN_URL, create_database, drop_database
 from tests.scopes.factory import lint_context, load_ok, write_scope
 
 FIXTURES = Path(__file__).parent / "fixtures"
@@ -135,3 +140,17 @@ def resource_change(plan: dict[str, Any], address: str) -> dict[str, Any]:
             result: dict[str, Any] = change
             return result
     raise KeyError(address)
+
+
+@contextmanager
+def database_with(*statements: str) -> Iterator[str]:
+    """A fresh PostgreSQL database set up by ``statements``, dropped after; yields its URL."""
+    name = create_database()
+    url = ADMIN_URL.rsplit("/", 1)[0] + f"/{name}"
+    try:
+        with psycopg.connect(url, autocommit=True) as connection:
+            for statement in statements:
+                connection.execute(statement.encode())
+        yield url
+    finally:
+        drop_database(name)

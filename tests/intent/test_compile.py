@@ -20,8 +20,7 @@ from broker.policy.compiler import SESSION_POLICY_MAX_CHARS
 from broker.policy.iam_actions import iam_database
 from broker.scopes.model import Backend
 from tests.fixtures.openbao import OpenBao
-from tests.fixtures.postgres import ADMIN_URL, create_database, drop_database
-from tests.intent.support import ACCOUNT, DOC, REGION, TABLE, acme, fixture
+from tests.intent.support import ACCOUNT, DOC, REGION, TABLE, acme, database_with, fixture
 
 TARGET = AwsTarget(ACCOUNT, REGION)
 
@@ -109,18 +108,14 @@ def test_the_vault_policy_lets_a_token_do_exactly_the_intent(openbao: OpenBao) -
 
 @pytest.fixture()
 def billing_database() -> Iterator[str]:
-    name = create_database()
-    url = ADMIN_URL.rsplit("/", 1)[0] + f"/{name}"
-    with psycopg.connect(url, autocommit=True) as connection:
-        connection.execute("CREATE SCHEMA billing")
-        connection.execute("CREATE TABLE billing.invoices (id int)")
-        connection.execute("CREATE TABLE billing.ledger (id int)")
-        connection.execute("INSERT INTO billing.invoices VALUES (1), (2)")
-        connection.execute("INSERT INTO billing.ledger VALUES (1)")
-    try:
+    with database_with(
+        "CREATE SCHEMA billing",
+        "CREATE TABLE billing.invoices (id int)",
+        "CREATE TABLE billing.ledger (id int)",
+        "INSERT INTO billing.invoices VALUES (1), (2)",
+        "INSERT INTO billing.ledger VALUES (1)",
+    ) as url:
         yield url
-    finally:
-        drop_database(name)
 
 
 def test_the_database_grant_holds_exactly_the_intent(billing_database: str) -> None:

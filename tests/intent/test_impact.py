@@ -30,8 +30,7 @@ from broker.intent.verify import same_change_set
 from broker.policy.iam_actions import iam_database
 from broker.scopes.model import Backend
 from tests.fixtures.moto import ACCOUNT, Moto
-from tests.fixtures.postgres import ADMIN_URL, create_database, drop_database
-from tests.intent.support import TABLE, fixture, resource_change
+from tests.intent.support import TABLE, database_with, fixture, resource_change
 
 REGION = "us-east-1"
 TABLES = f"arn:aws:dynamodb:{REGION}:{ACCOUNT}:table"
@@ -219,17 +218,13 @@ def test_a_missing_resource_or_refused_read_is_impact_unknown(moto: Moto) -> Non
 
 @pytest.fixture()
 def rows_database() -> Iterator[str]:
-    name = create_database()
-    url = ADMIN_URL.rsplit("/", 1)[0] + f"/{name}"
-    with psycopg.connect(url, autocommit=True) as connection:
-        connection.execute("CREATE SCHEMA billing")
-        connection.execute("CREATE TABLE billing.invoices AS SELECT generate_series(1, 500) AS id")
-        connection.execute("CREATE TABLE billing.fresh (id int)")
-        connection.execute("ANALYZE billing.invoices")
-    try:
+    with database_with(
+        "CREATE SCHEMA billing",
+        "CREATE TABLE billing.invoices AS SELECT generate_series(1, 500) AS id",
+        "CREATE TABLE billing.fresh (id int)",
+        "ANALYZE billing.invoices",
+    ) as url:
         yield url
-    finally:
-        drop_database(name)
 
 
 def test_a_row_estimate_for_a_table(rows_database: str) -> None:
