@@ -143,13 +143,24 @@ def summarize(intent: Intent, kv: VaultKv | None = None) -> IntentSummary:
     )
 
 
+_VERBS = {"create": "CREATES", "update": "UPDATES", "import": "IMPORTS", "read": "READS"}
+
+
 def describe(intent: Intent, kv: VaultKv | None = None) -> list[str]:
-    """Lines for an approver, most dangerous first: replacements, deletions, the rest."""
+    """Lines for an approver, most dangerous first: replacements, deletions, other changes,
+    destructive operations, then every other operation as granted."""
     lines = [r.text for r in replacements(intent)]
-    replaced = {r.address for r in replacements(intent)}
     for change in intent.changes:
-        if change.deletion and not change.replacement and change.address not in replaced:
+        if change.deletion and not change.replacement:
             lines.append(f"DELETES {change.address}: {_loss(change)}")
+    for change in intent.changes:
+        if change.deletion:
+            continue
+        if "forget" in change.actions:
+            lines.append(f"FORGETS {change.address}: it stays, no longer managed")
+        verbs = [_VERBS[a] for a in change.actions if a in _VERBS]
+        if verbs:
+            lines.append(f"{' and '.join(verbs)} {change.address} ({change.resource_type})")
     destructive = {str(op) for op in intent.operations if operation_destroys(op, kv)}
     lines += [f"destroys: {op}" for op in sorted(destructive)]
     lines += [str(op) for op in intent.operations if str(op) not in destructive]

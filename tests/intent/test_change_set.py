@@ -53,7 +53,12 @@ def test_a_replacement_is_named_first_and_needs_the_delete_rule() -> None:
     intent = change_set_intent(fixture("change_set_replace_table"))
     assert summarize(intent).replacements == ("LedgerTable",)
     assert summarize(intent).destructive == 1
-    assert describe(intent)[0] == "REPLACES LedgerTable: its data will be lost"
+    lines = describe(intent)
+    assert lines[0] == "REPLACES LedgerTable: its data will be lost"
+    assert lines[1:3] == [
+        "UPDATES EventsQueue (AWS::SQS::Queue)",
+        "CREATES AlertsTopic (AWS::SNS::Topic)",
+    ]
     table = next(c for c in intent.changes if c.address == "LedgerTable")
     assert table.identifier == "arn:aws:dynamodb:us-east-1:111111111111:table/acme-prod-ledger"
     assert table.executed_by == "cloudformation"

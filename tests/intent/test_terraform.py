@@ -230,3 +230,34 @@ def test_the_hash_covers_what_is_granted_not_the_plan_text() -> None:
     change = resource_change(other, "aws_s3_object.invoice_template")["change"]
     change["before"]["key"] = change["after"]["key"] = "templates/receipt.html"
     assert plan_intent(other).sha256 != first.sha256
+
+
+def test_a_bucket_and_its_object_created_together() -> None:
+    plan = fixture("plan_s3_object_update")
+    bucket = resource_change(plan, "aws_s3_bucket.docs")["change"]
+    bucket.update(actions=["create"], before=None, after_unknown={"arn": True, "id": True})
+    del bucket["after"]["arn"]
+    obj = resource_change(plan, "aws_s3_object.invoice_template")["change"]
+    obj.update(actions=["create"], before=None)
+    del obj["after"]["bucket"]
+    obj["after_unknown"]["bucket"] = True  # aws_s3_bucket.docs.id, known only after apply
+    intent = plan_intent(plan)
+    assert AwsOperation("s3:CreateBucket", "arn:aws:s3:::acme-prod-docs") in intent.operations
+    assert AwsOperation("s3:PutObject", DOC) in intent.operations
+
+
+def test_resources_inside_modules_resolve_within_their_module() -> None:
+    plan = fixture("plan_s3_object_update")
+    for change in plan["resource_changes"]:
+        change["address"] = f"module.docs[0].{change['address']}"
+        change["module_address"] = "module.docs[0]"
+    obj = resource_change(plan, "module.docs[0].aws_s3_object.invoice_template")["change"]
+    del obj["after"]["bucket"]
+    obj["after_unknown"]["bucket"] = True
+    root = plan["configuration"]["root_module"]
+    plan["configuration"]["root_module"] = {
+        "module_calls": {"docs": {"source": "./docs", "module": root}}
+    }
+    intent = plan_intent(plan)
+    assert AwsOperation("s3:PutObject", DOC) in intent.operations
+    assert intent.changes[0].address == "module.docs[0].aws_s3_object.invoice_template"
