@@ -54,4 +54,6 @@ def parse_intent(
             f"{MAX_DERIVED_OPERATIONS} fit one grant: split the change",
             body.path,
         )
-    return Intent(kind, backend, operations, changes, tuple(sorted(source)))
+    # Sorted, so the hash does not depend on the order a tool listed them in.
+    ordered = tuple(sorted(changes, key=lambda c: (c.address, c.resource_type)))
+    return Intent(kind, backend, operations, ordered, tuple(sorted(source)))

@@ -56,8 +56,8 @@ def test_a_replacement_is_named_first_and_needs_the_delete_rule() -> None:
     lines = describe(intent)
     assert lines[0] == "REPLACES LedgerTable: its data will be lost"
     assert lines[1:3] == [
-        "UPDATES EventsQueue (AWS::SQS::Queue)",
         "CREATES AlertsTopic (AWS::SNS::Topic)",
+        "UPDATES EventsQueue (AWS::SQS::Queue)",
     ]
     table = next(c for c in intent.changes if c.address == "LedgerTable")
     assert table.identifier == "arn:aws:dynamodb:us-east-1:111111111111:table/acme-prod-ledger"
@@ -138,3 +138,10 @@ def test_a_change_set_is_for_the_aws_backend_only() -> None:
             iam_database(),
             TARGET,
         )
+
+
+def test_the_order_of_changes_does_not_change_the_hash() -> None:
+    data = fixture("change_set_replace_table")
+    first = change_set_intent(data)
+    data["Changes"].reverse()
+    assert change_set_intent(data).sha256 == first.sha256
