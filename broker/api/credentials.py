@@ -36,8 +36,10 @@ def issued_body(outcome: Issued) -> dict[str, object]:
     }
 
 
-def pending_body(record: RequestRecord, approvals_received: int) -> dict[str, object]:
-    return {
+def pending_body(
+    record: RequestRecord, approvals_received: int, notified: bool | None = None
+) -> dict[str, object]:
+    body: dict[str, object] = {
         "request_id": record.id,
         "status": record.status,
         "approvals_required": record.approvals_required,
@@ -49,6 +51,11 @@ def pending_body(record: RequestRecord, approvals_received: int) -> dict[str, ob
         # sign-in start there); an agent may show it to its human.
         "approval_url": f"{services().settings.public_url}/requests/{record.id}",
     }
+    if notified is not None:
+        # Whether a notifier (Slack) told the approvers; false when none is configured or
+        # it failed, so an agent does not claim that people were told.
+        body["notified"] = notified
+    return body
 
 
 @blueprint.post("/credentials")
@@ -63,7 +70,9 @@ def request_credentials() -> tuple[Response, int]:
     agent = current_agent()
     outcome = services().credentials.request(agent, json_body())
     if isinstance(outcome, Pending):
-        return jsonify(pending_body(outcome.request, 0)), 202
+        # The notifier's handle is stored once it has posted; none means nobody was told.
+        stored = services().approvals.get(outcome.request.id)
+        return jsonify(pending_body(outcome.request, 0, bool(stored.notification))), 202
     return jsonify(issued_body(outcome)), 200
 
 

@@ -70,3 +70,18 @@ def collect(request_id: str) -> Response:
     agent = current_agent()
     issued = services().approvals.collect(_request_id(request_id), agent)
     return jsonify(issued_body(issued))
+
+
+@blueprint.delete("/requests/<request_id>")
+def withdraw(request_id: str) -> Response:
+    """Withdraw one of the agent's own open requests (its host gave up waiting).
+
+    The request is cancelled and its approvers' message updated; a decided or collected
+    request is left as it is. 200 the request as it now stands; 400; 401; 404 no such
+    request of this agent.
+    """
+    agent = current_agent()
+    approvals = services().approvals
+    view = approvals.status(_request_id(request_id), agent)
+    approvals.cancel_open("withdrawn by the agent", agent.subject, request_id=view.record.id)
+    return jsonify(view_body(approvals.status(view.record.id, agent)))

@@ -120,6 +120,8 @@ class ApprovalService:
         view = self.view(record)
         deadline = time.monotonic() + min(max(wait, 0), MAX_WAIT_SECONDS)
         while record.status in OPEN_STATES and time.monotonic() < deadline:
+            if record.status == "approved" and (record.collectable_at or 0) <= self.clock():
+                break  # collectable now: nothing more to wait for
             self.sleep(POLL_INTERVAL_SECONDS)
             record = self.get(request_id)
             changed = self.view(record)

@@ -87,6 +87,10 @@ class IssuedStore(Protocol):
 
     def revoked_request_ids(self, now: float) -> list[str]: ...
 
+    def issued_for_request(self, request_id: str) -> list[IssuedRecord]:
+        """Every credential issued under ``request_id``, revoked and expired ones too."""
+        ...
+
     def mark_revoked(self, ids: Sequence[int], now: float) -> None: ...
 
 

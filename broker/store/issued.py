@@ -56,6 +56,13 @@ class SqlIssued:
         with self.db.tx() as connection:
             return [str(row[0]) for row in connection.execute(query)]
 
+    def issued_for_request(self, request_id: str) -> list[IssuedRecord]:
+        """Every credential issued under ``request_id`` (indexed), revoked and expired too."""
+        query = select(t.issued).where(t.issued.c.request_id == request_id)
+        with self.db.tx() as connection:
+            rows = connection.execute(query.order_by(t.issued.c.id)).mappings().all()
+        return [IssuedRecord(**dict(row)) for row in rows]
+
     def mark_revoked(self, ids: Sequence[int], now: float) -> None:
         if not ids:
             return

@@ -413,3 +413,25 @@ def test_token_identity_names_the_subject_never_the_token(live: LiveBroker) -> N
     assert token_identity(live.token("ledger-maintainer")) != token_identity(first)
     opaque = token_identity("s3cr3t-opaque-token")
     assert opaque.startswith("sha256:") and "s3cr3t" not in opaque
+
+
+def test_waiting_out_a_delay_says_so_and_who_was_told(
+    live: LiveBroker, env: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Issue 16: the status said "still approved (2/2 approvals)", and "the approvers
+    were notified" when no notifier was configured."""
+    monkeypatch.setenv("BROKER_TOKEN", live.token("ledger-maintainer"))
+    delete = ["--service", "ledger", "--environment", "prod", "--backend", "database"]
+    delete += ["--tier", "delete", "--justification", "purge the duplicated test rows"]
+    code, _, err = run([*delete, "--no-wait"], capsys)
+    assert code == EXIT_PENDING
+    assert "no approver was notified (the broker has no notifier)" in err
+    assert "the approvers were notified" not in err
+    record = live.pending()
+    for approver in ("carol", "dave"):
+        live.services.approvals.decide(record.id, approver, "approve", via="page")
+    code, _, err = run([*delete, "--wait-timeout", "0"], capsys)
+    assert code == EXIT_PENDING
+    # The broker's clock stands still in these tests; ours runs: 15:00 or a bit less.
+    assert re.search(rf"request {record.id} is approved; its mandatory delay ends in 1[45]:", err)
+    assert "still approved" not in err

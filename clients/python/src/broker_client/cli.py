@@ -130,6 +130,13 @@ def parser(prog: str = "broker-creds") -> Parser:
         "$XDG_CACHE_HOME/agent-credential-broker].",
     )
     cache.add_argument(
+        "--check-interval",
+        type=bounded(0, 300),
+        default=os.environ.get("BROKER_CHECK_INTERVAL") or str(CHECK_SECONDS),
+        help="Seconds the broker's word that cached credentials still stand is trusted "
+        f"(default {CHECK_SECONDS:g}) [env BROKER_CHECK_INTERVAL].",
+    )
+    cache.add_argument(
         "--offline",
         choices=OFFLINE_RULES,
         default=os.environ.get("BROKER_OFFLINE", "fail"),
@@ -168,7 +175,7 @@ def _run(args: argparse.Namespace) -> int:
     if store is not None:
         key = LocalCache.key(broker_url(args), token_identity(current_token(tokens)), request)
     progress = Progress.for_terminal(time.time, args.progress)
-    run = CredsRun(client, store, key, progress, args.offline)
+    run = CredsRun(client, store, key, progress, args.offline, args.check_interval)
     try:
         issued = run.obtain(request, args.justification, 0.0 if args.no_wait else args.wait_timeout)
     except KeyboardInterrupt:
@@ -197,12 +204,14 @@ class CredsRun:
         key: str,
         progress: Progress,
         offline: str = "fail",
+        check_interval: float = CHECK_SECONDS,
     ) -> None:
         self.client = client
         self.store = store
         self.key = key
         self.progress = progress
         self.offline = offline
+        self.check_interval = check_interval
 
     def obtain(
         self, request: dict[str, Any], justification: str, wait_timeout: float | None
@@ -237,7 +246,7 @@ class CredsRun:
         if hit is None:
             return None
         now = time.time()
-        if 0 <= now - hit.checked_at < CHECK_SECONDS:
+        if 0 <= now - hit.checked_at < self.check_interval:
             return hit.issued
         request_id = hit.issued.request_id
         try:
@@ -261,8 +270,8 @@ class CredsRun:
         if not state.stands:
             self.store.drop(self.key)
             self.progress.note(
-                f"cached credentials of request {request_id} are {state.status}"
-                f"{': ' + state.reason if state.reason else ''}; asking the broker again"
+                f"cached credentials of request {request_id} no longer stand "
+                f"({state.status}: {state.reason or state.status}); asking the broker again"
             )
             return None
         self.store.confirm(self.key, now)

@@ -247,6 +247,12 @@ class BrokerClient:
             return outcome
         return self.complete(outcome.request_id, ask.get("wait_timeout"), ask.get("on_update"))
 
+    def withdraw(self, request_id: str) -> RequestState:
+        """Withdraw an open request (nobody waits for it any more); returns its state."""
+        _check_request_id(request_id)
+        _, data = self._call("DELETE", f"/v1/requests/{request_id}")
+        return RequestState.from_json(data, self.approval_url(request_id))
+
     def issuance(self, request_id: str) -> IssuanceState:
         """Whether the credentials issued under ``request_id`` still stand (not revoked,
         their agent and scope not frozen); for caches to check before serving a copy."""
