@@ -286,7 +286,8 @@ def test_request_endpoints_with_real_ids(fuzzed: Broker) -> None:
     failures, statuses = fuzz(
         fuzzed,
         AGENT,
-        lambda op: "{request_id}" in op.path,
+        # Withdrawing (DELETE) would cancel the open requests the other operations need.
+        lambda op: "{request_id}" in op.path and op.method.upper() != "DELETE",
         with_real_id,
         modes=(GenerationMode.POSITIVE,),
     )
