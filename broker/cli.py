@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING
 
 import click
 
+from broker.cli_options import config_option
 from broker.errors import BrokerError, InvalidFileError
 
 if TYPE_CHECKING:
@@ -136,13 +137,7 @@ def scopes_plan(path: Path, as_json: bool, against: str | None, config: Path | N
 
 @scopes.command("apply")
 @click.argument("path", type=click.Path(path_type=Path), required=False)
-@click.option(
-    "--config",
-    "config_path",
-    type=click.Path(path_type=Path, dir_okay=False),
-    envvar="BROKER_CONFIG",
-    help="The broker's YAML config.",
-)
+@config_option("The broker's YAML config.")
 @click.option("--yes", is_flag=True, help="Apply the plan (without it nothing changes).")
 def scopes_apply(path: Path | None, config_path: Path | None, yes: bool) -> None:
     """Write the compiled policies to IAM and Vault: the plan first, changes only with --yes."""
@@ -219,13 +214,7 @@ def dev_command(port: int, scopes_path: Path, state_dir: Path) -> None:
     run_dev(scopes_path, state_dir, port, lambda line: click.echo(line))
 
 
-CONFIG_OPTION = click.option(
-    "--config",
-    "config_path",
-    type=click.Path(path_type=Path, dir_okay=False),
-    envvar="BROKER_CONFIG",
-    help="The broker's YAML config (default: built-in defaults).",
-)
+CONFIG_OPTION = config_option()
 
 
 def _settings(config_path: Path | None) -> Settings:

@@ -16,6 +16,7 @@ import click
 
 from broker.approvals.links import LinkSigner
 from broker.audit.recorder import AuditRecorder
+from broker.cli_options import config_option
 from broker.config import load_settings
 from broker.errors import BadRequest, Conflict, Gone, NotFound
 from broker.ids import looks_like_request_id
@@ -32,13 +33,7 @@ def approvals() -> None:
 @approvals.command("link")
 @click.option("--request", "request_id", required=True, help="The request id (req_...).")
 @click.option("--approver", required=True, help="A configured approver's name.")
-@click.option(
-    "--config",
-    "config_path",
-    type=click.Path(path_type=Path, dir_okay=False),
-    envvar="BROKER_CONFIG",
-    help="The broker's YAML config (default: built-in defaults).",
-)
+@config_option()
 def link(request_id: str, approver: str, config_path: Path | None) -> None:
     """Print APPROVER's personal link to REQUEST (signed, expiring, usable once)."""
     settings = load_settings(config_path)

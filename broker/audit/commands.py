@@ -24,6 +24,7 @@ from broker.audit.export import parse_since, records_since, write_jsonl
 from broker.audit.recorder import iso_time, record_line
 from broker.audit.timeline import render_timeline
 from broker.audit.verify import DEFAULT_BATCH, verify_store
+from broker.cli_options import config_option
 from broker.errors import BadRequest, StoreUnavailable
 from broker.ids import looks_like_request_id
 from broker.store.sql import SqlStore
@@ -31,12 +32,8 @@ from broker.store.sql import SqlStore
 EXIT_TAMPERED = 1
 EXIT_NOT_FOUND = 1
 
-config_option = click.option(
-    "--config",
-    "config_path",
-    type=click.Path(path_type=Path, dir_okay=False),
-    envvar="BROKER_CONFIG",
-    help="The broker's YAML config, for the store's location (default: built-in defaults).",
+config = config_option(
+    "The broker's YAML config, for the store's location (default: built-in defaults)."
 )
 
 
@@ -86,7 +83,7 @@ def describe_problem(report: ChainReport) -> list[str]:
 
 
 @audit.command("verify")
-@config_option
+@config
 @click.option(
     "--batch",
     type=click.IntRange(1, 100_000),
@@ -122,7 +119,7 @@ def verify_command(config_path: Path | None, batch: int, against: Path | None) -
 
 
 @audit.command("export")
-@config_option
+@config
 @click.option(
     "--since",
     metavar="TIME|DURATION",
@@ -185,7 +182,7 @@ def _write_atomically(output: Path, records: Iterator[Any]) -> tuple[int, int | 
 
 
 @audit.command("show")
-@config_option
+@config
 @click.option("--request", "request_id", required=True, help="The request id (req_...).")
 @click.option("--json", "as_json", is_flag=True, help="Print the records as JSON lines.")
 def show_command(config_path: Path | None, request_id: str, as_json: bool) -> None:

@@ -13,18 +13,13 @@ from typing import TYPE_CHECKING
 
 import click
 
+from broker.cli_options import config_option
 from broker.guard.break_glass import BreakGlass, BreakGlassAsk, BreakGlassOutcome, current_operator
 
 if TYPE_CHECKING:
     from broker.services import Services
 
-CONFIG = click.option(
-    "--config",
-    "config_path",
-    type=click.Path(path_type=Path, dir_okay=False),
-    envvar="BROKER_CONFIG",
-    help="The broker's YAML config (default: built-in defaults).",
-)
+CONFIG = config_option()
 REASON = click.option(
     "--reason",
     required=True,

@@ -11,6 +11,7 @@ from typing import Any, TypeVar
 
 import click
 
+from broker.cli_options import config_option
 from broker.guard.revocation import KillSwitch, RevokeTarget
 
 EXIT_PARTIAL = 2
@@ -41,12 +42,7 @@ TARGET_OPTIONS = [
     click.option("--request", "request_id", help="One request's credentials."),
     click.option("--all", "everything", is_flag=True, help="Everything the broker issued."),
     click.option("--reason", required=True, help="Why (recorded and sent in the alert)."),
-    click.option(
-        "--config",
-        "config_path",
-        type=click.Path(path_type=Path, dir_okay=False),
-        envvar="BROKER_CONFIG",
-    ),
+    config_option(),
 ]
 
 

@@ -1,0 +1,24 @@
+"""Options several `broker` commands share."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
+import click
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+DEFAULT_CONFIG_HELP = "The broker's YAML config (default: built-in defaults)."
+
+
+def config_option(text: str = DEFAULT_CONFIG_HELP) -> Callable[[F], F]:
+    """``--config`` (or ``BROKER_CONFIG``): the broker's settings file, as ``config_path``."""
+    return click.option(
+        "--config",
+        "config_path",
+        type=click.Path(path_type=Path, dir_okay=False),
+        envvar="BROKER_CONFIG",
+        help=text,
+    )
