@@ -95,7 +95,8 @@ def scope_files(path: Path) -> Iterator[Path]:
 
 
 @cache
-def _schema() -> TypeAdapter[Scope]:
+def schema() -> TypeAdapter[Scope]:
+    """The scope model's validator, built on first use (forked workers inherit it)."""
     return TypeAdapter(Scope)
 
 
@@ -108,7 +109,7 @@ def load_scope_file(path: Path) -> tuple[LoadedScope | None, list[Problem]]:
         return None, [e.problem]
     if document.root is None:
         return None, [Problem(name, 1, 1, "file is empty: expected a Scope document")]
-    outcome = validate(_schema(), document, LABELS, document.data)
+    outcome = validate(schema(), document, LABELS, document.data)
     scope, problems = outcome
     if scope is None:
         return None, problems

@@ -19,7 +19,7 @@ from typing import Any
 from broker.errors import PolicyTooLarge, Problem
 from broker.policy.compiler import compile_scope
 from broker.scopes.lint import LintContext, lint
-from broker.scopes.loader import LoadedScope, load_scope_file, scope_files
+from broker.scopes.loader import LoadedScope, load_scope_file, schema, scope_files
 from broker.scopes.model import Scope
 
 # Below this many files a process pool costs more than it saves.
@@ -119,6 +119,7 @@ def _load_all(files: list[Path], ctx: LintContext, workers: int) -> list[_FileRe
         return [_load_one(file, ctx) for file in files]
     global _worker_ctx
     _worker_ctx = ctx
+    schema()  # built once here rather than in every worker
     try:
         chunks = [files[i::workers] for i in range(workers)]
         with multiprocessing.get_context("fork").Pool(workers) as pool:
