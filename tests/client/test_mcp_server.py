@@ -1,38 +1,51 @@
-"""`broker mcp` as a process, driven by the official MCP SDK's client over stdio."""
+"""`broker mcp` as a process, driven by the `mcp` package's own client over stdio, on
+protocol 2026-07-28 (tasks, URL-mode elicitation) and on the handshake revision before it."""
 
 from __future__ import annotations
 
 import json
 import stat
 import sys
+import threading
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
 import anyio
 import boto3
+import broker_client
+import mcp_types as types
 import pytest
 from broker_client.mcp.writer import MANAGED_MARKER, replace_section
 from mcp import Client, StdioServerParameters, stdio_client
-from mcp.types import CallToolResult
+from mcp_types.version import LATEST_PROTOCOL_VERSION
 
 from tests.client.conftest import LiveBroker
+from tests.client.mcp_tasks_client import TasksHost
 
 BROKER = str(Path(sys.executable).with_name("broker"))
 INVOICE = "arn:aws:s3:::payments-prod-invoices/2026/11/batch.csv"
+WRITE = {
+    "service": "payments",
+    "environment": "prod",
+    "tier": "write",
+    "region": "us-east-1",
+    "resources": [INVOICE],
+    "justification": "re-upload the corrected November batch",
+}
 
 
 class Session:
-    """Calls tools on a running MCP client; keeps every result for the secret check."""
+    """Calls tools on a running MCP client; keeps every result the model would see."""
 
     def __init__(self, client: Client) -> None:
         self.client = client
         self.results: list[str] = []
 
-    async def call(self, tool: str, **arguments: Any) -> dict[str, Any]:
-        result: CallToolResult = await self.client.call_tool(tool, arguments)
+    async def call(self, tool: str, ok: bool = True, **arguments: Any) -> dict[str, Any]:
+        result = await self.client.call_tool(tool, arguments)
         self.results.append(result.model_dump_json())
-        assert not result.is_error, result.content
+        assert result.is_error is not ok, result.content
         assert isinstance(result.structured_content, dict)
         return result.structured_content
 
@@ -42,11 +55,9 @@ def serve(
     tmp_path: Path,
     body: Callable[[Session], Awaitable[None]],
     agent: str = "payments-copilot",
+    **client_options: Any,
 ) -> list[str]:
-    """Run ``broker mcp`` against the live broker, run ``body``, return every result.
-
-    The server's stderr goes to ``tmp_path/mcp-stderr.log`` (the secret scan reads it).
-    """
+    """Run `broker mcp` against the live broker, run ``body``, return every result."""
     log = tmp_path / "mcp-stderr.log"
     parameters = StdioServerParameters(
         command=BROKER,
@@ -63,7 +74,7 @@ def serve(
     async def main() -> None:
         with log.open("w") as errlog:
             transport = stdio_client(parameters, errlog=errlog)
-            async with Client(transport, read_timeout_seconds=60) as client:
+            async with Client(transport, read_timeout_seconds=60, **client_options) as client:
                 session = Session(client)
                 try:
                     await body(session)
@@ -76,8 +87,8 @@ def serve(
 
 @pytest.fixture()
 def scan(secret_scan: Any, live: LiveBroker, tmp_path: Path) -> Callable[[list[str]], None]:
-    """Assert that no tool result carries an issued secret; the suite-wide scan also
-    reads the server's stderr."""
+    """No tool result carries an issued secret or the approval page (that goes to the
+    human through elicitation only); the suite-wide scan also reads the server's stderr."""
     secret_scan.watch(tmp_path / "mcp-stderr.log")
 
     def check(results: list[str]) -> None:
@@ -85,22 +96,46 @@ def scan(secret_scan: Any, live: LiveBroker, tmp_path: Path) -> Callable[[list[s
         assert results
         for secret in live.secrets():
             assert secret not in text
+        assert f"{live.url}/requests/" not in text
 
     return check
 
 
-def test_the_four_tools_are_listed(live: LiveBroker, tmp_path: Path) -> None:
-    names: list[str] = []
+def approve_when_shown(
+    live: LiveBroker, approver: str = "alice"
+) -> Callable[[dict[str, Any]], Awaitable[str]]:
+    """The human: opens the page the elicitation names, and an approver approves there."""
+
+    async def human(params: dict[str, Any]) -> str:
+        assert params["mode"] == "url"
+        request_id = params["url"].rsplit("/", 1)[1]
+        assert params["url"] == f"{live.url}/requests/{request_id}"
+        assert params["elicitationId"] == request_id
+        await anyio.to_thread.run_sync(
+            lambda: live.services.approvals.decide(request_id, approver, "approve", via="page")
+        )
+        return "accept"
+
+    return human
+
+
+def test_the_server_speaks_the_latest_protocol_and_names_its_version(
+    live: LiveBroker, tmp_path: Path
+) -> None:
+    seen: dict[str, Any] = {}
 
     async def body(session: Session) -> None:
-        listing = await session.client.list_tools()
-        names.extend(tool.name for tool in listing.tools)
+        seen["version"] = session.client.protocol_version
+        seen["server"] = session.client.server_info
+        seen["tools"] = [t.name for t in (await session.client.list_tools()).tools]
         scopes = await session.call("list_my_scopes")
-        assert scopes["status"] == "ok"
         assert [s["service"] for s in scopes["scopes"]] == ["payments"]
 
     serve(live, tmp_path, body)
-    assert sorted(names) == [
+    assert seen["version"] == LATEST_PROTOCOL_VERSION == "2026-07-28"
+    assert seen["server"].name == "agent-credential-broker"
+    assert seen["server"].version == broker_client.__version__ != ""
+    assert sorted(seen["tools"]) == [
         "list_my_scopes",
         "request_credentials",
         "request_elevation",
@@ -120,102 +155,131 @@ def test_read_credentials_go_to_a_profile_not_to_the_model(
         )
         assert issued["status"] == "issued" and issued["tier"] == "read"
         assert issued["ids"]["access_key_id"].startswith("ASIATEST")
-        assert issued["written_to"]["kind"] == "aws_profile"
         assert issued["written_to"]["profile"] == "broker-payments-prod-read"
 
-    results = serve(live, tmp_path, body)
-    scan(results)
+    scan(serve(live, tmp_path, body))
     credentials = tmp_path / "aws" / "credentials"
     assert stat.S_IMODE(credentials.stat().st_mode) == 0o600
-    text = credentials.read_text()
-    assert "[broker-payments-prod-read]" in text and MANAGED_MARKER in text
+    assert MANAGED_MARKER in credentials.read_text()
     monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(credentials))
     monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "no-config"))
     found = boto3.Session(profile_name="broker-payments-prod-read").get_credentials()
     assert found is not None
     secret_key, session_token = live.issuers["aws"].secrets_issued
     assert found.get_frozen_credentials().secret_key == secret_key
-    assert found.get_frozen_credentials().token == session_token
 
 
-def test_an_elevation_is_pending_then_issued_after_approval(
+def test_an_elevation_is_a_task_and_the_page_reaches_the_human_by_url_elicitation(
     live: LiveBroker, tmp_path: Path, scan: Callable[[list[str]], None]
 ) -> None:
+    host = TasksHost(approve_when_shown(live))
+
     async def body(session: Session) -> None:
-        pending = await session.call(
-            "request_elevation",
-            service="payments",
-            environment="prod",
-            tier="write",
-            region="us-east-1",
-            resources=[INVOICE],
-            justification="re-upload the corrected November batch",
-            profile="payments-write",
-        )
-        assert pending["status"] == "pending"
-        assert (pending["approvals_required"], pending["approvals_received"]) == (1, 0)
-        request_id = pending["request_id"]
-        assert pending["approval_url"] == f"{live.url}/requests/{request_id}"
-        still = await session.call("request_status", request_id=request_id)
-        assert still["status"] == "pending"
-        await anyio.to_thread.run_sync(
-            lambda: live.services.approvals.decide(request_id, "alice", "approve", via="page")
-        )
-        issued = await session.call("request_status", request_id=request_id, wait_seconds=5)
+        issued = await session.call("request_elevation", profile="payments-write", **WRITE)
         assert issued["status"] == "issued" and issued["tier"] == "write"
         assert issued["written_to"]["profile"] == "payments-write"
-        again = await session.call("request_status", request_id=request_id)
-        assert again["status"] == "collected"
-        assert again["written_to"] == issued["written_to"]
 
-    results = serve(live, tmp_path, body)
-    scan(results)
+    scan(serve(live, tmp_path, body, extensions=[host]))
+    [created] = host.created
+    assert created["status"] == "input_required" and created["resultType"] == "task"
+    statuses = [p["status"] for p in host.polled]
+    assert statuses[0] == "input_required" and statuses[-1] == "completed"
+    assert "inputRequests" in host.polled[0]
     assert "[payments-write]" in (tmp_path / "aws" / "credentials").read_text()
 
 
-def test_denied_frozen_and_bad_input_are_states(
+def test_cancelling_the_task_withdraws_the_request(live: LiveBroker, tmp_path: Path) -> None:
+    async def decline(params: dict[str, Any]) -> str:
+        return "decline"
+
+    host = TasksHost(decline, cancel_after=2)
+
+    async def body(session: Session) -> None:
+        result = await session.client.call_tool("request_elevation", WRITE)
+        assert result.is_error
+
+    serve(live, tmp_path, body, extensions=[host])
+    assert host.polled[-1]["status"] == "cancelled"
+    [record] = live.services.store.list_requests(statuses=["cancelled"])
+    assert record.reason == "withdrawn by the agent"
+
+
+def test_a_host_without_tasks_gets_the_page_by_elicitation_and_polls(
+    live: LiveBroker, tmp_path: Path, scan: Callable[[list[str]], None]
+) -> None:
+    shown: list[types.ElicitRequestURLParams] = []
+
+    async def on_elicit(context: Any, params: Any) -> types.ElicitResult:
+        shown.append(params)
+        return types.ElicitResult(action="accept")
+
+    for mode in ("auto", "legacy"):  # 2026-07-28 (input required) and 2025-11-25 (a request)
+        shown.clear()
+
+        async def body(session: Session) -> None:
+            pending = await session.call("request_elevation", **WRITE)
+            assert (pending["status"], pending["code"]) == ("pending", "pending")
+            request_id = pending["request_id"]
+            assert pending["approvals_required"] == 1
+            await anyio.to_thread.run_sync(
+                lambda: live.services.approvals.decide(request_id, "alice", "approve", via="page")
+            )
+            issued = await session.call("request_status", request_id=request_id, wait_seconds=5)
+            assert issued["status"] == "issued"
+
+        scan(serve(live, tmp_path, body, mode=mode, elicitation_callback=on_elicit))
+        [params] = shown
+        assert params.mode == "url" and params.url.startswith(f"{live.url}/requests/req_")
+
+
+def test_every_refusal_is_structured_with_a_code_and_a_sentence(
     live: LiveBroker, tmp_path: Path, scan: Callable[[list[str]], None]
 ) -> None:
     async def body(session: Session) -> None:
-        pending = await session.call(
-            "request_elevation",
-            service="payments",
-            environment="prod",
-            tier="write",
-            region="us-east-1",
-            resources=[INVOICE],
-            justification="re-upload the corrected November batch",
+        short = await session.call(
+            "request_elevation", ok=False, **{**WRITE, "justification": "fix"}
         )
-        await anyio.to_thread.run_sync(
-            lambda: live.services.approvals.decide(
-                pending["request_id"], "bob", "deny", via="page", reason="use staging"
-            )
+        assert (short["status"], short["code"], short["field"]) == (
+            "error",
+            "invalid_argument",
+            "justification",
         )
-        denied = await session.call("request_status", request_id=pending["request_id"])
-        assert denied["status"] == "denied"
-        assert denied["reason"] == "denied by bob: use staging"
+        assert "say why in one or two sentences" in short["message"]
+        assert "pydantic" not in json.dumps(short)
+        bad_id = await session.call("request_status", ok=False, request_id="../etc")
+        assert (bad_id["code"], bad_id["field"]) == ("invalid_argument", "request_id")
         unknown = await session.call(
-            "request_credentials", service="nope", environment="prod", region="us-east-1"
+            "request_credentials", ok=False, service="nope", environment="prod", region="us-east-1"
         )
-        assert unknown == {
-            "status": "error",
-            "error": "not_found",
-            "reason": "no scope for service 'nope'",
-            "field": "service",
-        }
+        assert (unknown["status"], unknown["code"]) == ("denied", "out_of_scope")
+        assert unknown["message"] == "no scope for service 'nope'"
         injected = await session.call(
             "request_credentials",
+            ok=False,
             service="payments",
             environment="prod",
             region="us-east-1",
             profile="x]\n[default",
         )
-        assert injected["status"] == "error" and injected["error"] == "invalid_argument"
+        assert injected["code"] == "invalid_argument"
+        pending = await session.call("request_elevation", **WRITE)
+        await anyio.to_thread.run_sync(
+            lambda: live.services.approvals.decide(
+                pending["request_id"], "bob", "deny", via="page", reason="use staging"
+            )
+        )
+        denied = await session.call("request_status", ok=False, request_id=pending["request_id"])
+        assert (denied["status"], denied["code"]) == ("denied", "denied")
+        assert denied["message"] == "denied by bob: use staging"
         await anyio.to_thread.run_sync(live.freeze)
         frozen = await session.call(
-            "request_credentials", service="payments", environment="prod", region="us-east-1"
+            "request_credentials",
+            ok=False,
+            service="payments",
+            environment="prod",
+            region="us-east-1",
         )
-        assert frozen["status"] == "frozen" and "kill switch drill" in frozen["reason"]
+        assert frozen["code"] == "frozen" and "kill switch drill" in frozen["message"]
 
     scan(serve(live, tmp_path, body))
     assert not (tmp_path / "aws" / "credentials").exists()  # nothing was issued
@@ -234,7 +298,6 @@ def test_vault_credentials_go_to_an_env_file(
     scan(serve(live, tmp_path, body, agent="ledger-maintainer"))
     env_file = tmp_path / "out" / "broker-ledger-prod-read-vault.env"
     assert stat.S_IMODE(env_file.stat().st_mode) == 0o600
-    assert stat.S_IMODE(env_file.parent.stat().st_mode) == 0o700
     assert "export VAULT_TOKEN=hvs." in env_file.read_text()
 
 
@@ -243,12 +306,8 @@ def test_profiles_the_broker_did_not_write_are_never_replaced() -> None:
     body = [f"{MANAGED_MARKER}\n", "aws_access_key_id = ASIA1\n"]
     added = replace_section(user, "broker-a", body)
     assert added == user + "\n[broker-a]\n" + "".join(body)
-    replaced = replace_section(added, "broker-a", [f"{MANAGED_MARKER}\n", "k = 2\n"])
-    assert replaced == user + f"\n[broker-a]\n{MANAGED_MARKER}\nk = 2\n"
-    middle = replace_section(
-        f"[broker-a]\n{MANAGED_MARKER}\nk = 1\n\n[other]\nx = 1\n", "broker-a", body
-    )
-    assert middle == f"[broker-a]\n{''.join(body)}\n[other]\nx = 1\n"
     with pytest.raises(ValueError, match="not written by the broker"):
         replace_section(user, "default", body)
-    assert json.dumps(replace_section("", "p", ["a = 1\n"])) == json.dumps("[p]\na = 1\n")
+
+
+_ = threading

@@ -7,7 +7,8 @@ from pathlib import Path
 
 import pytest
 from broker_client import BrokerClient
-from broker_client.mcp.tools import BrokerTools
+from broker_client.mcp.arguments import CredentialsArguments, ElevationArguments, StatusArguments
+from broker_client.mcp.tools import BrokerTools, Opened
 from broker_client.mcp.writer import CredentialWriter
 
 from tests.client.conftest import LiveBroker, free_port
@@ -16,6 +17,12 @@ from tests.client.conftest import LiveBroker, free_port
 @pytest.fixture()
 def files(tmp_path: Path) -> CredentialWriter:
     return CredentialWriter(tmp_path / "aws" / "credentials", tmp_path / "out")
+
+
+def read(**options: object) -> CredentialsArguments:
+    return CredentialsArguments.model_validate(
+        {"service": "payments", "environment": "prod", **options}
+    )
 
 
 def tools_for(
@@ -29,8 +36,8 @@ def test_nothing_is_issued_when_the_destination_cannot_be_written(
 ) -> None:
     (tmp_path / "blocker").write_text("a file where a directory should be")
     writer = CredentialWriter(tmp_path / "blocker" / "credentials", tmp_path / "out")
-    result = tools_for(live, writer).request_credentials("payments", "prod", region="us-east-1")
-    assert result["status"] == "error" and result["error"] == "write_failed"
+    result = tools_for(live, writer).request_credentials(read(region="us-east-1"))
+    assert result["status"] == "error" and result["code"] == "write_failed"
     assert live.issuers["aws"].calls == [] and live.requests == []
 
 
@@ -38,18 +45,18 @@ def test_a_profile_the_user_wrote_is_refused(live: LiveBroker, files: Credential
     files.aws_credentials_file.parent.mkdir(parents=True)
     files.aws_credentials_file.write_text("[default]\naws_access_key_id = AKIAUSER\n")
     tools = tools_for(live, files)
-    refused = tools.request_credentials("payments", "prod", region="us-east-1", profile="default")
+    refused = tools.request_credentials(read(region="us-east-1", profile="default"))
     assert refused == {
         "status": "error",
-        "error": "invalid_argument",
-        "reason": "profile 'default' exists and was not written by the broker",
+        "code": "invalid_argument",
+        "message": "profile 'default' exists and was not written by the broker",
     }
     assert files.aws_credentials_file.read_text() == "[default]\naws_access_key_id = AKIAUSER\n"
-    issued = tools.request_credentials("payments", "prod", region="us-east-1")
+    issued = tools.request_credentials(read(region="us-east-1"))
     assert issued["status"] == "issued"
     text = files.aws_credentials_file.read_text()
     assert text.startswith("[default]\naws_access_key_id = AKIAUSER\n\n[broker-payments-prod-read]")
-    again = tools.request_credentials("payments", "prod", region="eu-west-1")
+    again = tools.request_credentials(read(region="eu-west-1"))
     assert again["ids"]["access_key_id"] != issued["ids"]["access_key_id"]
     assert files.aws_credentials_file.read_text().count("[broker-payments-prod-read]") == 1
     assert stat.S_IMODE(files.aws_credentials_file.stat().st_mode) == 0o600
@@ -57,7 +64,7 @@ def test_a_profile_the_user_wrote_is_refused(live: LiveBroker, files: Credential
 
 def test_aws_credentials_can_go_to_an_env_file(live: LiveBroker, files: CredentialWriter) -> None:
     result = tools_for(live, files).request_credentials(
-        "payments", "prod", region="us-east-1", env_file=True, profile="agent-aws"
+        read(region="us-east-1", env_file=True, profile="agent-aws")
     )
     assert result["written_to"]["kind"] == "env_file"
     path = Path(result["written_to"]["path"])
@@ -69,16 +76,27 @@ def test_the_mandatory_delay_is_reported_then_collected(
     live: LiveBroker, files: CredentialWriter
 ) -> None:
     tools = tools_for(live, files, "ledger-maintainer")
-    pending = tools.request_elevation(
-        "ledger", "prod", "delete", "purge the duplicated test entries", backend="database"
+    opened = tools.request_elevation(
+        ElevationArguments(
+            service="ledger",
+            environment="prod",
+            tier="delete",
+            justification="purge the duplicated test entries",
+            backend="database",
+        )
     )
+    assert isinstance(opened, Opened)
+    pending = opened.outcome
     assert pending["status"] == "pending" and pending["approvals_required"] == 2
+    assert pending["notified"] is False and "no approver was notified" in pending["message"]
     for approver in ("carol", "dave"):
         live.services.approvals.decide(pending["request_id"], approver, "approve", via="page")
-    waiting = tools.request_status(pending["request_id"])
+    status = StatusArguments(request_id=pending["request_id"])
+    waiting = tools.request_status(status)
     assert waiting["status"] == "approved" and waiting["collectable_in_seconds"] in (900, 901)
+    assert waiting["message"] == "approved; the mandatory delay ends in 15:00"
     live.clock.advance(901)
-    issued = tools.request_status(pending["request_id"])
+    issued = tools.request_status(status)
     assert issued["status"] == "issued" and issued["tier"] == "delete"
     assert issued["ids"]["username"].startswith("v-agent-")
     env = files.output_dir / "broker-ledger-prod-delete-database.env"
@@ -88,11 +106,11 @@ def test_the_mandatory_delay_is_reported_then_collected(
 
 def test_status_of_unknown_or_malformed_requests(live: LiveBroker, files: CredentialWriter) -> None:
     tools = tools_for(live, files)
-    assert tools.request_status("req_" + "a" * 26)["error"] == "not_found"
-    assert tools.request_status("../etc")["error"] == "invalid_argument"
+    unknown = tools.request_status(StatusArguments(request_id="req_" + "a" * 26))
+    assert (unknown["status"], unknown["code"]) == ("error", "not_found")
 
 
 def test_an_unreachable_broker_is_a_state(files: CredentialWriter) -> None:
     tools = BrokerTools(BrokerClient(f"http://127.0.0.1:{free_port()}", "t", timeout=2), files)
     assert tools.list_my_scopes()["status"] == "unreachable"
-    assert tools.request_credentials("payments", "prod")["status"] == "unreachable"
+    assert tools.request_credentials(read())["code"] == "unreachable"
