@@ -249,9 +249,10 @@ CLOUDFORMATION_STACK = ResourceType(
         "cloudformation:DescribeStacks",
         "cloudformation:DescribeStackEvents",
     ),
+    # The provider sends a new stack policy with UpdateStack (Pike: SetStackPolicy too).
     update_attributes={
-        "policy_body": ("cloudformation:SetStackPolicy",),
-        "policy_url": ("cloudformation:SetStackPolicy",),
+        "policy_body": ("cloudformation:UpdateStack", "cloudformation:SetStackPolicy"),
+        "policy_url": ("cloudformation:UpdateStack", "cloudformation:SetStackPolicy"),
     },
     state_only=COMMON_STATE_ONLY | {"outputs"},
     required={
