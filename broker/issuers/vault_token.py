@@ -1,11 +1,14 @@
-"""Vault tokens: an orphan token carrying only the tier's ACL policy, for the tier's TTL.
+"""Vault tokens: an orphan, non-renewable token carrying only the request's ACL policy.
 
 Created through a token role (``broker-tier``, which `broker scopes apply` maintains): orphan,
 so revoking the broker's own token does not cascade unexpectedly, and Vault itself refuses
-any policy outside ``broker-*``, so the broker's token needs no sudo; ``explicit_max_ttl``
-pins the tier's maximum even if the agent renews; ``num_uses`` when the scope asks for it;
-metadata names the agent, scope and request for Vault's own audit device. The accessor is
-recorded for revocation.
+any policy outside ``broker-*``, so the broker's token needs no sudo. **Not renewable**: a
+token lives exactly the TTL it was created with, which is what its record says, so the kill
+switch (which looks at records not yet expired) always sees every live token. (On a token
+role, Vault bounds renewal only by the role's own ``token_explicit_max_ttl``, not by the
+``explicit_max_ttl`` given at creation: a renewable token could outlive its record.)
+``num_uses`` when the scope asks for it; metadata names the agent, scope and request for
+Vault's own audit device. The accessor is recorded for revocation.
 """
 
 from __future__ import annotations
@@ -14,6 +17,8 @@ import time
 from collections.abc import Callable
 from functools import partial
 from typing import Any
+
+from hvac import exceptions as vault_errors
 
 from broker.errors import UpstreamUnavailable
 from broker.issuers.base import IssuedCredential, IssueRequest
@@ -27,7 +32,7 @@ TOKEN_ROLE_SETTINGS = {
     "allowed_policies_glob": ["broker-*"],
     "disallowed_policies": ["root"],
     "orphan": True,
-    "renewable": True,
+    "renewable": False,
     "token_no_default_policy": True,
 }
 
@@ -66,8 +71,8 @@ class VaultTokenIssuer:
                 policies=[policy],
                 no_default_policy=True,
                 ttl=f"{request.duration_seconds}s",
-                explicit_max_ttl=f"{tier.ttl_seconds}s",
-                renewable=True,
+                explicit_max_ttl=f"{request.duration_seconds}s",
+                renewable=False,
                 num_uses=tier.vault_num_uses,
                 display_name=f"broker-{request.scope.service}-{request.tier}"[:60],
                 meta={
@@ -79,20 +84,23 @@ class VaultTokenIssuer:
                 },
             )
 
-        issued_at = self.clock()
         response = json_answer(self.caller(create), BACKEND)
+        # Vault counts the TTL from its own receipt of the call: the end as seen after the
+        # answer is never earlier than the token's.
+        answered_at = self.clock()
         auth = response.get("auth") or {}
         token, accessor = auth.get("client_token"), auth.get("accessor")
         if not token or not accessor or auth.get("policies") is None:
             raise UpstreamUnavailable("Vault returned an incomplete token", BACKEND)
-        if set(auth.get("policies") or []) - {policy}:
-            # Never hand out a token carrying more than the tier's policy.
+        lease = int(auth.get("lease_duration") or 0)
+        problem = _unexpected(auth, policy, lease, request.duration_seconds)
+        if problem:
+            # Never hand out a token carrying more than asked, or living longer.
             self.caller(lambda client: client.auth.token.revoke_accessor(accessor))
-            raise UpstreamUnavailable("Vault attached unexpected policies; token revoked", BACKEND)
-        lease = int(auth.get("lease_duration") or request.duration_seconds)
+            raise UpstreamUnavailable(f"Vault {problem}; token revoked", BACKEND)
         return IssuedCredential(
             backend=BACKEND,
-            expires_at=issued_at + lease,
+            expires_at=answered_at + lease,
             secret={"token": token},
             public={"accessor": accessor, "vault_addr": self.public_address, "policies": policy},
         )
@@ -103,9 +111,23 @@ class VaultTokenIssuer:
         accessor = record.vault_accessor
 
         def revoke(client: Any) -> Any:
-            return client.auth.token.revoke_accessor(accessor)
+            try:
+                return client.auth.token.revoke_accessor(accessor)
+            except vault_errors.InvalidRequest:
+                return None  # "invalid accessor": the token already ended (expired)
 
         self.caller(revoke)
 
     def check(self) -> None:
         self.caller.check()
+
+
+def _unexpected(auth: dict[str, Any], policy: str, lease: int, duration: int) -> str | None:
+    """What is wrong with a token Vault created, if anything (fail closed)."""
+    if set(auth.get("policies") or []) - {policy}:
+        return "attached unexpected policies"
+    if auth.get("renewable"):
+        return "made the token renewable"
+    if not 0 < lease <= duration:
+        return f"gave the token a {lease} s lease for a {duration} s request"
+    return None

@@ -201,9 +201,9 @@ KV1_CAPABILITIES: dict[TierName, tuple[str, ...]] = {
     "delete": ("delete",),
 }
 CAPABILITY_ORDER = ("create", "read", "update", "patch", "delete", "list")
+# No renew-self: tokens are issued non-renewable and live exactly what their record says.
 TOKEN_SELF_PATHS = (
     ("auth/token/lookup-self", "read"),
-    ("auth/token/renew-self", "update"),
     ("auth/token/revoke-self", "update"),
 )
 
@@ -237,7 +237,7 @@ def vault_policy(scope: Scope, env: Environment, tier: TierName) -> str | None:
         rendered = ", ".join(f'"{c}"' for c in ordered)
         blocks.append(f'path "{path}" {{\n  capabilities = [{rendered}]\n}}\n')
     # Tokens are created without Vault's default policy; these let an agent look its own
-    # token up, renew it (never past explicit_max_ttl) and revoke it when done.
+    # token up and revoke it when done (never renew it: see broker.issuers.vault_token).
     for path, capability in TOKEN_SELF_PATHS:
         blocks.append(f'path "{path}" {{\n  capabilities = ["{capability}"]\n}}\n')
     return header + "\n".join(blocks)

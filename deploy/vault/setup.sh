@@ -7,7 +7,8 @@
 #   policy credential-broker-runtime   the running broker (credential-broker-runtime.hcl)
 #   policy credential-broker-apply     CI running `broker scopes apply` (credential-broker-apply.hcl)
 #   token role broker-tier             how the broker creates agent tokens: orphan, only
-#                                      broker-* policies, no default policy, at most 12 h
+#                                      broker-* policies, no default policy, not renewable,
+#                                      at most 12 h
 #   token role credential-broker       a token for the broker (BROKER_VAULT_TOKEN), when it
 #                                      does not log in by itself (vault.auth)
 #   token role credential-broker-apply short-lived tokens for the apply job
@@ -42,7 +43,7 @@ command -v "$cli" >/dev/null 2>&1 || { echo "setup.sh: '$cli' not found (set VAU
   allowed_policies_glob="broker-*" \
   disallowed_policies="root,credential-broker-runtime,credential-broker-apply" \
   orphan=true \
-  renewable=true \
+  renewable=false \
   token_no_default_policy=true \
   token_type=service \
   token_explicit_max_ttl=12h

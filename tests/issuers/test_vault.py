@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+from dataclasses import replace
 from pathlib import Path
 
 import hvac
@@ -9,8 +11,10 @@ import psycopg
 import pytest
 from hvac import exceptions as vault_errors
 
+from broker.guard.revocation import RevokeTarget
+from broker.ids import new_request_id
 from broker.intake import parse_request, resolve
-from broker.issuance import Issued
+from broker.issuance import Issued, issue_request
 from broker.issuers.vault_common import make_client
 from tests.fixtures.backends import Backends
 from tests.fixtures.broker import Broker, make_broker
@@ -122,7 +126,36 @@ def test_write_token_writes_and_cannot_delete_or_destroy(shop: Broker, backends:
         )
     )
     lookup = client.auth.token.lookup_self()["data"]
-    assert lookup["explicit_max_ttl"] == 1800
+    assert lookup["renewable"] is False
+
+
+def test_a_token_renewed_past_its_first_expiry_is_dead_after_the_kill_switch(
+    shop: Broker, backends: Backends
+) -> None:
+    """The agent tries to stretch a short token by renewing it; once the time it asked for
+    has passed, `broker revoke` (which looks at records not yet expired) must leave it dead."""
+    services = shop.services
+    identity = services.verifier.verify(shop.token(AGENT))
+    resolved = resolve(
+        parse_request(
+            {"service": backends.name, "environment": "prod", "tier": "read", "backend": "vault"}
+        ),
+        services.scopes.current,
+        identity,
+        services.iam,
+    )
+    short = replace(issue_request(identity, resolved, new_request_id()), duration_seconds=3)
+    token = services.issuance.mint(short).credential.secret["token"]
+    client = kv(backends, token)
+    for _ in range(3):
+        try:
+            client.auth.token.renew_self(increment="1h")
+        except (vault_errors.Forbidden, vault_errors.InvalidRequest):
+            pass  # refused: what a token that must not outlive its record gets
+        time.sleep(1.5)
+    shop.clock.now = time.time()
+    services.kill_switch.revoke(RevokeTarget(agent=f"agent:{AGENT}"), "ops", "renewal test")
+    assert forbidden(lambda: client.auth.token.lookup_self())
 
 
 def test_revoked_token_is_refused(shop: Broker, backends: Backends) -> None:
