@@ -28,6 +28,7 @@ from broker.scopes.model import (
     TierName,
 )
 from broker.scopes.registry import ScopeSet
+from broker.suggest import did_you_mean
 
 FIELDS = {
     "service",
@@ -153,7 +154,10 @@ def resolve(
     """Check a request against the scopes in force; the result is exactly what is granted."""
     scope = scopes.get(request.service)
     if scope is None:
-        raise NotFound(f"no scope for service '{request.service}'", "service")
+        # Suggest only among scopes this agent may request: no others are revealed.
+        mine = [s.service for s in scopes.scopes.values() if may_request(s, identity)]
+        hint = did_you_mean(request.service, mine)
+        raise NotFound(f"no scope for service '{request.service}'{hint}", "service")
     if not may_request(scope, identity):
         raise Forbidden(f"agent {identity.subject} may not request scope {scope.service}")
     env = scope.environments.get(request.environment)

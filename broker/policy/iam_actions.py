@@ -94,6 +94,15 @@ class IamDatabase:
     def has_service(self, prefix: str) -> bool:
         return prefix in self._definition
 
+    def prefixes(self) -> tuple[str, ...]:
+        """Every service prefix (s3, dynamodb...), sorted."""
+        return tuple(sorted(self._definition))
+
+    def action_names(self, prefix: str) -> tuple[str, ...]:
+        """The action names of one service (GetObject...), sorted; () for an unknown one."""
+        service = self._service(prefix)
+        return tuple(sorted(i.name for i in service.values())) if service else ()
+
     def lookup(self, action: str) -> ActionInfo | None:
         """The info of one concrete action such as ``s3:GetObject`` (case-insensitive)."""
         match = _ACTION.match(action)

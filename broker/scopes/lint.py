@@ -18,6 +18,7 @@ from broker.policy.iam_actions import READ_LEVELS, IamDatabase, is_wildcard
 from broker.policy.resources import names_everything
 from broker.scopes.loader import LoadedScope
 from broker.scopes.model import TierName
+from broker.suggest import closest, did_you_mean
 
 STS_MIN_SECONDS = 900
 STS_MAX_SECONDS = 12 * 3600  # AssumeRole's ceiling (the role's MaxSessionDuration may be lower)
@@ -58,16 +59,24 @@ def _actions(loaded: LoadedScope) -> Iterator[tuple[TierName, int, int, str, tup
 
 
 def known_actions(loaded: LoadedScope, ctx: LintContext) -> Iterator[Problem]:
-    """Every action names a real IAM action (or a pattern matching at least one)."""
+    """Every action names a real IAM action (or a pattern matching at least one); a typo
+    gets the closest real name."""
     for tier, s, a, action, _ in _actions(loaded):
         if action == "*":
             continue  # reported by the wildcard rule
-        service = action.split(":", 1)[0]
+        service, _, name = action.partition(":")
         key = ("tiers", tier, "aws", s, "actions", a)
         if not ctx.iam.has_service(service):
-            yield _problem(loaded, key, "unknown-action", f"unknown AWS service prefix '{service}'")
+            hint = did_you_mean(service, ctx.iam.prefixes())
+            yield _problem(
+                loaded, key, "unknown-action", f"unknown AWS service prefix '{service}'{hint}"
+            )
         elif not ctx.iam.expand(action):
-            yield _problem(loaded, key, "unknown-action", f"'{action}' matches no IAM action")
+            close = None if is_wildcard(name) else closest(name, ctx.iam.action_names(service))
+            hint = f"; did you mean '{service}:{close}'?" if close else ""
+            yield _problem(
+                loaded, key, "unknown-action", f"'{action}' matches no IAM action{hint}"
+            )
 
 
 def read_access_level(loaded: LoadedScope, ctx: LintContext) -> Iterator[Problem]:
@@ -134,20 +143,30 @@ def wildcard_resources(loaded: LoadedScope, ctx: LintContext) -> Iterator[Proble
 
 
 def destructive_outside_delete(loaded: LoadedScope, ctx: LintContext) -> Iterator[Problem]:
-    """Destructive actions (Delete*, Terminate*, the documented list) only in ``delete``."""
+    """Destructive actions (Delete*, Terminate*, the documented list) only in ``delete``.
+
+    A wildcard is reported once, with how many destructive actions it covers and the first
+    few by name, not as one arbitrary action it happens to expand to first.
+    """
     for tier, s, a, action, _ in _actions(loaded):
         if tier == "delete":
             continue
-        for info in ctx.iam.expand(action):
-            if is_destructive(info.service, info.name):
-                reason = destructive_reason(info.service, info.name)
-                yield _problem(
-                    loaded,
-                    ("tiers", tier, "aws", s, "actions", a),
-                    "destructive-outside-delete",
-                    f"{info.full_name} is destructive ({reason}); it belongs in tier delete",
-                )
-                break
+        found = [i for i in ctx.iam.expand(action) if is_destructive(i.service, i.name)]
+        if not found:
+            continue
+        key = ("tiers", tier, "aws", s, "actions", a)
+        if not is_wildcard(action):
+            info = found[0]
+            reason = destructive_reason(info.service, info.name)
+            message = f"{info.full_name} is destructive ({reason}); it belongs in tier delete"
+        else:
+            names = sorted(i.full_name for i in found)
+            shown = ", ".join(names[:3]) + (", ..." if len(names) > 3 else "")
+            message = (
+                f"'{action}' covers {len(names)} destructive action(s) ({shown}); "
+                "they belong in tier delete"
+            )
+        yield _problem(loaded, key, "destructive-outside-delete", message)
 
 
 def environment_overlap(loaded: LoadedScope, ctx: LintContext) -> Iterator[Problem]:

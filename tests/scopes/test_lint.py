@@ -7,6 +7,8 @@ from typing import Any
 
 import pytest
 
+from broker.policy.destructive import is_destructive
+from broker.policy.iam_actions import iam_database
 from broker.scopes import lint as rules
 from broker.scopes.lint import LintContext, lint
 from tests.scopes.factory import lint_context, load_ok, scope_data, write_scope
@@ -45,6 +47,29 @@ def test_unknown_actions(tmp_path: Path, action: str, expected: str) -> None:
     problems = findings(tmp_path, with_statement("read", [action], OBJECTS), rules.known_actions)
     assert len(problems) == 1 and expected in problems[0]
     assert "[unknown-action]" in problems[0]
+
+
+@pytest.mark.parametrize(
+    ("action", "suggestion"),
+    [
+        ("s3:PutObjekt", "did you mean 's3:PutObject'?"),
+        ("s3:getobjekt", "did you mean 's3:GetObject'?"),
+        ("dynamodb:GetIten", "did you mean 'dynamodb:GetItem'?"),
+        ("dynamdb:GetItem", "unknown AWS service prefix 'dynamdb'; did you mean 'dynamodb'?"),
+        ("cloudformaton:DescribeStacks", "did you mean 'cloudformation'?"),
+    ],
+)
+def test_a_mistyped_action_or_service_gets_the_closest_real_name(
+    tmp_path: Path, action: str, suggestion: str
+) -> None:
+    [problem] = findings(tmp_path, with_statement("read", [action], OBJECTS), rules.known_actions)
+    assert suggestion in problem
+
+
+@pytest.mark.parametrize("action", ["s3:GetTheMoon", "reprots:GetReport", "s3:Zz*"])
+def test_no_suggestion_when_nothing_is_close(tmp_path: Path, action: str) -> None:
+    [problem] = findings(tmp_path, with_statement("read", [action], OBJECTS), rules.known_actions)
+    assert "did you mean" not in problem
 
 
 def test_known_actions_pass_case_insensitively(tmp_path: Path) -> None:
@@ -139,6 +164,23 @@ def test_destructive_actions_refused_outside_delete(tmp_path: Path, action: str,
     )
     assert len(problems) == 1
     assert "it belongs in tier delete" in problems[0] and why in problems[0]
+
+
+@pytest.mark.parametrize("action", ["s3:*", "s3:Delete*", "dynamodb:*Item"])
+def test_a_destructive_wildcard_is_summarised_within_its_own_service(
+    tmp_path: Path, action: str
+) -> None:
+    [problem] = findings(
+        tmp_path,
+        with_statement("write", [action], ["arn:aws:s3:::shop-${env}-x"]),
+        rules.destructive_outside_delete,
+    )
+    destructive = sorted(
+        i.full_name for i in iam_database().expand(action) if is_destructive(i.service, i.name)
+    )
+    assert f"'{action}' covers {len(destructive)} destructive action(s) (" in problem
+    listed = problem.split("action(s) (", 1)[1].split(")", 1)[0].removesuffix(", ...")
+    assert listed.split(", ") == destructive[:3]
 
 
 def test_destructive_actions_pass_in_delete(tmp_path: Path) -> None:
