@@ -150,7 +150,9 @@ def checkout(against: str, scopes_path: Path) -> Iterator[Path]:
     """A directory holding the other version: a directory as given, or a git ref's files.
 
     For a git ref, the scope path's files at that ref are exported to a temporary directory
-    with ``git archive`` (nothing in the working tree changes).
+    with ``git archive`` (nothing in the working tree changes). A path the ref does not have
+    yet (a new scope file, a new directory) yields an empty directory: at that ref, it
+    granted nothing.
     """
     candidate = Path(against)
     if candidate.exists():
@@ -173,6 +175,22 @@ def checkout(against: str, scopes_path: Path) -> Iterator[Path]:
             f"'{against}' is not a directory, and {base} is not in a git repository"
         ) from e
     relative = resolved.relative_to(Path(top).resolve())
+    verified = subprocess.run(
+        [git, "-C", top, "rev-parse", "--verify", "--quiet", f"{against}^{{commit}}"],
+        capture_output=True,
+        text=True,
+    )
+    if verified.returncode != 0:
+        raise BrokerError(f"cannot read '{relative}' at git ref '{against}': no such ref")
+    listed = subprocess.run(
+        [git, "-C", top, "ls-tree", "--name-only", against, "--", str(relative)],
+        capture_output=True,
+        text=True,
+    )
+    if listed.returncode == 0 and not listed.stdout.strip():
+        with tempfile.TemporaryDirectory(prefix="broker-plan-") as empty:
+            yield Path(empty)  # new since that ref
+        return
     with tempfile.TemporaryDirectory(prefix="broker-plan-") as tmp:
         archive = Path(tmp) / "scopes.tar"
         result = subprocess.run(

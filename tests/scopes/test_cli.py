@@ -145,6 +145,18 @@ def test_plan_against_a_git_ref(tmp_path: Path, capsys: pytest.CaptureFixture[st
     code, _, err = run(["scopes", "plan", str(repo / "scopes"), "--against", "no-such-ref"], capsys)
     assert code == 1 and "cannot read 'scopes' at git ref 'no-such-ref'" in err
 
+    # A scope file that is new since the ref: everything it grants is added.
+    other = scope_data()
+    other["metadata"]["service"] = "orders"
+    (repo / "scopes" / "new").mkdir()
+    new_file = write_scope(repo / "scopes" / "new", other, "orders.yaml")
+    code, out, err = run(["scopes", "plan", str(new_file), "--against", "HEAD"], capsys)
+    assert code == 0, err
+    assert "+ orders/prod/read: adds s3:GetObject" in out and "removes" not in out
+    code, out, err = run(["scopes", "plan", str(new_file.parent), "--against", "HEAD"], capsys)
+    assert code == 0, err
+    assert "+ orders/prod/read: adds s3:GetObject" in out
+
 
 def test_plan_against_reports_loosened_settings_and_requesters(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
