@@ -31,6 +31,7 @@ LAZY_COMMANDS = {
     "audit": "broker.audit.commands:audit",
     "break-glass": "broker.guard.break_glass_commands:break_glass",
     "creds": "broker.agent_cli:creds_command",
+    "freezes": "broker.guard.commands:freezes_command",
     "mcp": "broker.agent_cli:mcp_command",
     "revoke": "broker.guard.commands:revoke_command",
     "unfreeze": "broker.guard.commands:unfreeze_command",

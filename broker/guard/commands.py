@@ -1,4 +1,5 @@
-"""`broker revoke` and `broker unfreeze`: the kill switch on the command line."""
+"""`broker revoke`, `broker unfreeze` and `broker freezes`: the kill switch on the command
+line, and what is frozen now."""
 
 from __future__ import annotations
 
@@ -35,13 +36,23 @@ def _operator() -> str:
     return f"cli:{getpass.getuser()}@{socket.gethostname()}"
 
 
-TARGET_OPTIONS = [
-    click.option("--agent", help="An agent's subject, e.g. agent:payments-copilot."),
-    click.option("--service", help="A scope's service."),
+REVOKE_OPTIONS = [
+    click.option("--agent", help="Cut off this agent (its subject, e.g. agent:payments-copilot)."),
+    click.option("--service", help="Cut off every agent's credentials for this scope."),
     click.option("--environment", help="With --service: only this environment."),
-    click.option("--request", "request_id", help="One request's credentials."),
+    click.option("--request", "request_id", help="Revoke only this request's credentials."),
     click.option("--all", "everything", is_flag=True, help="Everything the broker issued."),
     click.option("--reason", required=True, help="Why (recorded and sent in the alert)."),
+    config_option(),
+]
+UNFREEZE_OPTIONS = [
+    click.option("--agent", help="Lift the freeze on this agent (e.g. agent:payments-copilot)."),
+    click.option("--service", help="Lift the freeze on this scope."),
+    click.option("--environment", help="With --service: the freeze on this environment."),
+    click.option(
+        "--all", "everything", is_flag=True, help="Lift the freeze on everything (revoke --all)."
+    ),
+    click.option("--reason", required=True, help="Why it may resume (recorded in the audit)."),
     config_option(),
 ]
 
@@ -49,14 +60,17 @@ TARGET_OPTIONS = [
 F = TypeVar("F", bound=Callable[..., Any])
 
 
-def _with_target_options(function: F) -> F:
-    for option in reversed(TARGET_OPTIONS):
-        function = option(function)
-    return function
+def _with(options: list[Callable[[F], F]]) -> Callable[[F], F]:
+    def decorate(function: F) -> F:
+        for option in reversed(options):
+            function = option(function)
+        return function
+
+    return decorate
 
 
 @click.command("revoke")
-@_with_target_options
+@_with(REVOKE_OPTIONS)
 def revoke_command(reason: str, config_path: Path | None, **target: Any) -> None:
     """Cut off an agent, a service, a request or everything: revoke, freeze, cancel, alert.
 
@@ -71,12 +85,46 @@ def revoke_command(reason: str, config_path: Path | None, **target: Any) -> None
 
 
 @click.command("unfreeze")
-@_with_target_options
+@_with(UNFREEZE_OPTIONS)
 def unfreeze_command(reason: str, config_path: Path | None, **target: Any) -> None:
-    """Let a frozen agent or scope get credentials again (revoked ones stay revoked)."""
+    """Lift a freeze (from `broker revoke` or the circuit breaker): the agent or scope gets
+    new credentials again. Revoked credentials stay revoked. `broker freezes` lists the
+    freezes in force."""
     chosen = RevokeTarget(**target)
     lifted = _with_kill_switch(config_path, lambda k: k.unfreeze(chosen, _operator(), reason))
     if lifted:
         click.echo(f"Unfrozen {chosen.describe()} ({lifted} freeze(s) lifted).")
     else:
         click.echo(f"{chosen.describe()} was not frozen.")
+
+
+@click.command("freezes")
+@config_option()
+@click.option("--json", "as_json", is_flag=True, help="Print the listing as JSON.")
+def freezes_command(config_path: Path | None, as_json: bool) -> None:
+    """What is frozen now and why: kill-switch and circuit-breaker freezes (with the command
+    that lifts each), and the scopes' change-freeze windows in force."""
+    import json
+    import time
+
+    from broker.config import load_settings
+    from broker.guard.freeze_list import as_dict, list_freezes, render
+    from broker.policy.iam_actions import iam_database
+    from broker.scopes.lint import LintContext
+    from broker.scopes.registry import load_scope_set
+    from broker.store.sql import SqlStore
+
+    settings = load_settings(config_path)
+    now = time.time()
+    store = SqlStore.from_url(settings.database_url)
+    try:
+        frozen = store.active_freezes()
+    finally:
+        store.close()
+    scopes = load_scope_set(settings.scopes_dir, LintContext(iam=iam_database()))
+    listing = list_freezes(frozen, scopes.scope_set.scopes.values(), now)
+    if as_json:
+        click.echo(json.dumps(as_dict(listing), indent=2, sort_keys=True))
+        return
+    for line in render(listing, now):
+        click.echo(line)
