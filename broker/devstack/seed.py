@@ -7,7 +7,8 @@
 - PostgreSQL: a ``broker_dev`` database with the schemas, tables and owner roles the scopes'
   database blocks name;
 - OpenBao: the database secrets engine at each mount the scopes use, one connection per
-  scope connection name, all pointing at ``broker_dev``.
+  scope connection name, all pointing at ``broker_dev``; and a demo secret under each KV
+  path pattern of the scopes (``payments/prod/*`` gets ``payments/prod/demo``).
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ import psycopg
 from hvac import exceptions as vault_errors
 
 from broker.devstack.servers import MOTO_ACCOUNT
+from broker.policy.globs import substitute
 from broker.scopes.registry import ScopeSet
 
 ADMIN_ROLE = "broker-admin"
@@ -209,3 +211,33 @@ def agents(scope_set: ScopeSet) -> Iterable[str]:
             if requester.subject and requester.subject.startswith("agent:"):
                 names.add(requester.subject.removeprefix("agent:"))
     return sorted(names)
+
+
+def seed_vault_kv(client: hvac.Client, scope_set: ScopeSet) -> list[str]:
+    """A demo secret under each KV path pattern of the scopes (``*`` becomes ``demo``), so
+    that a read token has something to read. Returns the secrets written (mount/path)."""
+    written = []
+    for scope in sorted(scope_set.scopes.values(), key=lambda s: s.service):
+        for env in scope.environments.values():
+            kv = env.vault
+            if kv is None:
+                continue
+            try:
+                client.sys.enable_secrets_engine(
+                    "kv", path=kv.mount, options={"version": str(kv.version)}
+                )
+            except vault_errors.InvalidRequest:
+                pass  # mounted already (the dev server has secret/)
+            for pattern in kv.paths:
+                path = substitute(pattern, env.placeholders(None)).replace("*", "demo")
+                secret = {"note": f"demo secret of {scope.service}/{env.name}", "value": "dev"}
+                if kv.version == 2:
+                    client.secrets.kv.v2.create_or_update_secret(
+                        path=path, secret=secret, mount_point=kv.mount
+                    )
+                else:
+                    client.secrets.kv.v1.create_or_update_secret(
+                        path=path, secret=secret, mount_point=kv.mount
+                    )
+                written.append(f"{kv.mount}/{path}")
+    return written

@@ -11,7 +11,6 @@ instead of failing on a port.
 from __future__ import annotations
 
 import fcntl
-import json
 import os
 import signal
 import sys
@@ -28,7 +27,9 @@ import yaml
 
 from broker.apply.command import apply_scopes
 from broker.apply.upstreams import HvacVaultManager
-from broker.config import load_settings
+from broker.config import Settings, load_settings
+from broker.devstack.alerts import LogFollower
+from broker.devstack.banner import Endpoints, demo_requests, demo_scope, render
 from broker.devstack.processes import ServerProcess, free_port
 from broker.devstack.seed import (
     ADMIN_ROLE,
@@ -37,6 +38,7 @@ from broker.devstack.seed import (
     moto_bootstrap,
     seed_postgres,
     seed_vault_databases,
+    seed_vault_kv,
 )
 from broker.devstack.servers import MOTO_ACCOUNT, Moto, OpenBao, start_moto, start_openbao
 from broker.errors import BrokerError
@@ -79,6 +81,8 @@ class Stack:
     moto: Moto
     broker: ServerProcess
     database: str | None
+    scope_set: ScopeSet
+    settings: Settings
 
 
 @contextmanager
@@ -102,7 +106,8 @@ def single_instance(state_dir: Path) -> Iterator[IO[str]]:
         handle.close()
 
 
-def _port(requested: int) -> int:
+def _port(requested: int, say: Callable[[str], None]) -> int:
+    """``requested`` when free; else another free port, saying so."""
     import socket
 
     with socket.socket() as sock:
@@ -110,7 +115,20 @@ def _port(requested: int) -> int:
             sock.bind(("127.0.0.1", requested))
             return requested
         except OSError:
-            return free_port()
+            chosen = free_port()
+    say(f"port {requested} is in use: the broker listens on {chosen} instead (--port chooses)")
+    return chosen
+
+
+def _private(state_dir: Path) -> None:
+    """Everything `broker dev` writes under its state directory is for this user only: the
+    config, the SQLite store, the logs (OpenBao's holds its root token), the keys. Files of
+    an earlier run are tightened too."""
+    os.umask(0o077)
+    state_dir.mkdir(parents=True, exist_ok=True)
+    state_dir.chmod(0o700)
+    for path in state_dir.rglob("*"):
+        path.chmod(0o700 if path.is_dir() else 0o600)
 
 
 def _load_scopes(path: Path) -> ScopeSet:
@@ -140,10 +158,11 @@ def write_config(
         "vault": {"url": bao.url},
     }
     path = state_dir / "broker.yaml"
-    path.write_text(
-        "# Written by `broker dev`; secrets come from the environment.\n"
-        + yaml.safe_dump(config, sort_keys=False)
-    )
+    path.unlink(missing_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as handle:
+        handle.write("# Written by `broker dev`; secrets come from the environment.\n")
+        handle.write(yaml.safe_dump(config, sort_keys=False))
     return path
 
 
@@ -183,7 +202,7 @@ def start_stack(scopes: Path, state_dir: Path, port: int, say: Callable[[str], N
     processes: list[Any] = [bao, moto]
     try:
         database = _seed_database(bao, scope_set, say)
-        port = _port(port)
+        port = _port(port, say)
         url = f"http://127.0.0.1:{port}"
         config = write_config(state_dir, scopes, url, moto, bao, port)
         env = _environment(moto, bao, config)
@@ -201,6 +220,7 @@ def start_stack(scopes: Path, state_dir: Path, port: int, say: Callable[[str], N
         )
         if not outcome.ok:
             raise BrokerError("applying the example scopes failed: " + "; ".join(outcome.problems))
+        seed_vault_kv(bao.client(), scope_set)
         say(f"applied {outcome.applied} change(s); starting the broker ...")
         broker = ServerProcess(
             [sys.executable, "-m", "broker.cli", "serve", "--config", str(config)],
@@ -216,7 +236,9 @@ def start_stack(scopes: Path, state_dir: Path, port: int, say: Callable[[str], N
         token = mint_agent_token(
             load_keys(settings.state_dir), settings.identity.local, agent, 8 * 3600
         )
-        return Stack(url, config, token, agent, bao, moto, broker, database)
+        return Stack(
+            url, config, token, agent, bao, moto, broker, database, scope_set, settings
+        )
     except BaseException:
         for process in reversed(processes):
             process.stop()
@@ -244,58 +266,26 @@ def stop_stack(stack: Stack) -> None:
 
 
 def banner(stack: Stack) -> str:
-    body = json.dumps(
-        {
-            "service": "payments",
-            "environment": "prod",
-            "region": "us-east-1",
-            "tier": "read",
-            "backend": "aws",
-        }
+    """The banner for the scopes actually loaded (docs use the same demo agent)."""
+    scope = demo_scope(stack.scope_set, stack.agent)
+    demo = demo_requests(scope, stack.settings.approvers_for) if scope is not None else None
+    endpoints = Endpoints(
+        stack.url,
+        stack.bao.url,
+        stack.moto.url,
+        stack.moto.process.log_path,
+        stack.database,
+        stack.config_path,
     )
-    write = json.dumps(
-        {
-            "service": "payments",
-            "environment": "prod",
-            "region": "us-east-1",
-            "tier": "write",
-            "backend": "aws",
-            "resources": ["arn:aws:s3:::payments-prod-invoices/2026/*"],
-            "justification": "upload the corrected invoices",
-        }
-    )
-    return f"""
-Broker dev stack is up (Ctrl-C stops everything).
-  broker      {stack.url}   (SQLite and keys in {stack.config_path.parent})
-  OpenBao     {stack.bao.url}
-  AWS         {stack.moto.url}   (moto, evaluating IAM like AWS: docs/local-stack.md)
-              decisions: {stack.moto.process.log_path}
-  PostgreSQL  {stack.database or "not reachable: database backend unavailable"}
-  config      {stack.config_path}
-  operator    source {stack.config_path.parent / "env"}   (for broker revoke, audit...)
-
-Demo agent agent:{stack.agent} (token valid 8h):
-BROKER_URL={stack.url}
-BROKER_TOKEN={stack.token}
-
-Read credentials, granted at once:
-  curl -s -H "Authorization: Bearer $BROKER_TOKEN" -H 'Content-Type: application/json' \\
-    -d '{body}' $BROKER_URL/v1/credentials
-
-A write waits for a human; approve it through a personal link:
-  curl -s -H "Authorization: Bearer $BROKER_TOKEN" -H 'Content-Type: application/json' \\
-    -d '{write}' $BROKER_URL/v1/credentials
-  broker approvals link --config {stack.config_path} --approver alice --request <request_id>
-  # open the printed link, approve, then collect:
-  curl -s -X POST -H "Authorization: Bearer $BROKER_TOKEN" \\
-    $BROKER_URL/v1/requests/<request_id>/credentials
-"""
+    return render(endpoints, stack.agent, stack.token, demo)
 
 
 def run_dev(scopes: Path, state_dir: Path, port: int, echo: Callable[[str], None]) -> None:
     """Run until interrupted (SIGINT or SIGTERM); always stop what was started."""
+    _private(state_dir)
     with single_instance(state_dir) as lock:
         stack = start_stack(scopes, state_dir, port, echo)
+        alerts = LogFollower(stack.broker.log_path)
         lock.seek(0)
         lock.truncate()
         lock.write(f"pid {os.getpid()} at {stack.url}\n")
@@ -315,6 +305,8 @@ def run_dev(scopes: Path, state_dir: Path, port: int, echo: Callable[[str], None
                         f"{stack.broker.log_path}; stopping the stack"
                     )
                     break
+                for line in alerts.alerts():
+                    echo(line)
                 time.sleep(0.5)
         except KeyboardInterrupt:
             pass

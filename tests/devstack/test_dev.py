@@ -6,6 +6,7 @@ import datetime as dt
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -13,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import boto3
+import hvac
 import requests
 import yaml
 
@@ -45,13 +47,21 @@ def start(state: Path, port: int, scopes: Path = ROOT / "scopes") -> subprocess.
     )
 
 
-def read_until(process: subprocess.Popen[str], marker: str, timeout: float = 120) -> dict[str, str]:
-    """Lines until one starting with ``marker``; KEY=VALUE lines are collected."""
+def read_until(
+    process: subprocess.Popen[str],
+    marker: str,
+    timeout: float = 120,
+    seen: list[str] | None = None,
+) -> dict[str, str]:
+    """Lines until one starting with ``marker``; KEY=VALUE lines are collected (and every
+    line appended to ``seen``)."""
     assert process.stdout is not None
     values: dict[str, str] = {}
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         line = process.stdout.readline()
+        if seen is not None:
+            seen.append(line)
         if not line:
             raise AssertionError(f"broker dev exited early with {process.wait()}")
         if "=" in line and line.split("=", 1)[0].isupper():
@@ -228,10 +238,27 @@ def _moto_url(state: Path) -> str:
 def test_dev_stack_enforces_narrowing_and_the_kill_switch(tmp_path: Path) -> None:
     """As a newcomer tries it: read, an approved narrow write, DynamoDB and CloudFormation
     reads, then a kill switch and `broker unfreeze`, all enforced by the AWS stand-in."""
-    state, port = tmp_path / "state", free_port()
-    process = start(state, port, _scopes_without_freezes(tmp_path))
+    state = tmp_path / "state"
+    taken = socket.socket()
+    taken.bind(("127.0.0.1", 0))
+    taken.listen()
+    busy = taken.getsockname()[1]
+    process = start(state, busy, _scopes_without_freezes(tmp_path))
     try:
-        values = read_until(process, "BROKER_TOKEN=")
+        seen: list[str] = []
+        values = read_until(process, "BROKER_TOKEN=", seen=seen)
+        taken.close()
+        # The asked-for port was taken: it says so, and uses another.
+        notice = next(line for line in seen if line.startswith(f"port {busy} is in use"))
+        assert values["BROKER_URL"] != f"http://127.0.0.1:{busy}"
+        assert values["BROKER_URL"].rsplit(":", 1)[1] in notice
+        # What it writes is the user's only: the config, the store, the logs (OpenBao's
+        # holds its root token), the operator's environment file.
+        private = [state / "broker.yaml", state / "broker.db", state / "env"]
+        private += sorted((state / "logs").glob("*.log"))
+        assert len(private) >= 6
+        loose = [str(p) for p in private if p.stat().st_mode & 0o077]
+        assert not loose
         config = str(state / "broker.yaml")
         agent = Agent(values["BROKER_URL"], values["BROKER_TOKEN"], _moto_url(state))
         bucket = "payments-prod-invoices"
@@ -291,6 +318,19 @@ def test_dev_stack_enforces_narrowing_and_the_kill_switch(tmp_path: Path) -> Non
         assert denied(lambda: write.put_object(Bucket=bucket, Key="2025/x", Body=b"x"))
         assert denied(lambda: write.get_object(Bucket=bucket, Key="README.txt"))
 
+        # The dev KV store is seeded: a read token has something to read.
+        kv = agent.post(
+            "/v1/credentials",
+            {"service": "payments", "environment": "prod", "tier": "read", "backend": "vault"},
+        )
+        assert kv.status_code == 200, kv.text
+        secret = hvac.Client(
+            url=kv.json()["credentials"]["vault_addr"], token=kv.json()["credentials"]["token"]
+        ).secrets.kv.v2.read_secret_version(
+            path="payments/prod/demo", mount_point="secret", raise_on_deleted_version=True
+        )
+        assert secret["data"]["data"]["note"] == "demo secret of payments/prod"
+
         # The deploy pipeline's agent: its CloudFormation reads work.
         release = Agent(
             agent.url,
@@ -304,6 +344,25 @@ def test_dev_stack_enforces_narrowing_and_the_kill_switch(tmp_path: Path) -> Non
         assert deploy.list_stacks()["StackSummaries"] == []
         deploy.validate_template(TemplateBody=json.dumps({"Resources": {}}))
         assert denied(lambda: deploy.delete_stack(StackName="acme-prod-web"))
+
+        # The circuit breaker trips on repeated refusals; its alert shows in this terminal.
+        for _ in range(5):
+            refused = release.post(
+                "/v1/credentials",
+                {
+                    "service": "deploy",
+                    "environment": "prod",
+                    "region": "ap-south-1",
+                    "tier": "read",
+                    "backend": "aws",
+                },
+            )
+            assert refused.status_code in (400, 403, 404), refused.text
+        alert: list[str] = []
+        read_until(process, "ALERT", timeout=20, seen=alert)
+        assert "agent:release-bot was frozen by the circuit breaker" in alert[-1]
+        listing = _cli(state, "freezes")
+        assert "agent agent:release-bot" in listing and "by circuit-breaker" in listing
 
         # The kill switch ends the payments sessions; after `broker unfreeze`, new ones work.
         reason = ["--reason", "dev stack test"]
