@@ -22,6 +22,7 @@ if TYPE_CHECKING:
     from broker.config import Settings
 
 EXIT_PROBLEMS = 1
+EXIT_DRIFT = 3  # `scopes apply --check`: the upstreams do not match the scopes
 
 
 # Commands that live beside their feature, imported only when used: `broker creds` runs
@@ -140,8 +141,18 @@ def scopes_plan(path: Path, as_json: bool, against: str | None, config: Path | N
 @click.argument("path", type=click.Path(path_type=Path), required=False)
 @config_option("The broker's YAML config.")
 @click.option("--yes", is_flag=True, help="Apply the plan (without it nothing changes).")
-def scopes_apply(path: Path | None, config_path: Path | None, yes: bool) -> None:
-    """Write the compiled policies to IAM and Vault: the plan first, changes only with --yes."""
+@click.option(
+    "--check",
+    is_flag=True,
+    help="Only say whether the upstreams match the scopes: exit 0 if they do, "
+    f"{EXIT_DRIFT} if something is missing or different, 1 on problems.",
+)
+def scopes_apply(path: Path | None, config_path: Path | None, yes: bool, check: bool) -> None:
+    """Write the compiled policies to IAM and Vault: the plan first, changes only with --yes.
+
+    With --check, nothing changes: it lists what is missing upstream (roles not created yet,
+    policies to write) and exits non-zero, for CI or before issuing from new scopes.
+    """
     from broker.apply.command import apply_scopes
     from broker.apply.upstreams import HvacVaultManager
     from broker.config import load_settings
@@ -158,14 +169,27 @@ def scopes_apply(path: Path | None, config_path: Path | None, yes: bool) -> None
             click.echo(str(problem), err=True)
         click.echo("Refusing to apply scopes with problems (see above).", err=True)
         sys.exit(EXIT_PROBLEMS)
+    if check and yes:
+        raise BrokerError("--check changes nothing: use it without --yes")
+    def out(line: str) -> None:
+        if not (check and line.startswith("Nothing was changed.")):
+            click.echo(line)
+
     client = build_vault_client(settings)
     outcome = apply_scopes(
         result.scope_set,
         build_accounts(settings, build_sts(settings)),
         HvacVaultManager(client) if client is not None else None,
         yes,
-        click.echo,
+        out,
     )
+    if check and outcome.ok and outcome.changes:
+        missing = sum(1 for c in outcome.changes if c.kind == "create")
+        click.echo(
+            f"Out of date: {missing} missing upstream, {len(outcome.changes) - missing} to "
+            "update. Credentials of these scopes fail until `broker scopes apply --yes`."
+        )
+        sys.exit(EXIT_DRIFT)
     if outcome.applied:
         _audit_apply(settings, outcome.applied, len(outcome.changes))
     if not outcome.ok:

@@ -154,7 +154,11 @@ class StsIssuer:
             ],
         }
         sts = self._sts(request.region)
-        response = self._call(lambda: sts.assume_role(**params))
+        response = self._call(
+            lambda: sts.assume_role(**params),
+            refused=f"assuming {role_arn}: the role may not exist yet or may not trust the "
+            "broker (`broker scopes apply --check` lists what is missing upstream)",
+        )
         credentials = response.get("Credentials") or {}
         required = ("AccessKeyId", "SecretAccessKey", "SessionToken", "Expiration")
         if not all(credentials.get(k) for k in required):
@@ -176,7 +180,9 @@ class StsIssuer:
             },
         )
 
-    def _call(self, action: Callable[[], Any]) -> Any:
+    def _call(self, action: Callable[[], Any], refused: str = "") -> Any:
+        """``action`` with retries; ``refused`` explains an access denial."""
+
         def attempt() -> Any:
             try:
                 return action()
@@ -186,6 +192,8 @@ class StsIssuer:
                 status = int(e.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0))
                 if code in THROTTLING_CODES or status >= 500:
                     raise TransientError(f"{code} (HTTP {status})") from e
+                if refused and code in ("AccessDenied", "AccessDeniedException"):
+                    raise PermanentError(f"{code} {refused}") from e
                 raise PermanentError(code) from e
             except (
                 EndpointConnectionError,

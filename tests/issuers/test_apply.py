@@ -3,10 +3,15 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
+
+import pytest
 
 from broker.apply.desired import PERMISSIONS_POLICY_NAME
 from broker.policy.compiler import vault_policy_name
 from tests.fixtures.backends import Backends
+from tests.fixtures.broker import make_broker
+from tests.fixtures.cli import run_cli
 
 
 def test_plan_changes_nothing_without_yes(backends: Backends) -> None:
@@ -78,3 +83,60 @@ def test_apply_reports_drift_and_repairs_it(backends: Backends) -> None:
     assert '-      "Action": "s3:*",' in text
     backends.apply(yes=True)
     assert backends.apply(yes=True) == ["No changes: the upstreams already match the scopes."]
+
+
+PEOPLE = ("alice", "bob", "carol", "dave")
+
+
+def test_check_says_what_is_missing_upstream_and_issuance_points_there(
+    backends: Backends,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    config = tmp_path / "operator.yaml"
+    config.write_text(
+        f"scopes_dir: {backends.scopes_dir}\nstate_dir: {tmp_path / 'state'}\n"
+        f"aws: {{endpoint_url: '{backends.moto.url}'}}\nvault: {{url: '{backends.bao.url}'}}\n"
+        + "approvers:\n"
+        + "".join(f"  {n}: {{name: {n}, email: {n}@example.com}}\n" for n in PEOPLE)
+        + "groups:\n  sre-oncall: [carol, dave]\n"
+    )
+    monkeypatch.setenv("BROKER_VAULT_TOKEN", backends.bao.root_token)
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", backends.moto.broker_key["aws_access_key_id"])
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", backends.moto.broker_key["aws_secret_access_key"])
+    check = ["scopes", "apply", "--check", "--config", str(config)]
+
+    # The roles do not exist yet: issuing fails, and says where to look.
+    broker = make_broker(tmp_path, real_issuers=backends.issuers)
+    refused = broker.post(
+        "/v1/credentials",
+        {
+            "service": backends.name,
+            "environment": "prod",
+            "region": "us-east-1",
+            "tier": "read",
+            "backend": "aws",
+        },
+        agent="shop-bot",
+    )
+    assert refused.status_code == 503, refused.json
+    role = f"arn:aws:iam::123456789012:role/broker/{backends.name}-prod-read"
+    assert f"assuming {role}: the role may not exist yet" in refused.json["message"]
+    assert "`broker scopes apply --check`" in refused.json["message"]
+
+    code, out, err = run_cli(capsys, *check)
+    assert code == 3, out + err
+    assert f"+ create role {role}" in out
+    assert "Out of date: " in out and " missing upstream" in out
+    assert "Nothing was changed" not in out
+    assert [r["RoleName"] for r in backends.admin("iam").list_roles()["Roles"]].count(
+        f"{backends.name}-prod-read"
+    ) == 0  # --check changed nothing
+
+    backends.apply(yes=True)
+    code, out, err = run_cli(capsys, *check)
+    assert code == 0, out + err
+    assert out.strip() == "No changes: the upstreams already match the scopes."
+    code, _, err = run_cli(capsys, *check, "--yes")
+    assert code == 1 and "--check changes nothing" in err
