@@ -46,3 +46,21 @@ def test_the_docs_ask_only_for_what_the_demo_agent_may_request(name: str) -> Non
 def test_the_python_example_reads_vault_where_the_demo_agent_may() -> None:
     assert ("payments", "prod") in examples("agents.md")
     assert all(service != "ledger" for service, _ in examples("agents.md"))
+
+
+SHELL_BUILTINS = {"export", "source", "cd", "echo", "broker"}  # broker: what make dev installs
+
+
+def test_the_quickstart_lists_every_tool_its_commands_use() -> None:
+    text = (ROOT / "docs" / "quickstart.md").read_text()
+    needs = text.split("\n## ", 1)[0]
+    used = set()
+    for block in re.findall(r"```sh\n(.*?)```", text, re.DOTALL):
+        for line in block.replace("\\\n", " ").splitlines():
+            for segment in re.split(r"\|", line.split("#", 1)[0]):
+                words = segment.split()
+                if words and re.fullmatch(r"[a-z][a-z0-9-]*", words[0]):
+                    used.add(words[0])
+    assert {"curl", "jq"} <= used
+    missing = sorted(tool for tool in used - SHELL_BUILTINS if f"`{tool}`" not in needs)
+    assert not missing
