@@ -11,6 +11,7 @@ BENCHMARKS = {
     "cached": "bench.cached_bench",
     "burst": "bench.burst_bench",
     "intent": "bench.intent_bench",
+    "decision": "bench.decision_bench",
 }
 
 

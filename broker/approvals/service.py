@@ -51,16 +51,15 @@ from broker.policy.decision import (
 from broker.policy.iam_actions import IamDatabase
 from broker.scopes.holder import ScopeHolder
 from broker.scopes.model import Approval, Scope
-from broker.store.base import ApprovalStore, RequestStore
+from broker.store.base import ApprovalStore, RequestChanges, RequestStore
 from broker.store.records import ApprovalRecord, FreezeRecord, RequestRecord
 
 Decision = Ballot
 MAX_WAIT_SECONDS = 30
-POLL_INTERVAL_SECONDS = 0.25
 
 
-class RequestsStore(RequestStore, ApprovalStore, Protocol):
-    """Requests and the approvals recorded on them."""
+class RequestsStore(RequestStore, ApprovalStore, RequestChanges, Protocol):
+    """Requests, the approvals recorded on them, and their announced changes."""
 
 
 @dataclass(eq=False, repr=False)  # a service: no generated equality or repr
@@ -75,7 +74,6 @@ class ApprovalService:
     metrics: Metrics
     frozen: Callable[[str, str | None, str | None], FreezeRecord | None]
     clock: Callable[[], float] = time.time
-    sleep: Callable[[float], None] = time.sleep
 
     # -- opening ----------------------------------------------------------------------
 
@@ -115,14 +113,21 @@ class ApprovalService:
         return self._expire_if_due(record, self.clock())
 
     def status(self, request_id: str, identity: AgentIdentity, wait: float = 0) -> RequestView:
-        """The request as its agent sees it; with ``wait``, long-poll for a change."""
+        """The request as its agent sees it; with ``wait``, long-poll for a change.
+
+        The poll wakes when the store announces a change of this request (a decision on
+        any replica), not on a timer; it returns at once for a request that is already
+        collectable.
+        """
+        mark = self.store.change_mark(request_id)  # before reading: no change is missed
         record = self._own(request_id, identity)
         view = self.view(record)
         deadline = time.monotonic() + min(max(wait, 0), MAX_WAIT_SECONDS)
         while record.status in OPEN_STATES and time.monotonic() < deadline:
             if record.status == "approved" and (record.collectable_at or 0) <= self.clock():
                 break  # collectable now: nothing more to wait for
-            self.sleep(POLL_INTERVAL_SECONDS)
+            self.store.wait_for_change(request_id, mark, deadline - time.monotonic())
+            mark = self.store.change_mark(request_id)
             record = self.get(request_id)
             changed = self.view(record)
             if changed.record.status != view.record.status or (

@@ -54,6 +54,19 @@ class RequestStore(Protocol):
     def count_requests(self, status: str) -> int: ...
 
 
+class RequestChanges(Protocol):
+    """Announced changes of requests, so a long poll wakes when its request changes."""
+
+    def change_mark(self, request_id: str) -> int:
+        """Take before reading the request; :meth:`wait_for_change` compares with it."""
+        ...
+
+    def wait_for_change(self, request_id: str, mark: int, timeout: float) -> bool:
+        """Until ``request_id`` changed after ``mark`` (True), or ``timeout`` passed; may
+        return early without a change (callers re-read the request either way)."""
+        ...
+
+
 class ApprovalStore(Protocol):
     """Approvers' decisions, each counted against its request atomically."""
 
@@ -158,6 +171,7 @@ class AuditStore(Protocol):
 
 class Store(
     RequestStore,
+    RequestChanges,
     ApprovalStore,
     IssuedStore,
     FreezeStore,

@@ -16,11 +16,14 @@ from sqlalchemy import Select, and_, func, insert, or_, select, update
 from sqlalchemy.exc import IntegrityError
 
 from broker.store import tables as t
+from broker.store.changes import LocalChanges
 from broker.store.engine import Database, as_json, where_equal
 from broker.store.records import ApprovalRecord, DecisionResult, RequestRecord
 
 
 class SqlRequests:
+    changes: LocalChanges
+
     """The requests table: create, read, and change state by compare-and-set."""
 
     def __init__(self, db: Database) -> None:
@@ -92,7 +95,15 @@ class SqlRequests:
                 .mappings()
                 .one()
             )
+            self.changes.publish(connection, request_id)
+        self.changes.changed(request_id)
         return request_from_row(row)
+
+    def change_mark(self, request_id: str) -> int:
+        return self.changes.mark(request_id)
+
+    def wait_for_change(self, request_id: str, mark: int, timeout: float) -> bool:
+        return self.changes.wait(request_id, mark, timeout)
 
     def set_notification(self, request_id: str, notification: dict[str, Any]) -> None:
         with self.db.tx() as connection:
@@ -121,6 +132,8 @@ class SqlRequests:
 
 class SqlApprovals:
     """Approvers' decisions, each counted against its request under the request's lock."""
+
+    changes: LocalChanges
 
     def __init__(self, db: Database) -> None:
         self.db = db
@@ -169,6 +182,10 @@ class SqlApprovals:
                     update(t.requests).where(t.requests.c.id == request_id).values(**changes)
                 )
                 request = replace(request, **changes)
+            if counted:
+                self.changes.publish(connection, request_id)
+        if counted:
+            self.changes.changed(request_id)
         return DecisionResult(request=request, counted=counted, approvals=int(approvals))
 
     def approvals_for(self, request_id: str) -> list[ApprovalRecord]:

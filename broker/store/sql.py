@@ -10,6 +10,7 @@ from __future__ import annotations
 from sqlalchemy.engine import Engine
 
 from broker.store.audit_log import Journal, SqlAuditLog
+from broker.store.changes import LocalChanges, PostgresChanges
 from broker.store.counters import SqlCounters
 from broker.store.engine import Database, make_engine
 from broker.store.freezes import SqlFreezes
@@ -30,6 +31,11 @@ class SqlStore(
         self.db = Database(engine)
         self.is_postgres = self.db.is_postgres
         self.journal = Journal(self.db)
+        self.changes: LocalChanges = (
+            PostgresChanges(engine.url.set(drivername="postgresql").render_as_string(False))
+            if self.is_postgres
+            else LocalChanges()
+        )
         if migrate:
             self.db.guard(lambda: upgrade(engine))
 
@@ -41,5 +47,6 @@ class SqlStore(
         self.db.ping()
 
     def close(self) -> None:
+        self.changes.close()
         self.journal.close()
         self.engine.dispose()
