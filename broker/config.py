@@ -22,6 +22,7 @@ from pydantic import AfterValidator, PlainValidator, TypeAdapter
 from pydantic_core import InitErrorDetails
 
 from broker.errors import ConfigError, InvalidFileError, Problem
+from broker.guard.fanout import DEFAULT_CONCURRENCY
 from broker.schema import (
     KEY,
     NOT_IN_FILE,
@@ -352,6 +353,10 @@ class Settings(Declared):
     circuit_cooldown_seconds: Annotated[
         float, Duration(1, 600), section("limits", "circuit_cooldown")
     ] = 10.0
+    # Upstream revocations the kill switch has in flight at once (Vault tokens, leases).
+    revocation_concurrency: Annotated[
+        int, Integer(1, 128), section("limits", "revocation_concurrency")
+    ] = DEFAULT_CONCURRENCY
     audit_stream: Annotated[str | None, Text(), section("audit", "stream")] = None  # "-": stdout
     # A bearer token GET /metrics requires (BROKER_METRICS_TOKEN only); none: open.
     metrics_token: Annotated[str | None, Text(), section("metrics", "token")] = None

@@ -205,6 +205,7 @@ def build_services(
         audit=audit,
         metrics=metrics,
         clock=clock,
+        concurrency=settings.revocation_concurrency,
     )
     services = Services(
         settings=settings,

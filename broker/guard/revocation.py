@@ -15,6 +15,7 @@ keep working.
 
 from __future__ import annotations
 
+import contextvars
 import datetime as dt
 import hashlib
 import json
@@ -22,6 +23,7 @@ import logging
 import math
 import time
 from collections.abc import Callable, Mapping
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -31,6 +33,7 @@ from broker.approvals.service import ApprovalService
 from broker.audit.recorder import AuditRecorder
 from broker.cache import CredentialCache
 from broker.errors import BadRequest, BrokerError
+from broker.guard.fanout import DEFAULT_CONCURRENCY, Attempt, attempt_each
 from broker.guard.guard import Guard
 from broker.issuers.aws_accounts import AwsAccounts, failure_reason
 from broker.issuers.aws_sts import source_identity
@@ -211,6 +214,8 @@ class KillSwitch:
     audit: AuditRecorder
     metrics: Metrics | None = None
     clock: Callable[[], float] = time.time
+    # Upstream revocations in flight at once (limits.revocation_concurrency).
+    concurrency: int = DEFAULT_CONCURRENCY
 
     def revoke(self, target: RevokeTarget, actor: str, reason: str) -> RevocationReport:
         if len(reason.strip()) < 3:
@@ -230,17 +235,22 @@ class KillSwitch:
             environment=target.environment,
             request_id=target.request_id,
         )
-        backends = {
-            "vault": self._revoke_each(
-                [r for r in records if r.backend == "vault"], "vault", now, actor, reason
-            ),
-            "database": self._revoke_each(
-                [r for r in records if r.backend == "database"], "database", now, actor, reason
-            ),
-            "aws": self._revoke_aws(
-                target, [r for r in records if r.backend == "aws"], now, actor, reason
-            ),
-        }
+        # AWS's role policies and Vault's tokens and leases are revoked at the same time
+        # (in the caller's context: an HTTP request's id reaches the audit records).
+        with ThreadPoolExecutor(max_workers=1) as aside:
+            aws = aside.submit(
+                contextvars.copy_context().run,
+                self._revoke_aws,
+                target,
+                [r for r in records if r.backend == "aws"],
+                now,
+                actor,
+                reason,
+            )
+            backends = self._revoke_each(
+                [r for r in records if r.backend != "aws"], now, actor, reason
+            )
+            backends["aws"] = aws.result()
         evicted = self._evict(target)
         cancelled = self.approvals.cancel_open(
             f"cancelled by the kill switch: {reason}",
@@ -279,40 +289,58 @@ class KillSwitch:
         return report
 
     def _credential(
-        self, record: IssuedRecord, revoked: bool, actor: str, reason: str, error: str = ""
+        self,
+        record: IssuedRecord,
+        revoked: bool,
+        actor: str,
+        reason: str,
+        error: str = "",
+        seconds: float | None = None,
     ) -> None:
-        """One record per credential, with its correlation ids (access key, accessor...)."""
+        """One record per credential, with its correlation ids (access key, accessor...)
+        and how long its upstream took to confirm."""
         outcome = "revoked" if revoked else "failed"
-        self.audit.credential_event("revoke", outcome, actor, record, reason=error or reason)
+        took = None if seconds is None else round(seconds * 1000, 1)
+        self.audit.credential_event(
+            "revoke", outcome, actor, record, reason=error or reason, took_ms=took
+        )
         if self.metrics is not None:
             self.metrics.revocation(record.backend, outcome)
 
     def _revoke_each(
-        self, records: list[IssuedRecord], backend: str, now: float, actor: str, reason: str
-    ) -> BackendOutcome:
-        outcome = BackendOutcome()
-        issuer = self.issuers.get(backend)
-        if records and issuer is None:
-            outcome.failed = len(records)
-            outcome.errors.append(f"{backend}: no issuer configured")
-            return outcome
+        self, records: list[IssuedRecord], now: float, actor: str, reason: str
+    ) -> dict[str, BackendOutcome]:
+        """Revoke Vault tokens and database leases one by one, ``concurrency`` at a time."""
+        outcomes = {backend: BackendOutcome() for backend in ("vault", "database")}
+        for backend in sorted({r.backend for r in records} - set(self.issuers)):
+            unconfigured = [r for r in records if r.backend == backend]
+            outcomes[backend] = BackendOutcome(
+                failed=len(unconfigured), errors=[f"{backend}: no issuer configured"]
+            )
+            records = [r for r in records if r.backend != backend]
+
+        def revoke_one(record: IssuedRecord) -> None:
+            self.issuers[record.backend].revoke(record)
+
+        def audit(attempt: Attempt[IssuedRecord]) -> None:
+            error = attempt.error
+            self._credential(
+                attempt.item, error is None, actor, reason, error or "", attempt.seconds
+            )
+
         done: list[int] = []
-        for record in records:
-            assert issuer is not None
-            try:
-                issuer.revoke(record)
-            except BrokerError as e:
+        for attempt in attempt_each(records, revoke_one, self.concurrency, then=audit):
+            outcome = outcomes.setdefault(attempt.item.backend, BackendOutcome())
+            if attempt.error is not None:
                 outcome.failed += 1
-                if e.message not in outcome.errors:
-                    outcome.errors.append(e.message)
-                self._credential(record, False, actor, reason, e.message)
+                if attempt.error not in outcome.errors:
+                    outcome.errors.append(attempt.error)
                 continue
             outcome.revoked += 1
-            self._credential(record, True, actor, reason)
-            if record.id is not None:
-                done.append(record.id)
+            if attempt.item.id is not None:
+                done.append(attempt.item.id)
         self.store.mark_revoked(done, now)
-        return outcome
+        return outcomes
 
     def affected_roles(self, target: RevokeTarget, records: list[IssuedRecord]) -> list[str]:
         """Tier roles whose sessions must die: those in the records, and for a service or

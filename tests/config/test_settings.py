@@ -77,7 +77,8 @@ slack: {api_base_url: "http://127.0.0.1:9999/api/", default_channel: "#approvals
 approvals: {link_ttl: 1h, collect_window: 5m, break_glass_ttl: 10m}
 breaker: {window: 30m, max_denials: 2, max_destructive_requests: 3, max_out_of_scope: 4}
 cache: {margin: 2m, margin_ratio: 0.5}
-limits: {max_body_bytes: 2048, upstream_deadline: 30s, circuit_failures: 7, circuit_cooldown: 1m}
+limits: {max_body_bytes: 2048, upstream_deadline: 30s, circuit_failures: 7, circuit_cooldown: 1m,
+         revocation_concurrency: 4}
 audit: {stream: "-"}
 """,
     )
@@ -112,6 +113,7 @@ audit: {stream: "-"}
     assert (s.cache_margin_seconds, s.cache_margin_ratio) == (120, 0.5)
     assert (s.max_body_bytes, s.upstream_deadline_seconds) == (2048, 30.0)
     assert (s.circuit_failures, s.circuit_cooldown_seconds) == (7, 60.0)
+    assert s.revocation_concurrency == 4
     assert s.audit_stream == "-"
 
 
@@ -129,7 +131,7 @@ def test_every_problem_is_reported_at_its_value(tmp_path: Path) -> None:
         "2:10: threads must be between 1 and 256, got 0",
         "4:22: limits.upstream_deadline must be 1s to 2m",
         "5:3: limits: unknown key 'colour' (expected one of: circuit_cooldown, "
-        "circuit_failures, max_body_bytes, upstream_deadline)",
+        "circuit_failures, max_body_bytes, revocation_concurrency, upstream_deadline)",
         "7:3: approvers: name 'Alice' is invalid: lower-case letters, digits, '.', '_' or '-'",
         "7:18: approvers.Alice.email 'alice' is invalid: an email address",
         "8:26: approvers.bob.notify_directly must be true or false",
