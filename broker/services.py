@@ -24,7 +24,7 @@ from broker.cache import CredentialCache
 from broker.config import Settings
 from broker.credentials import CredentialService
 from broker.errors import BrokerError
-from broker.guard.guard import Guard
+from broker.guard.guard import FREEZE_CACHE_SECONDS, Guard
 from broker.guard.revocation import KillSwitch
 from broker.identity.verifier import TokenVerifier
 from broker.issuance import IssuanceService
@@ -206,6 +206,7 @@ def build_services(
         metrics=metrics,
         clock=clock,
         concurrency=settings.revocation_concurrency,
+        in_flight_seconds=FREEZE_CACHE_SECONDS + settings.upstream_deadline_seconds + 1.0,
     )
     services = Services(
         settings=settings,

@@ -61,8 +61,12 @@ def revoke() -> tuple[Response, int]:
 
 @blueprint.post("/unfreeze")
 def unfreeze() -> Response:
-    """Lift the freeze of an agent, a service or everything. 200; 400; 401; 403."""
+    """Lift the freeze of an agent, a service or everything. 200; 400; 401; 403.
+
+    ``effective_at``: when the lift takes effect (the AWS revocation cut-off written when
+    the freeze began, if that is still ahead: sessions issued before it are denied).
+    """
     admin = _admin()
     target, reason = _target(json_body())
-    lifted = services().kill_switch.unfreeze(target, f"admin:{admin.subject}", reason)
-    return jsonify(target=target.describe(), lifted=lifted)
+    done = services().kill_switch.unfreeze(target, f"admin:{admin.subject}", reason)
+    return jsonify(target=target.describe(), lifted=done.lifted, effective_at=done.effective_at)

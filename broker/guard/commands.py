@@ -4,8 +4,10 @@ line, and what is frozen now."""
 from __future__ import annotations
 
 import getpass
+import math
 import socket
 import sys
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
@@ -91,11 +93,18 @@ def unfreeze_command(reason: str, config_path: Path | None, **target: Any) -> No
     new credentials again. Revoked credentials stay revoked. `broker freezes` lists the
     freezes in force."""
     chosen = RevokeTarget(**target)
-    lifted = _with_kill_switch(config_path, lambda k: k.unfreeze(chosen, _operator(), reason))
-    if lifted:
-        click.echo(f"Unfrozen {chosen.describe()} ({lifted} freeze(s) lifted).")
-    else:
+    done = _with_kill_switch(config_path, lambda k: k.unfreeze(chosen, _operator(), reason))
+    if not done.lifted:
         click.echo(f"{chosen.describe()} was not frozen.")
+        return
+    click.echo(f"Unfrozen {chosen.describe()} ({done.lifted} freeze(s) lifted).")
+    wait = done.effective_at - time.time()
+    if wait > 0:
+        when = time.strftime("%H:%M:%S UTC", time.gmtime(math.ceil(done.effective_at)))
+        click.echo(
+            f"  effective at {when} (in {math.ceil(wait)} s): AWS sessions issued before the "
+            "revocation's cut-off would be denied, so nothing is issued until then."
+        )
 
 
 @click.command("freezes")
@@ -118,7 +127,7 @@ def freezes_command(config_path: Path | None, as_json: bool) -> None:
     now = time.time()
     store = SqlStore.from_url(settings.database_url)
     try:
-        frozen = store.active_freezes()
+        frozen = store.active_freezes(now)
     finally:
         store.close()
     scopes = load_scope_set(settings.scopes_dir, LintContext(iam=iam_database()))

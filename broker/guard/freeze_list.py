@@ -74,7 +74,11 @@ def render(listing: FreezeListing, now: float) -> list[str]:
             lines.append(f"  {freeze.describe()}")
             lines.append(f"      why:   {freeze.reason}")
             lines.append(f"      since: {_when(freeze.created_at, now)}, by {freeze.created_by}")
-            lines.append(f"      lift:  {unfreeze_command(freeze)}")
+            if freeze.lifted_at is not None:  # unfrozen, effective once the AWS cut-off passed
+                stamp = dt.datetime.fromtimestamp(freeze.lifted_at, dt.UTC)
+                lines.append(f"      lifted: from {stamp.strftime('%H:%M:%S UTC')}")
+            else:
+                lines.append(f"      lift:  {unfreeze_command(freeze)}")
     else:
         lines.append("Nothing is frozen by the kill switch or the circuit breaker.")
     if listing.windows:

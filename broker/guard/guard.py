@@ -76,7 +76,7 @@ class Guard:
         now = self.clock()
         with self._lock:
             if fresh or now - self._freezes_read_at > FREEZE_CACHE_SECONDS:
-                self._freezes = self.store.active_freezes()
+                self._freezes = self.store.active_freezes(now)
                 self._revoked = frozenset(self.store.revoked_request_ids(now))
                 self._freezes_read_at = now
 

@@ -8,19 +8,18 @@ what it did and what it could not reach; it never hides a failure, and a Slack o
 not stop it.
 
 AWS has no call to revoke one STS session. The documented way is a Deny for sessions whose
-``aws:TokenIssueTime`` is before the revocation; narrowed by ``aws:SourceIdentity`` (an
-agent) or the ``broker:request-id`` session tag (a request) so other agents on the same role
-keep working.
+``aws:TokenIssueTime`` is before a cut-off; narrowed by ``aws:SourceIdentity`` (an agent) or
+the ``broker:request-id`` session tag (a request) so other agents on the same role keep
+working. The cut-off is never earlier than the revocation and covers sessions other replicas
+mint while they have not seen the freeze yet (:func:`revocation_policy.cutoff_for`); how the
+statements are written without losing one or outgrowing IAM's quota is
+:mod:`broker.guard.role_denials` and :mod:`broker.guard.revocation_policy`.
 """
 
 from __future__ import annotations
 
 import contextvars
-import datetime as dt
-import hashlib
-import json
 import logging
-import math
 import time
 from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
@@ -34,7 +33,16 @@ from broker.audit.recorder import AuditRecorder
 from broker.cache import CredentialCache
 from broker.errors import BadRequest, BrokerError
 from broker.guard.fanout import DEFAULT_CONCURRENCY, Attempt, attempt_each
-from broker.guard.guard import Guard
+from broker.guard.guard import FREEZE_CACHE_SECONDS, Guard
+from broker.guard.revocation_policy import (
+    AGENT_KEY,
+    REQUEST_KEY,
+    REVOCATION_POLICY_NAME,
+    Compacted,
+    Denial,
+    cutoff_for,
+)
+from broker.guard.role_denials import RoleDenials
 from broker.issuers.aws_accounts import AwsAccounts, failure_reason
 from broker.issuers.aws_sts import source_identity
 from broker.issuers.base import Issuer
@@ -42,15 +50,13 @@ from broker.metrics import Metrics
 from broker.notify.base import NotificationFailed, Notifier
 from broker.policy.globs import substitute
 from broker.scopes.holder import ScopeHolder
-from broker.store.base import FreezeStore, IssuedStore
+from broker.scopes.model import Scope
+from broker.store.base import FreezeStore, IssuedStore, LockStore
 from broker.store.records import FreezeRecord, IssuedRecord
 
 log = logging.getLogger(__name__)
 
-REVOCATION_POLICY_NAME = "broker-revoked-sessions"
-# Sessions last at most 12 h: a deny for sessions issued before a time older than that
-# matches nothing any more and is pruned, keeping the inline policy under IAM's size limit.
-STATEMENT_LIFETIME_SECONDS = 12 * 3600
+__all__ = ["REVOCATION_POLICY_NAME", "KillSwitch", "RevokeTarget", "Unfrozen"]
 
 
 @dataclass(frozen=True)
@@ -97,6 +103,7 @@ class BackendOutcome:
     failed: int = 0
     errors: list[str] = field(default_factory=list)
     roles: list[str] = field(default_factory=list)
+    collateral: list[str] = field(default_factory=list)  # what compaction denies beyond
 
     @property
     def ok(self) -> bool:
@@ -128,6 +135,7 @@ class RevocationReport:
             lines.append(f"  {backend + ':':11} {detail}")
             lines.extend(f"      UNREACHED: {error}" for error in outcome.errors)
             lines.extend(f"      role {role}" for role in outcome.roles)
+            lines.extend(f"      COARSENED: {text}" for text in outcome.collateral)
         lines.append(f"  cache:      {self.cache_evicted} cached credential(s) evicted here")
         lines.append(f"  requests:   {self.cancelled} pending request(s) cancelled")
         lines.append(f"  alert:      {self.alert}")
@@ -149,6 +157,7 @@ class RevocationReport:
                     "failed": o.failed,
                     "errors": o.errors,
                     "roles": o.roles,
+                    "collateral": o.collateral,
                 }
                 for name, o in self.backends.items()
             },
@@ -158,47 +167,27 @@ class RevocationReport:
         }
 
 
-def revocation_statement(target: RevokeTarget, before: float) -> dict[str, Any]:
-    """Deny everything to sessions issued before ``before`` (narrowed to the target).
-
-    aws:TokenIssueTime carries whole seconds, so the cut-off is rounded up: a session
-    issued earlier in the same second as the revocation is covered too.
-    """
-    cutoff = math.ceil(before)
-    issued_before = dt.datetime.fromtimestamp(cutoff, dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-    condition: dict[str, Any] = {"DateLessThan": {"aws:TokenIssueTime": issued_before}}
+def denial_for(target: RevokeTarget, cutoff: int) -> Denial:
+    """What the target's revocation denies on a tier role: sessions issued before ``cutoff``,
+    of one agent (SourceIdentity), one request (its session tag), or all of them."""
     if target.agent is not None:
-        condition["StringEquals"] = {"aws:SourceIdentity": source_identity(target.agent)}
-    elif target.request_id is not None:
-        condition["StringEquals"] = {"aws:PrincipalTag/broker:request-id": target.request_id}
-    narrowing = json.dumps(condition.get("StringEquals", {}), sort_keys=True)
-    sid = "Revoke" + hashlib.sha256(narrowing.encode()).hexdigest()[:16]
-    return {"Sid": sid, "Effect": "Deny", "Action": "*", "Resource": "*", "Condition": condition}
+        return Denial(cutoff, AGENT_KEY, frozenset({source_identity(target.agent)}))
+    if target.request_id is not None:
+        return Denial(cutoff, REQUEST_KEY, frozenset({target.request_id}))
+    return Denial(cutoff)
 
 
-def merge_revocation(
-    existing: Mapping[str, Any] | None, statement: dict[str, Any], now: float
-) -> dict[str, Any]:
-    """The role's revocation policy with ``statement`` added (replacing one of the same
-    narrowing: a later cut-off covers the earlier one) and expired statements pruned."""
-    horizon = now - STATEMENT_LIFETIME_SECONDS
-    kept = []
-    for old in (existing or {}).get("Statement", []):
-        if old.get("Sid") == statement["Sid"]:
-            continue
-        cutoff = old.get("Condition", {}).get("DateLessThan", {}).get("aws:TokenIssueTime", "")
-        try:
-            when = dt.datetime.strptime(cutoff, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=dt.UTC)
-        except ValueError:
-            kept.append(old)  # not ours to judge: keep it
-            continue
-        if when.timestamp() > horizon:
-            kept.append(old)
-    return {"Version": "2012-10-17", "Statement": [*kept, statement]}
+@dataclass(frozen=True)
+class Unfrozen:
+    """What `broker unfreeze` did: how many freezes it lifted, and from when."""
+
+    lifted: int
+    effective_at: float
 
 
-class KillSwitchStore(FreezeStore, IssuedStore, Protocol):
-    """Freezes to add and lift, issued credentials to find and mark revoked."""
+class KillSwitchStore(FreezeStore, IssuedStore, LockStore, Protocol):
+    """Freezes to add and lift, issued credentials to find and mark revoked, and a lock per
+    role for its revocation policy."""
 
 
 @dataclass(eq=False, repr=False)  # a service: no generated equality or repr
@@ -216,6 +205,9 @@ class KillSwitch:
     clock: Callable[[], float] = time.time
     # Upstream revocations in flight at once (limits.revocation_concurrency).
     concurrency: int = DEFAULT_CONCURRENCY
+    # How long after a freeze another replica may still mint: its freezes cache, the
+    # upstream deadline, a second for the write before the call and for clock skew.
+    in_flight_seconds: float = FREEZE_CACHE_SECONDS + 11.0
 
     def revoke(self, target: RevokeTarget, actor: str, reason: str) -> RevocationReport:
         if len(reason.strip()) < 3:
@@ -343,19 +335,23 @@ class KillSwitch:
         return outcomes
 
     def affected_roles(self, target: RevokeTarget, records: list[IssuedRecord]) -> list[str]:
-        """Tier roles whose sessions must die: those in the records, and for a service or
-        everything, every role of the matching scopes (another replica may have issued)."""
+        """Tier roles whose sessions must die: those in the records and, because another
+        replica may be minting one right now, every role of the scopes the target reaches
+        (for an agent: every scope it may request)."""
         roles = {r.role_arn for r in records if r.role_arn}
-        if target.service is not None or target.everything:
-            for scope in self.scopes.current.scopes.values():
-                if target.service is not None and scope.service != target.service:
+        if target.request_id is not None:
+            return sorted(roles)
+        for scope in self.scopes.current.scopes.values():
+            if target.service is not None and scope.service != target.service:
+                continue
+            if target.agent is not None and not may_be_requested_by(scope, target.agent):
+                continue
+            for env in scope.environments.values():
+                if env.aws is None or (target.environment and env.name != target.environment):
                     continue
-                for env in scope.environments.values():
-                    if env.aws is None or (target.environment and env.name != target.environment):
-                        continue
-                    roles.update(
-                        substitute(arn, env.placeholders(None)) for arn in env.aws.roles.values()
-                    )
+                roles.update(
+                    substitute(arn, env.placeholders(None)) for arn in env.aws.roles.values()
+                )
         return sorted(roles)
 
     def _revoke_aws(
@@ -371,24 +367,23 @@ class KillSwitch:
         if not roles:
             return outcome
         if self.accounts is None:
-            outcome.failed = len(records)
-            outcome.errors.append("aws: not configured; sessions were not revoked")
+            # No AWS issuer either (what mints sessions also reaches IAM): only a record
+            # of an earlier configuration could need a deny.
+            if any(r.role_arn for r in records):
+                outcome.failed = len(records)
+                outcome.errors.append("aws: not configured; sessions were not revoked")
             return outcome
-        statement = revocation_statement(target, now)
-        for arn in roles:
-            account, name = arn.split(":")[4], arn.rsplit("/", 1)[1]
-            try:
-                iam = self.accounts.iam(account)
-                existing = _inline_policy(iam, name)
-                iam.put_role_policy(
-                    RoleName=name,
-                    PolicyName=REVOCATION_POLICY_NAME,
-                    PolicyDocument=json.dumps(merge_revocation(existing, statement, now)),
-                )
-            except (ClientError, BotoCoreError, BrokerError) as e:
-                outcome.errors.append(f"aws role {arn}: {failure_reason(e)}")
-                continue
-            outcome.roles.append(arn)
+        denials = RoleDenials(self.accounts, self.store)
+        denial = denial_for(target, cutoff_for(now, self.in_flight_seconds))
+        with ThreadPoolExecutor(max_workers=min(8, len(roles))) as pool:
+            results = list(pool.map(lambda arn: _deny(denials, arn, denial, now), roles))
+        for arn, result in zip(roles, results, strict=True):
+            if isinstance(result, str):
+                outcome.errors.append(f"aws role {arn}: {result}")
+            elif result is not None:
+                outcome.roles.append(arn)
+                if result.collateral:
+                    outcome.collateral.append(f"role {arn}: {result.collateral}")
         reached = set(outcome.roles)
         done = [r for r in records if r.role_arn in reached]
         for record in records:
@@ -427,12 +422,25 @@ class KillSwitch:
             return f"FAILED ({e}); tell the approvers another way"
         return "sent"
 
-    def unfreeze(self, target: RevokeTarget, actor: str, reason: str) -> int:
-        """Lift the target's freezes (revoked credentials stay revoked)."""
-        freeze = target.freeze(reason, actor, self.clock())
+    def unfreeze(self, target: RevokeTarget, actor: str, reason: str) -> Unfrozen:
+        """Lift the target's freezes (revoked credentials stay revoked).
+
+        The lift takes effect once the AWS cut-off written when the freeze began has
+        passed: an AWS session issued before it would be denied by the revocation policy
+        the moment it is used, so until then the agent is told to wait, not handed a dead
+        session.
+        """
+        now = self.clock()
+        freeze = target.freeze(reason, actor, now)
         if freeze is None:
             raise BadRequest("a request is not frozen: unfreeze an agent, a service or all")
-        lifted = self.store.lift_freezes(freeze.kind, freeze.target, self.clock())
+        began = [
+            f.created_at
+            for f in self.store.active_freezes(now)
+            if f.kind == freeze.kind and f.target == freeze.target
+        ]
+        effective_at = max([now, *(cutoff_for(b, self.in_flight_seconds) for b in began)])
+        lifted = self.store.lift_freezes(freeze.kind, freeze.target, effective_at)
         self.guard.forget_freezes()
         self.audit.record(
             "unfreeze",
@@ -442,17 +450,25 @@ class KillSwitch:
             kind=freeze.kind,
             target=freeze.target,
             lifted=lifted,
+            effective_at=effective_at if effective_at > now else None,
         )
-        return lifted
+        return Unfrozen(lifted, effective_at)
 
 
-def _inline_policy(iam: Any, role: str) -> dict[str, Any] | None:
+def _deny(denials: RoleDenials, arn: str, denial: Denial, now: float) -> Compacted | str | None:
+    """What was written on ``arn``, why it failed, or None: the role does not exist (no
+    session of it can either)."""
     try:
-        document = iam.get_role_policy(RoleName=role, PolicyName=REVOCATION_POLICY_NAME)
+        return denials.deny(arn, denial, now)
     except ClientError as e:
         if e.response.get("Error", {}).get("Code") == "NoSuchEntity":
             return None
-        raise
-    body = document["PolicyDocument"]
-    parsed: dict[str, Any] = json.loads(body) if isinstance(body, str) else dict(body)
-    return parsed
+        return failure_reason(e)
+    except (BotoCoreError, BrokerError) as e:
+        return failure_reason(e)
+
+
+def may_be_requested_by(scope: Scope, subject: str) -> bool:
+    """Could the agent ``subject`` hold credentials of ``scope``? Its subject is listed, or
+    a requester matches by claims (unknown here: counted as yes, to fail closed)."""
+    return any(r.subject in (subject, None) for r in scope.requesters)

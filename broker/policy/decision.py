@@ -161,10 +161,11 @@ def refusal_before_counting(
     request = resolved.request
     freeze = matching_freeze(freezes, identity.subject, request.service, request.environment)
     if freeze is not None:
+        until = "until an operator runs `broker unfreeze`"
+        if freeze.lifted_at is not None:  # unfrozen, effective once the AWS cut-off passed
+            until = f"for {math.ceil(freeze.lifted_at - now)} s more (unfrozen)"
         return Deny(
-            "frozen",
-            f"frozen: {freeze.describe()} ({freeze.reason}); nothing is issued "
-            "until an operator runs `broker unfreeze`",
+            "frozen", f"frozen: {freeze.describe()} ({freeze.reason}); nothing is issued {until}"
         )
     if resolved.escalated:
         window = active_window(resolved.scope, request.tier, now)

@@ -8,6 +8,7 @@ requests and approvals), so a test may hand it a small fake of exactly that.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Sequence
+from contextlib import AbstractContextManager
 from typing import Any, Protocol
 
 from broker.store.records import (
@@ -112,9 +113,13 @@ class FreezeStore(Protocol):
 
     def add_freeze(self, record: FreezeRecord) -> FreezeRecord: ...
 
-    def active_freezes(self) -> list[FreezeRecord]: ...
+    def active_freezes(self, now: float | None = None) -> list[FreezeRecord]:
+        """Not lifted, or (given ``now``) lifted only from a time after it."""
+        ...
 
-    def lift_freezes(self, kind: str, target: str, now: float) -> int: ...
+    def lift_freezes(self, kind: str, target: str, now: float) -> int:
+        """Lift from ``now``, which may be in the future (the lift takes effect then)."""
+        ...
 
 
 class CounterStore(Protocol):
@@ -169,6 +174,13 @@ class AuditStore(Protocol):
     def audit_head_entry(self) -> tuple[int, str] | None: ...
 
 
+class LockStore(Protocol):
+    """Named locks held on every replica while the holder talks to an upstream (one role's
+    revocation policy is read, merged and written by one replica at a time)."""
+
+    def exclusive(self, name: str) -> AbstractContextManager[None]: ...
+
+
 class Store(
     RequestStore,
     RequestChanges,
@@ -178,6 +190,7 @@ class Store(
     CounterStore,
     TokenStore,
     AuditStore,
+    LockStore,
     Protocol,
 ):
     """Every aggregate on one database (what the wiring builds)."""

@@ -11,6 +11,7 @@ Database errors are translated to :class:`StoreUnavailable` here, once.
 from __future__ import annotations
 
 import fcntl
+import hashlib
 import json
 import os
 import threading
@@ -20,7 +21,7 @@ from dataclasses import fields
 from pathlib import Path
 from typing import IO, Any, TypeVar
 
-from sqlalchemy import Connection, Select, Table, create_engine, event, select
+from sqlalchemy import Connection, Select, Table, create_engine, event, func, select
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.pool import StaticPool
@@ -103,6 +104,29 @@ def writer_lock(engine: Engine) -> AbstractContextManager[None]:
     return nullcontext()
 
 
+def named_lock(engine: Engine) -> AbstractContextManager[None]:
+    """What :meth:`Database.exclusive` holds on SQLite: a file lock beside a file database
+    (apart from the writers' lock: holding it must not stop other writes), else this
+    process's."""
+    database = engine.url.database
+    if engine.dialect.name == "sqlite" and database and database != ":memory:":
+        return _FileWriterLock(Path(database + ".named-lock"))
+    return _ProcessLock()
+
+
+class _ProcessLock:
+    """A lock of this process, as a context manager of None."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+
+    def __enter__(self) -> None:
+        self._lock.acquire()
+
+    def __exit__(self, *_: object) -> None:
+        self._lock.release()
+
+
 def unavailable(error: SQLAlchemyError) -> StoreUnavailable:
     return StoreUnavailable(f"the broker's store is unavailable ({type(error).__name__})")
 
@@ -114,6 +138,7 @@ class Database:
         self.engine = engine
         self.is_postgres = engine.dialect.name == "postgresql"
         self._writers = writer_lock(engine)
+        self._named_locks = named_lock(engine)
 
     def guard(self, action: Callable[[], T]) -> T:
         try:
@@ -132,6 +157,27 @@ class Database:
     def ping(self) -> None:
         with self.tx() as connection:
             connection.execute(select(1))
+
+    @contextmanager
+    def exclusive(self, name: str) -> Iterator[None]:
+        """Hold the lock called ``name`` on every replica, for as long as the block runs
+        (while the holder talks to an upstream: no store write should happen inside it).
+
+        PostgreSQL: a transaction-scoped advisory lock, in a transaction of its own. SQLite:
+        an advisory lock on a file beside the database (one database, one host); in memory,
+        a lock of this process.
+        """
+        if self.is_postgres:
+            key = int.from_bytes(hashlib.sha256(name.encode()).digest()[:8], "big", signed=True)
+            try:
+                with self.engine.begin() as connection:
+                    connection.execute(select(func.pg_advisory_xact_lock(key)))
+                    yield
+            except SQLAlchemyError as e:
+                raise unavailable(e) from e
+            return
+        with self._named_locks:
+            yield
 
 
 def as_json(value: Any) -> str:

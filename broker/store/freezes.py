@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import replace
 
-from sqlalchemy import and_, insert, select, update
+from sqlalchemy import and_, insert, or_, select, update
 
 from broker.store import tables as t
 from broker.store.engine import Database, columns
@@ -21,13 +21,18 @@ class SqlFreezes:
             primary = key.inserted_primary_key
         return replace(record, id=int(primary[0]) if primary else None)
 
-    def active_freezes(self) -> list[FreezeRecord]:
-        query = select(t.freezes).where(t.freezes.c.lifted_at.is_(None)).order_by(t.freezes.c.id)
+    def active_freezes(self, now: float | None = None) -> list[FreezeRecord]:
+        """Freezes in force: not lifted, or (given ``now``) lifted only from a later time."""
+        lifted = t.freezes.c.lifted_at
+        still = lifted.is_(None) if now is None else or_(lifted.is_(None), lifted > now)
+        query = select(t.freezes).where(still).order_by(t.freezes.c.id)
         with self.db.tx() as connection:
             rows = connection.execute(query).mappings().all()
         return [FreezeRecord(**dict(row)) for row in rows]
 
     def lift_freezes(self, kind: str, target: str, now: float) -> int:
+        """Lift the target's freezes from ``now`` (which may be a later time: a lift that
+        takes effect then)."""
         with self.db.tx() as connection:
             result = connection.execute(
                 update(t.freezes)

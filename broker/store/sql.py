@@ -7,6 +7,8 @@ need. How each operation holds across replicas is said in :mod:`broker.store.eng
 
 from __future__ import annotations
 
+from contextlib import AbstractContextManager
+
 from sqlalchemy.engine import Engine
 
 from broker.store.audit_log import Journal, SqlAuditLog
@@ -45,6 +47,10 @@ class SqlStore(
 
     def ping(self) -> None:
         self.db.ping()
+
+    def exclusive(self, name: str) -> AbstractContextManager[None]:
+        """A lock held on every replica for the block's duration (see Database.exclusive)."""
+        return self.db.exclusive(name)
 
     def close(self) -> None:
         self.changes.close()

@@ -160,7 +160,13 @@ def test_a_kill_switch_on_one_replica_holds_on_the_other(replicas: ReplicaSet) -
         json_body={"agent": f"agent:{agent}", "reason": "loop fixed"},
     )
     assert lifted.status == 200 and lifted.body["lifted"] == 1, lifted.body
-    wait_until(time.monotonic() + FREEZE_CACHE_SECONDS + 0.05)
+    # The lift takes effect once the AWS revocation cut-off has passed (the upstream
+    # deadline and the freeze cache after the revocation): until then, still frozen.
+    effective_in = lifted.body["effective_at"] - time.time()
+    assert 0 < effective_in <= 10 + 2 * FREEZE_CACHE_SECONDS + 1
+    early = replicas.call("POST", "/v1/credentials", agent, via=A, json_body=replicas.body())
+    assert (early.status, early.body.get("error")) == (403, "frozen"), early.body
+    wait_until(time.monotonic() + effective_in + FREEZE_CACHE_SECONDS + 0.05)
     for via in (A, B) * 2:
         served = replicas.call("POST", "/v1/credentials", agent, via=via, json_body=replicas.body())
         assert served.status == 200, (via, served.body)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import threading
+import time
 from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
@@ -174,3 +176,42 @@ def test_restart_keeps_a_pending_request_with_its_approvals(store_url: str) -> N
     assert [a.approver for a in second.approvals_for("req_" + "a" * 26)] == ["alice"]
     assert replace(request_record()) == second.get_request("req_" + "a" * 26)
     second.close()
+
+
+def test_a_lift_from_a_later_time_keeps_the_freeze_until_then(store: SqlStore) -> None:
+    store.add_freeze(FreezeRecord("agent", "agent:x", "incident", "ops", 1.0))
+    assert store.lift_freezes("agent", "agent:x", 20.0) == 1
+    assert [f.target for f in store.active_freezes(10.0)] == ["agent:x"]
+    assert store.active_freezes(20.0) == [] and store.active_freezes(30.0) == []
+
+
+def test_a_named_lock_is_held_by_one_replica_at_a_time(store_url: str) -> None:
+    """Two stores on one database (two replicas) take the same named lock in turn; other
+    names do not wait."""
+    first, second = SqlStore.from_url(store_url), SqlStore.from_url(store_url)
+    inside: list[str] = []
+    overlaps: list[bool] = []
+
+    def hold(store: SqlStore, who: str) -> None:
+        with store.exclusive("revocation-policy:role-a"):
+            inside.append(who)
+            overlaps.append(len(inside) > 1)
+            time.sleep(0.2)
+            inside.remove(who)
+
+    try:
+        threads = [
+            threading.Thread(target=hold, args=(store, name))
+            for store, name in ((first, "one"), (second, "two"))
+        ]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(10)
+        assert overlaps == [False, False]
+        # The lock is released: it can be taken again at once.
+        with first.exclusive("revocation-policy:role-a"):
+            pass
+    finally:
+        first.close()
+        second.close()
