@@ -67,7 +67,7 @@ def test_freezes_lists_kill_switch_breaker_and_scope_freezes(
     ]
     assert listing["change_freezes"][0]["tiers"] == ["delete"]
 
-    # Lifted with the printed command, it is gone from the listing.
+    # Lifted with the printed command:
     code, _, err = run_cli(
         capsys,
         "unfreeze",
@@ -80,7 +80,11 @@ def test_freezes_lists_kill_switch_breaker_and_scope_freezes(
     )
     assert code == 0, err
     code, out, _ = run_cli(capsys, "freezes", "--config", str(config))
-    assert "agent:payments-copilot" not in out and "agent:reports-bot" in out
+    # It stays listed with the time the lift takes effect (once the AWS revocation cut-off
+    # has passed: a session issued before it would be denied), and without a lift command.
+    assert "  agent agent:payments-copilot" in out and "      lifted: from " in out
+    assert '--agent agent:payments-copilot --reason "..."' not in out
+    assert "agent:reports-bot" in out
 
 
 def test_nothing_frozen_says_so(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
