@@ -116,6 +116,16 @@ class BlastRadiusExceeded(Forbidden):
     code = "blast_radius_exceeded"
 
 
+class ResourcesRequired(BadRequest):
+    """A write/delete request that names nothing: the agent has not said what it will
+    change. A malformed request, not an attempt at too much: the breaker does not count it."""
+
+    code = "resources_required"
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message, "resources")
+
+
 class Conflict(BrokerError):
     status = 409
     code = "conflict"

@@ -11,7 +11,13 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from broker.errors import BadRequest, BlastRadiusExceeded, Forbidden, NotFound
+from broker.errors import (
+    BadRequest,
+    BlastRadiusExceeded,
+    Forbidden,
+    NotFound,
+    ResourcesRequired,
+)
 from broker.identity.model import AgentIdentity
 from broker.identity.requesters import may_request
 from broker.policy.compiler import session_policy
@@ -244,8 +250,9 @@ def _check_blast_radius(request: CredentialRequest, tier: Tier) -> None:
             f"{tier.max_resources} per request"
         )
     if request.backend == "aws" and not request.resources:
-        raise BlastRadiusExceeded(
-            f"{request.tier} requests for aws must name the resources they will change"
+        raise ResourcesRequired(
+            f"{request.tier} requests for aws must name the resources they will change "
+            "(the resources field)"
         )
 
 

@@ -136,7 +136,10 @@ class Guard:
 
     def trip(self, subject: str, kind: str, count: int, now: float) -> None:
         window = self.breaker.window_seconds
-        reason = f"circuit breaker: {count} {kind.replace('_', ' ')} events in {window // 60} min"
+        events = f"{count} {kind.replace('_', ' ')} events in {window // 60} min"
+        # The freeze's reason names its cause (the 403 `frozen` quotes it); the alert already
+        # says "by the circuit breaker", so it gives only the events.
+        reason = f"circuit breaker: {events}"
         self.store.add_freeze(
             FreezeRecord(
                 kind="agent",
@@ -164,7 +167,7 @@ class Guard:
         log.warning("circuit breaker froze %s", subject, extra={"kind": kind, "count": count})
         try:
             self.notifier.alert(
-                f"Agent {subject} was frozen by the circuit breaker: {reason}.", evidence
+                f"Agent {subject} was frozen by the circuit breaker: {events}.", evidence
             )
         except Exception as e:  # noqa: BLE001 - Slack down must not undo or hide the freeze
             failure = str(e) if isinstance(e, NotificationFailed) else type(e).__name__

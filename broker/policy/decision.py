@@ -32,6 +32,7 @@ from broker.errors import (
     NotFound,
     RateLimited,
     RequestNotReady,
+    ResourcesRequired,
 )
 from broker.guard.windows import active_window, describe_window
 from broker.identity.model import AgentIdentity
@@ -209,8 +210,9 @@ def decide_request(
 def breaker_event(error: BrokerError) -> str | None:
     """What a refusal counts as for the circuit breaker: out of scope, a plain denial, or
     nothing (a freeze or a rate limit already stopped the agent; counting those would only
-    trip the breaker again)."""
-    if isinstance(error, Frozen | RateLimited):
+    trip the breaker again; a write/delete naming no resources is the agent learning the API,
+    not a runaway: the answer tells it what to add)."""
+    if isinstance(error, Frozen | RateLimited | ResourcesRequired):
         return None
     if isinstance(error, Forbidden) and not isinstance(error, ChangeFreeze):
         return "out_of_scope"

@@ -92,7 +92,21 @@ def test_a_wildcard_among_named_resources_is_still_refused(
 def test_an_aws_write_or_delete_must_name_its_resources(
     made: tuple[Broker, RecordingNotifier], body: dict[str, Any]
 ) -> None:
-    assert "must name the resources" in refused(made, body)
+    """Naming nothing is a malformed request (400 resources_required, the field named), not
+    an attempt at too much: it must not read as a blast-radius refusal, and it does not feed
+    the circuit breaker, however often an agent learning the API sends it."""
+    broker, notifier = made
+    for _ in range(5):  # more than the breaker's limits for denials and out-of-scope
+        response = broker.post("/v1/credentials", body, agent=AGENT)
+        assert response.status_code == 400, response.json
+        assert response.json["error"] == "resources_required"
+        assert response.json["field"] == "resources"
+        assert "must name the resources" in response.json["message"]
+    assert notifier.opened == [] and notifier.alerts == []
+    assert broker.services.store.list_requests() == []
+    assert broker.services.store.active_freezes() == []
+    fixed = {**body, "resources": [OBJECT.format(1)]}
+    assert broker.post("/v1/credentials", fixed, agent=AGENT).status_code == 202
 
 
 @pytest.mark.parametrize(

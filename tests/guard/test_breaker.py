@@ -55,8 +55,7 @@ def test_n_denials_freeze_the_agent_and_alert_with_the_evidence(
     assert_frozen(broker)  # ...and everything after it is refused
     [(text, evidence)] = notifier.alerts
     assert text == (
-        f"Agent agent:{AGENT} was frozen by the circuit breaker: "
-        "circuit breaker: 3 denial events in 10 min."
+        f"Agent agent:{AGENT} was frozen by the circuit breaker: 3 denial events in 10 min."
     )
     assert evidence.count("request denied: scope shop has no environment 'qa'") == 3
     [freeze] = broker.services.store.active_freezes()
