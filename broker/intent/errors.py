@@ -45,3 +45,12 @@ class IntentOutsideScope(BadRequest):
 
     def body(self) -> dict[str, object]:
         return {**super().body(), "operations": self.operations}
+
+
+class IntentRequired(BadRequest):
+    """The tier says ``intent: required`` and the request carries none (400)."""
+
+    code = "intent_required"
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message, "intent")

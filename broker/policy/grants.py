@@ -112,6 +112,10 @@ def tier_facts(scope: Scope, env: Environment, tier: TierName, iam: IamDatabase)
     if spec.vault_num_uses and env.vault is not None:
         settings["vault_num_uses"] = str(spec.vault_num_uses)
     if spec.approval is not None:
+        settings["intent"] = spec.intent  # "required" or "optional"
+    if spec.max_destructive is not None:
+        settings["max_destructive"] = str(spec.max_destructive)
+    if spec.approval is not None:
         settings["slack_approval"] = "on" if spec.approval.allow_slack_approval else "off"
         settings["pending_expiry"] = format_duration(spec.approval.pending_expiry_seconds)
         if spec.approval.channel:

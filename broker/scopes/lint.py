@@ -254,6 +254,20 @@ def delete_approvals(loaded: LoadedScope, ctx: LintContext) -> Iterator[Problem]
         )
 
 
+def destructive_cap_needs_intent(loaded: LoadedScope, ctx: LintContext) -> Iterator[Problem]:
+    """``max_destructive`` only with ``intent: required``: a cap an agent escapes by sending
+    no intent (a plain delete request) caps nothing."""
+    for name, tier in loaded.scope.tiers.items():
+        if tier.max_destructive is not None and tier.intent != "required":
+            yield _problem(
+                loaded,
+                ("tiers", name, "max_destructive"),
+                "destructive-cap-needs-intent",
+                f"tier {name} caps destructive operations per intent, but a request without "
+                "an intent is not counted; add 'intent: required' to the tier",
+            )
+
+
 def approvals_satisfiable(loaded: LoadedScope, ctx: LintContext) -> Iterator[Problem]:
     """Approvers and groups exist in the broker config, enough of them (given a config)."""
     if ctx.directory is None:
@@ -357,6 +371,7 @@ RULES: tuple[Rule, ...] = (
     environment_overlap,
     ttl_bounds,
     delete_approvals,
+    destructive_cap_needs_intent,
     approvals_satisfiable,
     backends_complete,
 )

@@ -67,6 +67,7 @@ from broker.scopes.fields import TierName as TierName
 ESCALATED_TIERS: tuple[TierName, ...] = ("write", "delete")
 Backend = Literal["aws", "vault", "database"]
 BACKENDS: tuple[Backend, ...] = ("aws", "vault", "database")
+IntentRule = Literal["required", "optional"]
 
 PLACEHOLDERS = ("env", "region", "account")
 
@@ -131,6 +132,27 @@ class Tier(Declared):
     max_resources: Annotated[int | None, Integer(1, 1000)] = None
     rate_limit: Annotated[RateLimit | None, Rate] = None
     vault_num_uses: Annotated[int, Integer(0), section("vault", "num_uses")] = 0
+    # Intents (docs/intents.md): "required" refuses write/delete requests without one.
+    intent: Annotated[IntentRule, Text("required|optional", "required or optional")] = "optional"
+    # At most this many destructive operations (and destroying changes) in one intent.
+    max_destructive: Annotated[int | None, Integer(0, 10_000)] = None
+
+    def problems(self) -> Iterator[InitErrorDetails]:
+        if self.name == "read" and self.intent == "required":
+            yield problem(
+                "tier 'read' is granted at once: 'intent: required' applies to write and delete",
+                "intent",
+                sentence=True,
+            )
+        if self.name != "delete" and self.max_destructive is not None:
+            # Any destructive operation makes an intent need the delete tier: the cap of
+            # another tier would never apply, and a reader would think it does.
+            yield problem(
+                f"tier '{self.name}' never receives a destructive intent (those need tier "
+                "delete): put max_destructive in tier delete",
+                "max_destructive",
+                sentence=True,
+            )
 
     @classmethod
     def prepare(cls, data: dict[str, Any]) -> Iterator[InitErrorDetails]:

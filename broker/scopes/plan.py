@@ -50,6 +50,12 @@ def render_plan(scopes: Sequence[Scope], iam: IamDatabase) -> str:
                     limits.append(f"at most {tier.max_resources} resource(s) per request")
                 if tier.rate_limit:
                     limits.append(f"at most {tier.rate_limit} requests")
+                if tier.intent == "required":
+                    limits.append("an intent is required")
+                if tier.max_destructive is not None:
+                    limits.append(
+                        f"at most {tier.max_destructive} destructive operation(s) per intent"
+                    )
                 if limits:
                     lines.append(f"      {'; '.join(limits)}")
                 below = _tier_below(scope, tier_name)

@@ -175,3 +175,26 @@ def test_plan_against_reports_loosened_settings_and_requesters(
     assert "+ shop/(all)/(all): adds requester subject agent:intruder" in out
     assert "~ shop/prod/write: changes rate_limit from 10/h to none" in out
     assert "~ shop/prod/delete: changes slack_approval from off to on" in out
+
+
+def test_plan_shows_and_compares_the_intent_rules(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    old, new = tmp_path / "old", tmp_path / "new"
+    old.mkdir()
+    new.mkdir()
+    before = scope_data()
+    before["tiers"]["write"]["intent"] = "required"
+    before["tiers"]["delete"].update(intent="required", max_destructive=5)
+    write_scope(old, before)
+    after = scope_data()
+    after["tiers"]["delete"].update(intent="required", max_destructive=50)
+    write_scope(new, after)
+    code, out, _ = run(["scopes", "plan", str(old)], capsys)
+    assert code == 0
+    assert "an intent is required" in out
+    assert "at most 5 destructive operation(s) per intent" in out
+    code, out, _ = run(["scopes", "plan", str(new), "--against", str(old)], capsys)
+    assert code == 0
+    assert "~ shop/prod/write: changes intent from required to optional" in out
+    assert "~ shop/prod/delete: changes max_destructive from 5 to 50" in out

@@ -239,6 +239,17 @@ def test_delete_with_one_approval_passes_with_a_visible_opt_out(tmp_path: Path) 
     assert findings(tmp_path, data, rules.delete_approvals) == []
 
 
+def test_a_destructive_cap_needs_intents_required(tmp_path: Path) -> None:
+    data = scope_data()
+    data["tiers"]["delete"]["max_destructive"] = 3
+    problems = findings(tmp_path, data, rules.destructive_cap_needs_intent)
+    assert len(problems) == 1
+    assert "[destructive-cap-needs-intent]" in problems[0]
+    assert "add 'intent: required' to the tier" in problems[0]
+    data["tiers"]["delete"]["intent"] = "required"
+    assert findings(tmp_path, data, rules.destructive_cap_needs_intent) == []
+
+
 def test_delete_defaults_to_two_approvals(tmp_path: Path) -> None:
     data = scope_data()
     del data["tiers"]["delete"]["approval"]["required"]

@@ -201,3 +201,34 @@ def test_vault_paths_take_only_the_env_placeholder(tmp_path: Path) -> None:
     data["environments"]["prod"]["vault"]["kv"]["paths"] = ["shop/${region}/*"]
     problems = reasons(write_scope(tmp_path, data))
     assert any("unknown placeholder '${region}' (known: ${env})" in p for p in problems)
+
+
+def test_intent_rules_load_into_the_tiers(tmp_path: Path) -> None:
+    data = scope_data()
+    data["tiers"]["write"]["intent"] = "required"
+    data["tiers"]["delete"].update(intent="required", max_destructive=3)
+    scope = load_ok(write_scope(tmp_path, data)).scope
+    assert scope.tiers["write"].intent == "required"
+    assert scope.tiers["delete"].max_destructive == 3
+    assert scope.tiers["read"].intent == "optional"
+    assert scope.tiers["read"].max_destructive is None
+
+
+def test_intent_rules_are_refused_where_they_cannot_apply(tmp_path: Path) -> None:
+    data = scope_data()
+    data["tiers"]["read"]["intent"] = "required"
+    data["tiers"]["write"]["max_destructive"] = 2
+    data["tiers"]["delete"]["intent"] = "always"
+    problems = "\n".join(reasons(write_scope(tmp_path, data)))
+    assert "tier 'read' is granted at once: 'intent: required' applies to write" in problems
+    assert "tier 'write' never receives a destructive intent" in problems
+    assert "'always' is invalid: required or optional" in problems
+
+
+def test_max_destructive_must_be_a_count(tmp_path: Path) -> None:
+    data = scope_data()
+    data["tiers"]["delete"]["max_destructive"] = -1
+    assert any(
+        "max_destructive must be between 0 and 10000" in r
+        for r in reasons(write_scope(tmp_path, data))
+    )
