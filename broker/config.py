@@ -344,6 +344,10 @@ class Settings(Declared):
     max_body_bytes: Annotated[
         int, Integer(1024, 10 * 1024 * 1024), section("limits", "max_body_bytes")
     ] = 64 * 1024
+    # A request carrying an intent (a Terraform plan, a change set) may be this large.
+    max_intent_body_bytes: Annotated[
+        int, Integer(64 * 1024, 64 * 1024 * 1024), section("limits", "max_intent_body")
+    ] = 10 * 1024 * 1024
     upstream_deadline_seconds: Annotated[
         float, Duration(1, 120), section("limits", "upstream_deadline")
     ] = 10.0

@@ -73,7 +73,9 @@ class CredentialService:
         if isinstance(decision, Deny):
             self._refuse(identity, body, decision.error(), now)
         if isinstance(decision, Allow):
-            return self.issuance.issue(identity, resolved, request_id=None, use_cache=True)
+            # An intent's credential is minted for that intent only: never from the cache.
+            cache = resolved.intent is None
+            return self.issuance.issue(identity, resolved, request_id=None, use_cache=cache)
         return self.escalations.open(identity, resolved, decision.rule, now)
 
     def _refuse(

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from broker.errors import (
@@ -20,6 +20,9 @@ from broker.errors import (
 )
 from broker.identity.model import AgentIdentity
 from broker.identity.requesters import may_request
+from broker.intent.errors import IntentRequired
+from broker.intent.model import Intent
+from broker.intent.resolve import RawIntent, RequestIntent, resolve_intent
 from broker.policy.compiler import session_policy
 from broker.policy.globs import substitute
 from broker.policy.iam_actions import IamDatabase
@@ -45,6 +48,7 @@ FIELDS = {
     "resources",
     "duration",
     "justification",
+    "intent",
 }
 NAME = re.compile(r"[a-z0-9][a-z0-9-]{0,63}")
 MAX_RESOURCES = 100
@@ -65,6 +69,8 @@ class CredentialRequest:
     resources: tuple[str, ...]
     duration: int | None
     justification: str
+    # What the agent says it will do (docs/intents.md): as sent, or parsed when stored.
+    intent: RawIntent | Intent | None = None
 
     def audit_fields(self) -> dict[str, Any]:
         """What every audit record about this request names."""
@@ -87,6 +93,7 @@ class ResolvedRequest:
     tier: Tier
     duration_seconds: int
     session_policy: Mapping[str, Any] | None
+    intent: RequestIntent | None = None
 
     @property
     def escalated(self) -> bool:
@@ -132,6 +139,13 @@ def parse_request(body: object) -> CredentialRequest:
         raise BadRequest(
             f"justification must be text of at most {MAX_JUSTIFICATION} characters", "justification"
         )
+    intent = body.get("intent")
+    if intent is not None and not isinstance(intent, dict):
+        raise BadRequest("intent must be an object (docs/intents.md)", "intent")
+    if intent is not None and resources:
+        raise BadRequest(
+            "give resources or an intent, not both: an intent names its resources", "resources"
+        )
     return CredentialRequest(
         service=service,
         environment=environment,
@@ -141,6 +155,7 @@ def parse_request(body: object) -> CredentialRequest:
         resources=tuple(resources),
         duration=duration,
         justification=justification,
+        intent=None if intent is None else RawIntent(intent),
     )
 
 
@@ -171,10 +186,40 @@ def resolve(
         raise NotFound(
             f"scope {scope.service} has no environment '{request.environment}'", "environment"
         )
+    _check_region(request, env)
+    intent = None
+    if request.intent is not None:
+        _check_backend(request, scope, env)
+        if request.backend != "aws":
+            # Until Vault tokens and database logins can be issued with a policy or role
+            # of their own (per-request grants, issue 13), the tier's would be broader than
+            # the intent: refuse rather than grant more than was approved.
+            raise BadRequest(
+                f"intents for the {request.backend} backend are not issued yet; request "
+                "named resources instead",
+                "intent",
+            )
+        intent = resolve_intent(request.intent, request.backend, scope, env, request.region, iam)
+        # The intent decides the tier (and with it the approval rule), not the agent.
+        request = replace(request, tier=intent.grant.tier)
     tier = scope.tiers.get(request.tier)
     if tier is None:
         raise NotFound(f"scope {scope.service} has no tier '{request.tier}'", "tier")
-    _check_region(request, env)
+    if intent is not None:
+        return ResolvedRequest(
+            request=request,
+            scope=scope,
+            environment=env,
+            tier=tier,
+            duration_seconds=clamp_duration(request, tier),
+            session_policy=intent.grant.session_policy,
+            intent=intent,
+        )
+    if tier.intent == "required":
+        raise IntentRequired(
+            f"tier {request.tier} of {scope.service} requires an intent: say what you will "
+            "do (a Terraform plan, a change set or operations; docs/intents.md)"
+        )
     _check_blast_radius(request, tier)
     policy = None
     if request.backend == "aws":
@@ -206,6 +251,16 @@ def resolve(
         duration_seconds=clamp_duration(request, tier),
         session_policy=policy,
     )
+
+
+def _check_backend(request: CredentialRequest, scope: Scope, env: Environment) -> None:
+    """The environment has the request's backend (and, for a database, the tier's role)."""
+    present = {"aws": env.aws, "vault": env.vault, "database": env.database}[request.backend]
+    if present is None:
+        raise BadRequest(
+            f"environment {env.name} of {scope.service} has no {request.backend} backend",
+            "backend",
+        )
 
 
 def clamp_duration(request: CredentialRequest, tier: Tier) -> int:

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Protocol
 
 from broker.audit.recorder import AuditRecorder
@@ -38,6 +38,7 @@ class Issued:
     request_id: str
     credential: IssuedCredential
     cached: bool = False
+    intent: Mapping[str, object] | None = None  # the intent's summary, for the answer
 
 
 class Revocations(Protocol):
@@ -123,7 +124,8 @@ class IssuanceService:
             if cached is not None:
                 return cached
         request = issue_request(identity, resolved, request_id or new_request_id(self.clock()))
-        return self.mint(request, cache=use_cache)
+        issued = self.mint(request, cache=use_cache)
+        return replace(issued, intent=resolved.intent.answer()) if resolved.intent else issued
 
     def mint(self, request: IssueRequest, cache: bool = False) -> Issued:
         """Call the backend's issuer, record and audit the credential; cache it if asked."""

@@ -15,6 +15,9 @@ if TYPE_CHECKING:
     from broker.services import Services
 
 MAX_JSON_DEPTH = 32
+# One member of a body may nest deeper: an intent (a Terraform plan nests its modules and
+# values; broker.intent.fields bounds it at 100 levels below the body).
+DEEP_MEMBER_DEPTH = 101
 # The closing quote is optional so a match never fails: a required one made every '"' of
 # an unterminated string start a new scan to the end of the body (a 64 KiB body of escaped
 # quotes took 20 s of CPU). Unterminated strings are refused by json.loads afterwards.
@@ -53,11 +56,14 @@ def _peer() -> str:
     return f"unauthenticated ({request.remote_addr or 'unknown'})"
 
 
-def json_body() -> Any:
-    """The parsed JSON body: 415 when it is not JSON, 400 when malformed or too deep."""
+def json_body(max_bytes: int | None = None, deep_member: str | None = None) -> Any:
+    """The parsed JSON body: 415 when it is not JSON, 413 over ``max_bytes`` (default: the
+    app's limit), 400 when malformed or nested deeper than 32 levels (``deep_member``, a
+    top-level member, may nest to 101)."""
     if request.mimetype != "application/json":
         raise UnsupportedMediaType("send the body as application/json")
-    limit = current_app.config["MAX_CONTENT_LENGTH"]
+    limit = max_bytes or current_app.config["MAX_CONTENT_LENGTH"]
+    request.max_content_length = limit
     if request.content_length is not None and request.content_length > limit:
         raise PayloadTooLarge(f"request body is larger than {limit} bytes")
     raw = request.get_data(cache=True)
@@ -67,12 +73,15 @@ def json_body() -> Any:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as e:
         raise BadRequest("request body is not UTF-8") from e
-    if _depth(text) > MAX_JSON_DEPTH:
+    depth = _depth(text)
+    if depth > (MAX_JSON_DEPTH if deep_member is None else DEEP_MEMBER_DEPTH):
         raise BadRequest(f"JSON nested deeper than {MAX_JSON_DEPTH} levels")
     try:
         value = json.loads(text)
     except (ValueError, RecursionError) as e:
         raise BadRequest("request body is not valid JSON") from e
+    if depth > MAX_JSON_DEPTH and not _deep_only_in(value, deep_member):
+        raise BadRequest(f"JSON nested deeper than {MAX_JSON_DEPTH} levels")
     if "\\u" in text:  # only a JSON escape can put these into a UTF-8 body
         _refuse_what_is_not_text(value)
     return value
@@ -112,6 +121,23 @@ def _not_text(value: Any) -> str | None:
             except UnicodeEncodeError:
                 return "an unpaired UTF-16 surrogate (\\ud800-\\udfff)"
     return None
+
+
+def _deep_only_in(body: Any, member: str | None) -> bool:
+    """Whether every part of ``body`` but its ``member`` nests at most 32 levels."""
+    if not isinstance(body, dict) or member is None:
+        return False
+    # (value, the bracket depth a container there would open)
+    stack = [(value, 2) for key, value in body.items() if key != member]
+    while stack:
+        item, depth = stack.pop()
+        if not isinstance(item, dict | list):
+            continue
+        if depth > MAX_JSON_DEPTH:
+            return False
+        children = item.values() if isinstance(item, dict) else item
+        stack.extend((child, depth + 1) for child in children)
+    return True
 
 
 def _depth(text: str) -> int:

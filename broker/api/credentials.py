@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import datetime as dt
 
-from flask import Blueprint, Response, jsonify
+from flask import Blueprint, Response, jsonify, request
 
 from broker.api.common import current_agent, json_body, services
 from broker.approvals.pending import Pending
+from broker.errors import PayloadTooLarge
 from broker.identity.requesters import may_request
 from broker.issuance import Issued
 from broker.store.records import RequestRecord
@@ -33,6 +34,7 @@ def issued_body(outcome: Issued) -> dict[str, object]:
         "credentials": outcome.credential.body(),
         "expires_at": iso(outcome.credential.expires_at),
         "cached": outcome.cached,
+        **({"intent": dict(outcome.intent)} if outcome.intent else {}),
     }
 
 
@@ -60,19 +62,31 @@ def pending_body(
 
 @blueprint.post("/credentials")
 def request_credentials() -> tuple[Response, int]:
-    """Request credentials for a scope tier.
+    """Request credentials for a scope tier, or for exactly what an intent will do.
 
     200: read credentials issued now (or from the cache). 202: a write/delete request is
-    pending approval. 400/404: invalid or unknown field. 401: bad token. 403: not a
-    requester of the scope, frozen, change freeze, blast radius. 413, 415, 429 (with
-    Retry-After), 503 upstream unavailable (nothing issued).
+    pending approval. 400/404: invalid or unknown field; an intent malformed, unsupported,
+    outside the scope, or required and missing. 401: bad token. 403: not a requester of
+    the scope, frozen, change freeze, blast radius (max_resources, max_destructive). 413
+    (an intent's body may be larger: limits.max_intent_body), 415, 429 (with Retry-After),
+    503 upstream unavailable (nothing issued).
     """
     agent = current_agent()
-    outcome = services().credentials.request(agent, json_body())
+    settings = services().settings
+    # Intents (Terraform plans) are larger and deeper than any other body: only a body
+    # carrying one may use the larger bounds.
+    body = json_body(settings.max_intent_body_bytes, deep_member="intent")
+    size = len(request.get_data(cache=True))
+    if size > settings.max_body_bytes and not (isinstance(body, dict) and "intent" in body):
+        raise PayloadTooLarge(f"request body is larger than {settings.max_body_bytes} bytes")
+    outcome = services().credentials.request(agent, body)
     if isinstance(outcome, Pending):
         # The notifier's handle is stored once it has posted; none means nobody was told.
         stored = services().approvals.get(outcome.request.id)
-        return jsonify(pending_body(outcome.request, 0, bool(stored.notification))), 202
+        body = pending_body(outcome.request, 0, bool(stored.notification))
+        if outcome.intent:
+            body["intent"] = dict(outcome.intent)
+        return jsonify(body), 202
     return jsonify(issued_body(outcome)), 200
 
 

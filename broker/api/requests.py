@@ -32,6 +32,8 @@ def view_body(view: RequestView) -> dict[str, object]:
         "collect_deadline": iso(record.collect_deadline),
         "expires_at": iso(record.expires_at),
         "reason": record.reason,
+        # What the approvers approved, when the request carries an intent (docs/intents.md).
+        "intent_sha256": record.intent_sha256,
     }
 
 

@@ -6,11 +6,14 @@ region and duration resolved when it was opened, under the tier's rule of that m
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Any
 
 from broker.identity.model import AgentIdentity
 from broker.ids import new_request_id
 from broker.intake import CredentialRequest, ResolvedRequest
+from broker.intent.canonical import from_canonical
 from broker.store.records import RequestRecord
 
 
@@ -19,6 +22,7 @@ class Pending:
     """A request opened for approval: the agent polls it, then collects."""
 
     request: RequestRecord
+    intent: Mapping[str, object] | None = None  # the intent's summary, for the answer
 
 
 @dataclass(frozen=True)
@@ -43,6 +47,7 @@ def pending_record(
     request = resolved.request
     rule = resolved.tier.approval
     assert rule is not None, "escalated tiers always have an approval rule"
+    intent = resolved.intent.intent if resolved.intent else None
     return RequestRecord(
         id=new_request_id(now),
         agent_key=identity.key,
@@ -63,11 +68,36 @@ def pending_record(
         approvals_required=rule.required if approvals_required is None else approvals_required,
         delay_seconds=rule.delay_seconds if delay_seconds is None else delay_seconds,
         break_glass=break_glass,
+        # Only the canonical form: the plan as sent may hold sensitive values in clear.
+        intent=intent.canonical_json if intent else None,
+        intent_sha256=intent.sha256 if intent else None,
+        impact={"status": "measuring"} if resolved.intent and resolved.intent.has_impact else {},
     )
 
 
+def intent_audit(resolved: ResolvedRequest) -> dict[str, Any]:
+    """What the audit keeps of a request's intent: the whole canonical form, and its hash."""
+    if resolved.intent is None:
+        return {}
+    intent = resolved.intent
+    return {
+        "intent": intent.intent.canonical_json,
+        "intent_sha256": intent.intent.sha256,
+        "intent_summary": intent.summary.as_dict(),
+    }
+
+
 def requested(record: RequestRecord) -> CredentialRequest:
-    """The request ``record`` was opened for, to be resolved again against the scopes."""
+    """The request ``record`` was opened for, to be resolved again against the scopes.
+
+    Its intent is read back from the stored canonical form, refused (400) unless it still
+    hashes to the SHA-256 the approvers saw.
+    """
+    intent = (
+        from_canonical(record.intent, record.intent_sha256 or "")
+        if record.intent is not None
+        else None
+    )
     return CredentialRequest(
         service=record.service,
         environment=record.environment,
@@ -77,4 +107,5 @@ def requested(record: RequestRecord) -> CredentialRequest:
         resources=record.resources,
         duration=record.duration_seconds,
         justification=record.justification,
+        intent=intent,
     )

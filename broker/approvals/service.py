@@ -23,7 +23,13 @@ from dataclasses import dataclass
 from typing import Any, NoReturn, Protocol
 
 from broker.approvals.notices import Notices
-from broker.approvals.pending import Pending, RequestView, pending_record, requested
+from broker.approvals.pending import (
+    Pending,
+    RequestView,
+    intent_audit,
+    pending_record,
+    requested,
+)
 from broker.audit.recorder import AuditRecorder
 from broker.config import Approver, Settings
 from broker.errors import BrokerError
@@ -44,6 +50,7 @@ from broker.policy.decision import (
     collection_window_refusal,
     decide_approval,
     decide_collection,
+    intent_tier_changed,
     late_ballot,
     not_an_approver,
     scope_changed,
@@ -94,9 +101,10 @@ class ApprovalService:
             justification=request.justification[:500],
             approvals_required=rule.required,
             delay=rule.delay_seconds,
+            **intent_audit(resolved),
         )
         self.notices.opened(record, resolved.scope, rule)
-        return Pending(record)
+        return Pending(record, resolved.intent.answer() if resolved.intent else None)
 
     # -- reading ----------------------------------------------------------------------
 
@@ -323,6 +331,10 @@ class ApprovalService:
             resolved = resolve(requested(record), self.scopes.current, identity, self.iam)
         except BrokerError as e:
             raise scope_changed(e).error() from e
+        if resolved.request.tier != record.tier:
+            # The intent's grant now needs another tier (the scope moved an action): what
+            # was approved under one rule is not issued under another.
+            raise intent_tier_changed(record.tier, resolved.request.tier).error()
         refused = collection_window_refusal(resolved, record, now)
         if refused is not None:
             raise refused.error()

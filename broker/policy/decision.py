@@ -348,6 +348,15 @@ def scope_changed(error: BrokerError) -> Deny:
     )
 
 
+def intent_tier_changed(approved: str, now_needed: str) -> Deny:
+    """The intent's operations fall under another tier of the scope in force."""
+    return Deny(
+        "forbidden",
+        f"the scope changed since approval: the intent now needs tier {now_needed}, not the "
+        f"{approved} that was approved; request it again",
+    )
+
+
 def collection_window_refusal(
     resolved: ResolvedRequest, record: RequestRecord, now: float
 ) -> Deny | None:

@@ -45,6 +45,11 @@ class RequestRecord:
     decided_at: float | None = None
     break_glass: bool = False
     notification: Mapping[str, Any] = field(default_factory=dict)
+    # The intent's canonical JSON and its SHA-256 (docs/intents.md): what approvers approve.
+    intent: str | None = None
+    intent_sha256: str | None = None
+    # What its destruction would affect, measured after opening: {"status", "lines", "at"}.
+    impact: Mapping[str, Any] = field(default_factory=dict)
 
     @property
     def collectable_at(self) -> float | None:

@@ -20,6 +20,8 @@ from broker.store.changes import LocalChanges
 from broker.store.engine import Database, as_json, where_equal
 from broker.store.records import ApprovalRecord, DecisionResult, RequestRecord
 
+_JSON_COLUMNS = ("notification", "impact")
+
 
 class SqlRequests:
     changes: LocalChanges
@@ -77,7 +79,7 @@ class SqlRequests:
 
         Returns the updated request, or None when another replica changed it first.
         """
-        values = {k: (as_json(v) if k in ("notification",) else v) for k, v in changes.items()}
+        values = {k: (as_json(v) if k in _JSON_COLUMNS else v) for k, v in changes.items()}
         with self.db.tx() as connection:
             result = connection.execute(
                 update(t.requests)
@@ -216,6 +218,7 @@ def _request_row(record: RequestRecord) -> dict[str, Any]:
     row["agent_claims"] = as_json(dict(record.agent_claims))
     row["resources"] = as_json(list(record.resources))
     row["notification"] = as_json(dict(record.notification))
+    row["impact"] = as_json(dict(record.impact))
     return row
 
 
@@ -224,5 +227,6 @@ def request_from_row(row: Any) -> RequestRecord:
     data["agent_claims"] = json.loads(data["agent_claims"])
     data["resources"] = tuple(json.loads(data["resources"]))
     data["notification"] = json.loads(data["notification"] or "{}")
+    data["impact"] = json.loads(data["impact"] or "{}")
     data["break_glass"] = bool(data["break_glass"])
     return RequestRecord(**data)

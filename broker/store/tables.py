@@ -50,6 +50,9 @@ requests = Table(
     Column("decided_at", Float),
     Column("break_glass", Boolean, nullable=False, default=False),
     Column("notification", Text, nullable=False, default="{}"),
+    Column("intent", Text),
+    Column("intent_sha256", String(64)),
+    Column("impact", Text, nullable=False, default="{}"),
     Index("ix_requests_agent_created", "agent_key", "created_at"),
     Index("ix_requests_status", "status"),
 )

@@ -15,6 +15,7 @@ import psycopg
 
 from broker.scopes.lint import lint
 from broker.scopes.model import Scope
+from tests.fixtures.broker import Broker, make_broker
 from tests.fixtures.postgres import ADMIN_URL, create_database, drop_database
 from tests.scopes.factory import lint_context, load_ok, write_scope
 
@@ -154,3 +155,25 @@ def database_with(*statements: str) -> Iterator[str]:
         yield url
     finally:
         drop_database(name)
+
+
+def intent_broker(tmp_path: Path, data: dict[str, Any] | None = None, **settings: Any) -> Broker:
+    """A broker (fake backends unless given) whose only scope is ``data`` (default: acme)."""
+    scopes = tmp_path / "scopes"
+    scopes.mkdir(exist_ok=True)
+    write_scope(scopes, data or ACME, "acme.yaml")
+    return make_broker(tmp_path, **settings)
+
+
+def plan_request(plan: dict[str, Any], tier: str = "write", **fields: Any) -> dict[str, Any]:
+    """A credential request for acme/prod in us-east-1 carrying ``plan`` as its intent."""
+    return {
+        "service": "acme",
+        "environment": "prod",
+        "region": REGION,
+        "tier": tier,
+        "backend": "aws",
+        "justification": "apply the reviewed plan",
+        "intent": {"terraform_plan": plan},
+        **fields,
+    }
