@@ -344,6 +344,10 @@ class Settings(Declared):
     max_body_bytes: Annotated[
         int, Integer(1024, 10 * 1024 * 1024), section("limits", "max_body_bytes")
     ] = 64 * 1024
+    # How long measuring an intent's impact for approvers may take (docs/intents.md).
+    impact_deadline_seconds: Annotated[
+        float, Duration(1, 30), section("limits", "impact_deadline")
+    ] = 3.0
     # A request carrying an intent (a Terraform plan, a change set) may be this large.
     max_intent_body_bytes: Annotated[
         int, Integer(64 * 1024, 64 * 1024 * 1024), section("limits", "max_intent_body")
@@ -365,6 +369,12 @@ class Settings(Declared):
     # A bearer token GET /metrics requires (BROKER_METRICS_TOKEN only); none: open.
     metrics_token: Annotated[str | None, Text(), section("metrics", "token")] = None
     source: Annotated[str, alias(NOT_IN_FILE)] = "<defaults>"
+
+    @property
+    def impact_report_seconds(self) -> float:
+        """By when a measurement must have reported: minting the read credential (bounded
+        by the upstream deadline), measuring, and a margin."""
+        return self.upstream_deadline_seconds + self.impact_deadline_seconds + 5
 
     @property
     def database_url(self) -> str:

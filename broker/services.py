@@ -16,6 +16,7 @@ from typing import Any
 
 from flask import Blueprint
 
+from broker.approvals.impact import ImpactMeasurer
 from broker.approvals.links import LinkSigner
 from broker.approvals.notices import Notices
 from broker.approvals.service import ApprovalService
@@ -140,6 +141,7 @@ def build_services(
     build_notifier: Callable[[Settings], Notifier] | None = None,
     accounts: AwsAccounts | None = None,
     build_accounts: Callable[[Settings, Mapping[str, Issuer]], AwsAccounts | None] | None = None,
+    run_impact: Callable[[Callable[[], None]], None] | None = None,
     **_: Any,
 ) -> Services:
     """Everything the broker needs, wired once."""
@@ -180,6 +182,19 @@ def build_services(
         metrics=metrics,
         frozen=guard.frozen,
         clock=clock,
+    )
+    approvals.impact = ImpactMeasurer(
+        settings=settings,
+        store=store,
+        issuance=issuance,
+        audit=audit,
+        iam=iam,
+        frozen=guard.frozen,
+        updated=lambda record: approvals.notices.updated(
+            record, approvals.view(record).approvals_received
+        ),
+        clock=clock,
+        **({"run": run_impact} if run_impact is not None else {}),
     )
     credentials = CredentialService(
         scopes=scopes,

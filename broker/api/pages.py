@@ -24,11 +24,13 @@ from wtforms.validators import ValidationError
 from broker.api.common import services
 from broker.approvals.difference import permission_difference
 from broker.approvals.history import recent_history
+from broker.approvals.intent_view import IntentView, intent_view
 from broker.approvals.pending import RequestView
 from broker.approvals.service import Decision
 from broker.config import Approver
 from broker.errors import BadRequest, BrokerError, Forbidden
 from broker.policy.decision import OPEN_STATES, not_eligible
+from broker.scopes.model import VaultKv
 from broker.store.records import RequestRecord
 
 SESSION_APPROVER = "approver"  # the approver this browser acted as (link or sign-in)
@@ -131,6 +133,7 @@ class PageModel:
     may_deny: bool
     note: str  # why a button is missing ('' when both are offered)
     link_used: bool
+    intent: IntentView | None = None  # what the agent will do, when it said
 
 
 def page_model(request_id: str, approver: Approver, link_jti: str | None = None) -> PageModel:
@@ -145,6 +148,7 @@ def page_model(request_id: str, approver: Approver, link_jti: str | None = None)
     adds: tuple[str, ...] = ()
     eligible: set[str] = set()
     link_used = link_jti is not None and svc.store.token_used(link_jti)
+    intent = intent_view(record, _kv(record), svc.clock(), svc.settings.impact_report_seconds)
     try:
         scope, _, eligible = svc.approvals.eligible(record)
         adds = permission_difference(record, scope, svc.iam)
@@ -152,6 +156,8 @@ def page_model(request_id: str, approver: Approver, link_jti: str | None = None)
         note, may_approve, may_deny = e.message, False, False
     else:
         note, may_approve, may_deny = _buttons(record, approver, eligible, decided, link_used)
+    if intent is not None and intent.broken:
+        note, may_approve = intent.broken, False  # denying stays possible
     return PageModel(
         record=record,
         view=view,
@@ -169,7 +175,15 @@ def page_model(request_id: str, approver: Approver, link_jti: str | None = None)
         may_deny=may_deny,
         note=note,
         link_used=link_used,
+        intent=intent,
     )
+
+
+def _kv(record: RequestRecord) -> VaultKv | None:
+    """The request environment's KV settings (a KV v2 update of delete/ paths destroys)."""
+    scope = services().scopes.current.get(record.service)
+    env = scope.environments.get(record.environment) if scope else None
+    return env.vault if env else None
 
 
 def _buttons(

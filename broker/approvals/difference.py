@@ -16,6 +16,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from broker.errors import BrokerError
+from broker.intent.canonical import from_canonical
+from broker.intent.compile import session_policy as intent_session_policy
 from broker.policy.compiler import session_policy, vault_policy
 from broker.policy.globs import covers
 from broker.policy.grants import database_grants, vault_grants
@@ -43,6 +45,8 @@ def permission_difference(record: RequestRecord, scope: Scope, iam: IamDatabase)
     tier: TierName = record.tier  # type: ignore[assignment]
     if env is None or tier not in scope.tiers:
         return ()
+    if record.intent is not None:
+        return _intent_additions(record, scope, iam)
     if record.backend == "aws" and env.aws is not None and record.region:
         try:
             granted = session_policy(scope, env, record.region, tier, iam, record.resources)
@@ -58,6 +62,20 @@ def permission_difference(record: RequestRecord, scope: Scope, iam: IamDatabase)
             vault_grants(vault_policy(scope, env, "read")),
         )
     return set_additions(database_grants(scope, env, tier), database_grants(scope, env, "read"))
+
+
+def _intent_additions(record: RequestRecord, scope: Scope, iam: IamDatabase) -> tuple[str, ...]:
+    """What an intent's own session policy adds to the read tier (AWS intents)."""
+    env = scope.environments[record.environment]
+    if record.backend != "aws" or env.aws is None or not record.region:
+        return ()
+    try:
+        intent = from_canonical(record.intent or "", record.intent_sha256 or "")
+        granted = intent_session_policy(intent, record.region)
+        baseline = session_policy(scope, env, record.region, "read", iam)
+    except BrokerError:
+        return ()
+    return aws_additions(granted, baseline)
 
 
 def aws_grants(policy: Mapping[str, Any] | None) -> list[AwsGrant]:

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from broker.approvals.difference import permission_difference
+from broker.approvals.intent_view import intent_view
 from broker.audit.recorder import AuditRecorder
 from broker.config import Settings
 from broker.notify.base import ApprovalNotice, NotificationFailed, Notifier, failure_reason
@@ -75,6 +76,12 @@ class Notices:
             channel=rule.channel or self.settings.slack.default_channel,
             slack_approval=rule.allow_slack_approval,
             direct_slack_users=direct,
+            intent=intent_view(
+                record,
+                env.vault if (env := scope.environments.get(record.environment)) else None,
+                self.audit.clock(),
+                self.settings.impact_report_seconds,
+            ),
         )
 
     def opened(self, record: RequestRecord, scope: Scope, rule: Approval) -> None:

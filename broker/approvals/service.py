@@ -69,6 +69,14 @@ class RequestsStore(RequestStore, ApprovalStore, RequestChanges, Protocol):
     """Requests, the approvals recorded on them, and their announced changes."""
 
 
+class ImpactMeasurement(Protocol):
+    def start(
+        self, identity: AgentIdentity, resolved: ResolvedRequest, record: RequestRecord
+    ) -> None:
+        """Measure what the request's intent would destroy, for its approvers (background)."""
+        ...
+
+
 @dataclass(eq=False, repr=False)  # a service: no generated equality or repr
 class ApprovalService:
     settings: Settings
@@ -81,6 +89,7 @@ class ApprovalService:
     metrics: Metrics
     frozen: Callable[[str, str | None, str | None], FreezeRecord | None]
     clock: Callable[[], float] = time.time
+    impact: ImpactMeasurement | None = None
 
     # -- opening ----------------------------------------------------------------------
 
@@ -104,6 +113,8 @@ class ApprovalService:
             **intent_audit(resolved),
         )
         self.notices.opened(record, resolved.scope, rule)
+        if self.impact is not None:
+            self.impact.start(identity, resolved, record)
         return Pending(record, resolved.intent.answer() if resolved.intent else None)
 
     # -- reading ----------------------------------------------------------------------

@@ -12,6 +12,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from broker.approvals.intent_view import IntentView
+
 log = logging.getLogger(__name__)
 
 
@@ -48,6 +50,7 @@ class ApprovalNotice:
     channel: str | None = None
     slack_approval: bool = True
     direct_slack_users: Sequence[str] = field(default_factory=tuple)
+    intent: IntentView | None = None  # what the agent will do, when it said (replacements first)
 
 
 class Notifier(Protocol):

@@ -125,6 +125,7 @@ def summary_blocks(notice: ApprovalNotice) -> list[dict[str, Any]]:
                 MAX_HEADER,
             ),
         },
+        *intent_blocks(notice),
         {
             "type": "section",
             "fields": [
@@ -142,7 +143,13 @@ def summary_blocks(notice: ApprovalNotice) -> list[dict[str, Any]]:
         },
         {
             "type": "section",
-            "text": plain("Resources:\n" + _bullets(list(notice.resources), "(none named)")),
+            "text": plain(
+                "Resources:\n"
+                + _bullets(
+                    list(notice.resources),
+                    "(those the intent names)" if notice.intent else "(none named)",
+                )
+            ),
         },
         {
             "type": "section",
@@ -164,6 +171,41 @@ def summary_blocks(notice: ApprovalNotice) -> list[dict[str, Any]]:
             ],
         },
     ]
+
+
+def intent_blocks(notice: ApprovalNotice) -> list[dict[str, Any]]:
+    """What the agent will do, right below the header: replacements first, then what it
+    destroys, the measured impact, everything else, and the hash approvers approve."""
+    intent = notice.intent
+    if intent is None:
+        return []
+    if intent.broken:
+        return [{"type": "section", "text": plain(intent.broken)}]
+    blocks: list[dict[str, Any]] = []
+    if intent.replacements:
+        blocks.append({"type": "section", "text": plain("\n".join(intent.replacements))})
+    if intent.destroys:
+        blocks.append(
+            {"type": "section", "text": plain("Destroys:\n" + _bullets(intent.destroys, ""))}
+        )
+    if intent.impact:
+        blocks.append({"type": "section", "text": plain("Impact:\n" + _bullets(intent.impact, ""))})
+    blocks.append(
+        {
+            "type": "section",
+            "text": plain(
+                f"Everything else it will do ({intent.source}):\n"
+                + _bullets(intent.others, "(nothing else)")
+            ),
+        }
+    )
+    blocks.append(
+        {
+            "type": "context",
+            "elements": [plain(f"Intent sha256 {intent.sha256}: you approve exactly this")],
+        }
+    )
+    return blocks
 
 
 def _button(text: str, action_id: str, value: str, style: str | None = None) -> dict[str, Any]:

@@ -52,6 +52,10 @@ class RequestStore(Protocol):
 
     def set_notification(self, request_id: str, notification: dict[str, Any]) -> None: ...
 
+    def set_impact(self, request_id: str, impact: dict[str, Any]) -> RequestRecord | None:
+        """Record the measured impact of a request's intent; the updated request."""
+        ...
+
     def count_requests(self, status: str) -> int: ...
 
 

@@ -115,6 +115,15 @@ class SqlRequests:
                 .values(notification=as_json(notification))
             )
 
+    def set_impact(self, request_id: str, impact: dict[str, Any]) -> RequestRecord | None:
+        with self.db.tx() as connection:
+            connection.execute(
+                update(t.requests)
+                .where(t.requests.c.id == request_id)
+                .values(impact=as_json(impact))
+            )
+        return self.get_request(request_id)
+
     def count_requests(self, status: str) -> int:
         """How many requests are in ``status`` now, across every replica (metrics)."""
         with self.db.tx() as connection:
