@@ -12,6 +12,7 @@ BENCHMARKS = {
     "burst": "bench.burst_bench",
     "intent": "bench.intent_bench",
     "decision": "bench.decision_bench",
+    "killswitch": "bench.killswitch_bench",
 }
 
 

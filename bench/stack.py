@@ -10,7 +10,7 @@ import os
 import secrets
 import sys
 import textwrap
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -148,17 +148,26 @@ class BenchStack:
                 (self.database,),
             )
             connection.execute(f'DROP DATABASE IF EXISTS "{self.database}"')
+            # Vault's logins of this stack's database roles (v-<token name>-<role>-...).
             roles = connection.execute(
-                "SELECT rolname FROM pg_roles WHERE rolname LIKE 'v-%%bench-pr%%'"
+                "SELECT rolname FROM pg_roles WHERE rolname LIKE 'v-%%' AND rolname LIKE "
+                "ANY(%s)",
+                ([f"%-{service[:5]}%" for service in self.scope_set.scopes],),
             ).fetchall()
             for (role,) in roles:
                 connection.execute(f'DROP ROLE IF EXISTS "{role}"')
 
 
 @contextmanager
-def bench_stack(directory: Path, threads: int = 8, raft: bool = False) -> Iterator[BenchStack]:
+def bench_stack(
+    directory: Path,
+    threads: int = 8,
+    raft: bool = False,
+    scopes: Mapping[str, str] | None = None,
+) -> Iterator[BenchStack]:
     """The stack; ``raft``: OpenBao on Raft storage (as production runs it), not the dev
-    server's memory."""
+    server's memory; ``scopes``: file name -> scope text (default: the benchmark scope),
+    their database roles on the ``bench-prod`` connection (table ``public.items``)."""
     directory.mkdir(parents=True, exist_ok=True)
     bao = start_openbao_raft(directory) if raft else start_openbao(directory)
     moto = start_moto(directory)
@@ -181,16 +190,17 @@ def bench_stack(directory: Path, threads: int = 8, raft: bool = False) -> Iterat
         password="unused",
         allowed_roles="*",
     )
-    scopes = directory / "scopes"
-    scopes.mkdir(exist_ok=True)
-    (scopes / "bench.yaml").write_text(SCOPE)
-    result = load_scope_set(scopes, LintContext(iam=iam_database()))
+    scopes_dir = directory / "scopes"
+    scopes_dir.mkdir(exist_ok=True)
+    for name, text in (scopes or {"bench.yaml": SCOPE}).items():
+        (scopes_dir / name).write_text(text)
+    result = load_scope_set(scopes_dir, LintContext(iam=iam_database()))
     assert not result.problems, result.problems
     config = directory / "broker.yaml"
     config.write_text(
         yaml.safe_dump(
             {
-                "scopes_dir": str(scopes),
+                "scopes_dir": str(scopes_dir),
                 "state_dir": str(directory / "state"),
                 "public_url": "http://127.0.0.1:8080",
                 "threads": threads,
