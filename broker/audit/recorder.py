@@ -18,7 +18,7 @@ import os
 import sys
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
@@ -140,9 +140,21 @@ class AuditRecorder:
         self, action: str, outcome: str, actor: str, issued: IssuedRecord, **fields: Any
     ) -> AuditRecord:
         """A record about one issued credential (revocation...), with its correlation ids."""
+        return self.store.append_audit(
+            self.build_credential_event(action, outcome, actor, issued, **fields)
+        )
+
+    def build_credential_event(
+        self, action: str, outcome: str, actor: str, issued: IssuedRecord, **fields: Any
+    ) -> AuditRecord:
+        """The record :meth:`credential_event` would append (for :meth:`append_all`)."""
         named = _named(issued.service, issued.environment, issued.tier, issued.request_id)
         ids = {"backend": issued.backend, "agent": issued.agent_subject, **correlation_of(issued)}
-        return self.record(action, outcome, actor, **named, **{**ids, **fields})
+        return self.build(action, outcome, actor, **named, **{**ids, **fields})
+
+    def append_all(self, records: Sequence[AuditRecord]) -> list[AuditRecord]:
+        """Append records built by :meth:`build`, in order, sharing transactions."""
+        return self.store.append_audits(records)
 
     def request_event(
         self, action: str, outcome: str, actor: str, request: RequestRecord, **fields: Any

@@ -52,7 +52,7 @@ from broker.policy.globs import substitute
 from broker.scopes.holder import ScopeHolder
 from broker.scopes.model import Scope
 from broker.store.base import FreezeStore, IssuedStore, LockStore
-from broker.store.records import FreezeRecord, IssuedRecord
+from broker.store.records import AuditRecord, FreezeRecord, IssuedRecord
 
 log = logging.getLogger(__name__)
 
@@ -288,16 +288,16 @@ class KillSwitch:
         reason: str,
         error: str = "",
         seconds: float | None = None,
-    ) -> None:
+    ) -> AuditRecord:
         """One record per credential, with its correlation ids (access key, accessor...)
-        and how long its upstream took to confirm."""
+        and how long its upstream took to confirm; built, for the caller to append."""
         outcome = "revoked" if revoked else "failed"
-        took = None if seconds is None else round(seconds * 1000, 1)
-        self.audit.credential_event(
-            "revoke", outcome, actor, record, reason=error or reason, took_ms=took
-        )
         if self.metrics is not None:
             self.metrics.revocation(record.backend, outcome)
+        took = None if seconds is None else round(seconds * 1000, 1)
+        return self.audit.build_credential_event(
+            "revoke", outcome, actor, record, reason=error or reason, took_ms=took
+        )
 
     def _revoke_each(
         self, records: list[IssuedRecord], now: float, actor: str, reason: str
@@ -316,8 +316,12 @@ class KillSwitch:
 
         def audit(attempt: Attempt[IssuedRecord]) -> None:
             error = attempt.error
-            self._credential(
-                attempt.item, error is None, actor, reason, error or "", attempt.seconds
+            self.audit.append_all(
+                [
+                    self._credential(
+                        attempt.item, error is None, actor, reason, error or "", attempt.seconds
+                    )
+                ]
             )
 
         done: list[int] = []
@@ -375,8 +379,17 @@ class KillSwitch:
             return outcome
         denials = RoleDenials(self.accounts, self.store)
         denial = denial_for(target, cutoff_for(now, self.in_flight_seconds))
+        took: dict[str, float] = {}
+
+        def deny(arn: str) -> Compacted | str | None:
+            started = time.perf_counter()
+            try:
+                return _deny(denials, arn, denial, now)
+            finally:
+                took[arn] = time.perf_counter() - started
+
         with ThreadPoolExecutor(max_workers=min(8, len(roles))) as pool:
-            results = list(pool.map(lambda arn: _deny(denials, arn, denial, now), roles))
+            results = list(pool.map(deny, roles))
         for arn, result in zip(roles, results, strict=True):
             if isinstance(result, str):
                 outcome.errors.append(f"aws role {arn}: {result}")
@@ -386,14 +399,20 @@ class KillSwitch:
                     outcome.collateral.append(f"role {arn}: {result.collateral}")
         reached = set(outcome.roles)
         done = [r for r in records if r.role_arn in reached]
-        for record in records:
-            self._credential(
-                record,
-                record.role_arn in reached,
-                actor,
-                reason,
-                "" if record.role_arn in reached else "its role was not reached",
-            )
+        # A session died when the deny on its role was confirmed: that is its time.
+        self.audit.append_all(
+            [
+                self._credential(
+                    record,
+                    record.role_arn in reached,
+                    actor,
+                    reason,
+                    "" if record.role_arn in reached else "its role was not reached",
+                    took.get(record.role_arn or ""),
+                )
+                for record in records
+            ]
+        )
         outcome.revoked = len(done)
         outcome.failed = len(records) - len(done)
         self.store.mark_revoked([r.id for r in done if r.id is not None], now)

@@ -155,6 +155,10 @@ class AuditStore(Protocol):
 
     def append_audit(self, record: AuditRecord) -> AuditRecord: ...
 
+    def append_audits(self, records: Sequence[AuditRecord]) -> list[AuditRecord]:
+        """Many records, in order, in as few transactions as possible."""
+        ...
+
     def subscribe_audit(self, listener: Callable[[AuditRecord], None]) -> None: ...
 
     def audit_records(

@@ -42,19 +42,27 @@ class GroupCommitter(Generic[Item, Result]):
 
     def submit(self, item: Item) -> Result:
         """Write ``item`` with whatever else is waiting; return its result once committed."""
-        pending: _Pending[Item, Result] = _Pending(item)
+        return self.submit_all([item])[0]
+
+    def submit_all(self, items: list[Item]) -> list[Result]:
+        """Write ``items``, in order, with whatever else is waiting (a caller with many
+        items shares transactions instead of committing each); return their results once
+        all are committed, or raise the first item's error."""
+        pendings: list[_Pending[Item, Result]] = [_Pending(item) for item in items]
         with self._lock:
-            self._queue.append(pending)
+            self._queue.extend(pendings)
             leader = not self._writing
             self._writing = True
         if leader:
             self._lead()
-        else:
+        results: list[Result] = []
+        for pending in pendings:
             pending.done.wait()
-        if pending.error is not None:
-            raise pending.error
-        assert pending.result is not None
-        return pending.result
+            if pending.error is not None:
+                raise pending.error
+            assert pending.result is not None
+            results.append(pending.result)
+        return results
 
     def _lead(self) -> None:
         """Write batches until nothing is queued, then give up the lead."""

@@ -1,42 +1,21 @@
-"""The kill switch revokes many credentials at once, against real OpenBao and PostgreSQL:
-every one is dead afterwards (used, not read back), and one that could not be revoked is
-reported and left active, never counted as revoked."""
+"""The kill switch revokes many credentials at once, against real OpenBao, PostgreSQL and
+the AWS stand-in: every one is dead afterwards (used, not read back), and one that could
+not be revoked is reported and left active, never counted as revoked."""
 
 from __future__ import annotations
 
 from pathlib import Path
 from typing import Any
 
-import hvac
-import psycopg
 import pytest
-from hvac import exceptions as vault_errors
 
 from broker.errors import UpstreamUnavailable
 from broker.store.records import IssuedRecord
 from tests.fixtures.backends import Backends
 from tests.fixtures.broker import Broker, make_broker
+from tests.killswitch.support import ADMIN, AGENT, can_log_in, s3_reads, shop_broker, vault_alive
 
-AGENT, ADMIN = "shop-bot", "ops"
-TOKENS, LOGINS = 24, 8
-
-
-def token_works(backends: Backends, token: str) -> bool:
-    try:
-        hvac.Client(url=backends.bao.url, token=token, timeout=5).auth.token.lookup_self()
-    except vault_errors.Forbidden:
-        return False
-    return True
-
-
-def login_works(credentials: dict[str, str]) -> bool:
-    url = "postgresql://{username}:{password}@{host}:{port}/{database}".format(**credentials)
-    try:
-        with psycopg.connect(url, connect_timeout=5) as connection:
-            connection.execute("SELECT count(*) FROM shop.orders")
-    except psycopg.Error:
-        return False
-    return True
+TOKENS, LOGINS, SESSIONS = 24, 8, 3
 
 
 def issue_many(broker: Broker, backends: Backends, backend: str, count: int) -> list[Any]:
@@ -49,8 +28,10 @@ def issue_many(broker: Broker, backends: Backends, backend: str, count: int) -> 
             "environment": "prod",
             "tier": "read",
             "backend": backend,
-            "duration": 600 + i,
+            "duration": 900 + i,
         }
+        if backend == "aws":
+            body["region"] = "us-east-1"
         response = broker.post("/v1/credentials", body, agent=AGENT)
         assert response.status_code == 200 and not response.json["cached"], response.json
         issued.append(response.json["credentials"])
@@ -59,13 +40,7 @@ def issue_many(broker: Broker, backends: Backends, backend: str, count: int) -> 
 
 @pytest.fixture()
 def shop(tmp_path: Path, backends: Backends) -> Broker:
-    backends.apply(yes=True)
-    return make_broker(
-        tmp_path,
-        real_issuers=backends.issuers,
-        admins=("agent:ops",),
-        revocation_concurrency=6,
-    )
+    return shop_broker(tmp_path, backends, revocation_concurrency=6)
 
 
 def test_many_tokens_and_logins_revoked_at_once_are_all_dead(
@@ -73,8 +48,10 @@ def test_many_tokens_and_logins_revoked_at_once_are_all_dead(
 ) -> None:
     tokens = issue_many(shop, backends, "vault", TOKENS)
     logins = issue_many(shop, backends, "database", LOGINS)
-    assert all(token_works(backends, t["token"]) for t in tokens)
-    assert all(login_works(c) for c in logins)
+    sessions = issue_many(shop, backends, "aws", SESSIONS)
+    assert all(vault_alive(backends, t["token"]) for t in tokens)
+    assert all(can_log_in(c) for c in logins)
+    assert all(s3_reads(backends, c) for c in sessions)
 
     response = shop.post(
         "/v1/revoke",
@@ -85,19 +62,22 @@ def test_many_tokens_and_logins_revoked_at_once_are_all_dead(
     report = response.json["backends"]
     assert (report["vault"]["revoked"], report["vault"]["failed"]) == (TOKENS, 0)
     assert (report["database"]["revoked"], report["database"]["failed"]) == (LOGINS, 0)
-    assert not any(token_works(backends, t["token"]) for t in tokens)
-    assert not any(login_works(c) for c in logins)
+    assert (report["aws"]["revoked"], report["aws"]["failed"]) == (SESSIONS, 0)
+    assert not any(vault_alive(backends, t["token"]) for t in tokens)
+    assert not any(can_log_in(c) for c in logins)
+    assert not any(s3_reads(backends, c) for c in sessions)
 
     records = [
         r
         for r in shop.services.store.audit_records()
         if r.action == "revoke" and r.outcome == "revoked"
     ]
-    assert len(records) == TOKENS + LOGINS
+    assert len(records) == TOKENS + LOGINS + SESSIONS
     assert {r.details["accessor"] for r in records if "accessor" in r.details} == {
         t["accessor"] for t in tokens
     }
-    # Each says how long its upstream took, and which HTTP request ordered it.
+    # Each says how long its upstream took (a session: the deny on its role), and which
+    # HTTP request ordered it.
     assert all(r.details["took_ms"] >= 0 for r in records)
     assert len({r.details["http_request_id"] for r in records}) == 1
     assert shop.services.store.active_issued(shop.clock(), agent_subject=f"agent:{AGENT}") == []
@@ -145,7 +125,7 @@ def test_a_credential_that_could_not_be_revoked_is_reported_and_stays_active(
     assert (vault["revoked"], vault["failed"]) == (8, 2)
     assert vault["errors"] == ["vault: revocation refused"]
     for token in tokens:
-        assert token_works(backends, token["token"]) == (token["accessor"] in kept)
+        assert vault_alive(backends, token["token"]) == (token["accessor"] in kept)
     # What could not be revoked is still on record as live: running it again finds it.
     active = broker.services.store.active_issued(broker.clock(), agent_subject=f"agent:{AGENT}")
     assert {r.vault_accessor for r in active} == kept

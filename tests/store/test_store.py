@@ -163,6 +163,30 @@ def test_audit_chain_appends_in_order(store: SqlStore) -> None:
     assert store.audit_head() == 3
 
 
+def test_many_records_append_in_order_beside_other_writers(store: SqlStore) -> None:
+    """A batch (the kill switch's per-credential records) shares transactions, keeps its
+    order, and interleaves with other writers without breaking the chain."""
+
+    def record(actor: str, i: int) -> AuditRecord:
+        return AuditRecord(at=float(i), actor=actor, action="revoke", outcome="revoked")
+
+    def others() -> None:
+        for i in range(40):
+            store.append_audit(record("other", i))
+
+    writer = threading.Thread(target=others)
+    writer.start()
+    stored = store.append_audits([record("batch", i) for i in range(600)])
+    writer.join()
+    assert [r.at for r in stored] == [float(i) for i in range(600)]
+    assert [r.seq for r in stored] == sorted(r.seq for r in stored)
+    chain = list(store.audit_records())
+    assert [r.seq for r in chain] == list(range(1, 641))
+    assert all(b.prev_hash == a.hash for a, b in zip(chain, chain[1:], strict=False))
+    assert [r.at for r in chain if r.actor == "batch"] == [float(i) for i in range(600)]
+    assert store.append_audits([]) == []
+
+
 def test_restart_keeps_a_pending_request_with_its_approvals(store_url: str) -> None:
     first = SqlStore.from_url(store_url)
     first.create_request(request_record())
