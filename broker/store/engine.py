@@ -104,14 +104,30 @@ def writer_lock(engine: Engine) -> AbstractContextManager[None]:
     return nullcontext()
 
 
-def named_lock(engine: Engine) -> AbstractContextManager[None]:
-    """What :meth:`Database.exclusive` holds on SQLite: a file lock beside a file database
-    (apart from the writers' lock: holding it must not stop other writes), else this
-    process's."""
-    database = engine.url.database
-    if engine.dialect.name == "sqlite" and database and database != ":memory:":
-        return _FileWriterLock(Path(database + ".named-lock"))
-    return _ProcessLock()
+class NamedLocks:
+    """What :meth:`Database.exclusive` holds on SQLite: one lock per name (two roles'
+    revocation policies are written at the same time, one role's one writer at a time);
+    a file lock beside a file database, apart from the writers' lock (holding it must not
+    stop other writes), else a lock of this process."""
+
+    def __init__(self, engine: Engine) -> None:
+        database = engine.url.database
+        on_file = engine.dialect.name == "sqlite" and database not in (None, "", ":memory:")
+        self._prefix = f"{database}.lock-" if on_file else None
+        self._locks: dict[str, AbstractContextManager[None]] = {}
+        self._guard = threading.Lock()
+
+    def __call__(self, name: str) -> AbstractContextManager[None]:
+        with self._guard:
+            lock = self._locks.get(name)
+            if lock is None:
+                if self._prefix is None:
+                    lock = _ProcessLock()
+                else:
+                    digest = hashlib.sha256(name.encode()).hexdigest()[:16]
+                    lock = _FileWriterLock(Path(self._prefix + digest))
+                self._locks[name] = lock
+            return lock
 
 
 class _ProcessLock:
@@ -138,7 +154,7 @@ class Database:
         self.engine = engine
         self.is_postgres = engine.dialect.name == "postgresql"
         self._writers = writer_lock(engine)
-        self._named_locks = named_lock(engine)
+        self._named_locks = NamedLocks(engine)
 
     def guard(self, action: Callable[[], T]) -> T:
         try:
@@ -176,7 +192,7 @@ class Database:
             except SQLAlchemyError as e:
                 raise unavailable(e) from e
             return
-        with self._named_locks:
+        with self._named_locks(name):
             yield
 
 

@@ -239,3 +239,34 @@ def test_a_named_lock_is_held_by_one_replica_at_a_time(store_url: str) -> None:
     finally:
         first.close()
         second.close()
+
+
+def test_locks_of_different_names_are_held_at_the_same_time(store_url: str) -> None:
+    """Two roles' revocation policies are written at once, by two replicas or two threads."""
+    first, second = SqlStore.from_url(store_url), SqlStore.from_url(store_url)
+    holding_a, release_a, got_b = threading.Event(), threading.Event(), threading.Event()
+
+    def hold_a() -> None:
+        with first.exclusive("revocation-policy:role-a"):
+            holding_a.set()
+            release_a.wait(30)
+
+    def take(store: SqlStore) -> None:
+        with store.exclusive("revocation-policy:role-b"):
+            got_b.set()
+
+    holder = threading.Thread(target=hold_a)
+    try:
+        holder.start()
+        assert holding_a.wait(10)
+        for store in (second, first):  # another replica, and another thread of this one
+            got_b.clear()
+            taker = threading.Thread(target=take, args=(store,))
+            taker.start()
+            assert got_b.wait(10), "role-b waited for role-a"
+            taker.join(10)
+    finally:
+        release_a.set()
+        holder.join(10)
+        first.close()
+        second.close()
