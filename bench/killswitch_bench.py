@@ -27,6 +27,7 @@ from the command's start. Last line:
 from __future__ import annotations
 
 import os
+import resource
 import statistics
 import subprocess
 import sys
@@ -48,7 +49,7 @@ from botocore.exceptions import ClientError
 
 from bench.stack import ROOT, BenchStack, bench_stack
 from broker.config import load_settings
-from broker.devstack.servers import MOTO_ACCOUNT
+from broker.devstack.servers import MOTO_ACCOUNT, Moto, OpenBao
 from broker.store.records import AuditRecord
 from broker.store.sql import SqlStore
 
@@ -224,11 +225,12 @@ def working(checker: Checker, held: list[Held]) -> list[Held]:
 class ArmResult:
     label: str
     command_seconds: float
+    cpu_seconds: dict[str, float]  # the command's, and each upstream's, while it ran
     revocation_seconds: float
     exit_code: int
     alive_before: int
     alive_after: list[Held]
-    took_ms: list[float]  # per credential: its upstream's confirmation
+    took_ms: dict[str, list[float]]  # per backend, per credential: its upstream's confirmation
     dead_after_ms: list[float]  # per credential: from the command's start
 
 
@@ -241,6 +243,17 @@ def revoke(stack: BenchStack, config: Path, target: list[str]) -> tuple[float, f
     started = time.perf_counter()
     done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
     return time.perf_counter() - started, wall, done.stdout + done.stderr, done.returncode
+
+
+def pid_of(server: OpenBao | Moto) -> int:
+    assert server.process.process is not None
+    return server.process.process.pid
+
+
+def process_cpu(pid: int) -> float:
+    """CPU seconds ``pid`` has used so far (user + system)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def revoke_records(store_url: str, since: float) -> list[AuditRecord]:
@@ -265,7 +278,19 @@ def run_arm(
 ) -> ArmResult:
     held = issue_all(stack, url, agents)
     alive_before = len(working(checker, held))
+    upstreams = {
+        "Vault": process_cpu(pid_of(stack.bao)),
+        "AWS stand-in": process_cpu(pid_of(stack.moto)),
+    }
+    children = resource.getrusage(resource.RUSAGE_CHILDREN)
     seconds, wall, output, code = revoke(stack, config, target)
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu = {"command": after.ru_utime + after.ru_stime - children.ru_utime - children.ru_stime}
+    cpu.update(
+        (name, process_cpu(pid) - before)
+        for name, pid in (("Vault", pid_of(stack.bao)), ("AWS stand-in", pid_of(stack.moto)))
+        for before in [upstreams[name]]
+    )
     alive_after = working(checker, held)
     records = revoke_records(load_settings(stack.config).database_url, wall)
     ours = {h.correlation for h in held}
@@ -284,11 +309,19 @@ def run_arm(
     return ArmResult(
         label=label,
         command_seconds=seconds,
+        cpu_seconds=cpu,
         revocation_seconds=summary - freeze,
         exit_code=code,
         alive_before=alive_before,
         alive_after=alive_after,
-        took_ms=[float(r.details["took_ms"]) for r in per_credential if "took_ms" in r.details],
+        took_ms={
+            backend: [
+                float(r.details["took_ms"])
+                for r in per_credential
+                if r.details.get("backend") == backend and "took_ms" in r.details
+            ]
+            for backend in PER_BACKEND
+        },
         dead_after_ms=[(r.at - wall) * 1000 for r in per_credential],
     )
 
@@ -305,21 +338,34 @@ def percentile(values: list[float], fraction: float) -> float:
     return ordered[min(len(ordered) - 1, int(round(fraction * (len(ordered) - 1))))]
 
 
-def describe(result: ArmResult) -> str:
+def spread(values: list[float]) -> str:
+    if not values:
+        return "none"
+    return f"{statistics.median(values):.1f}/{percentile(values, 0.99):.1f}"
+
+
+def all_took(result: ArmResult) -> list[float]:
+    return [t for values in result.took_ms.values() for t in values]
+
+
+def describe(result: ArmResult) -> list[str]:
     verdict = (
         "every credential dead"
         if not result.alive_after
-        else (f"{len(result.alive_after)} STILL WORK")
+        else f"{len(result.alive_after)} STILL WORK"
     )
-    took = result.took_ms or [0.0]
     dead = result.dead_after_ms or [0.0]
-    return (
-        f"  {result.label:9} {result.command_seconds:6.2f} s  (revocation "
-        f"{result.revocation_seconds:5.2f} s)  per credential p50 {statistics.median(took):6.1f} "
-        f"ms p99 {percentile(took, 0.99):6.1f} ms; dead after p50 "
-        f"{statistics.median(dead) / 1000:5.2f} s p99 {percentile(dead, 0.99) / 1000:5.2f} s; "
-        f"{result.alive_before}/{TOTAL} worked before, {verdict}; exit {result.exit_code}"
-    )
+    cpu = ", ".join(f"{name} {seconds:.2f} s" for name, seconds in result.cpu_seconds.items())
+    took = ", ".join(f"{backend} {spread(v)}" for backend, v in result.took_ms.items())
+    return [
+        f"  {result.label}: {result.command_seconds:.2f} s from the command's start to its exit "
+        f"(the revocation itself: {result.revocation_seconds:.2f} s); CPU used meanwhile: {cpu}",
+        f"    per credential, upstream confirmation p50/p99 ms: {took}, all "
+        f"{spread(all_took(result))}; dead after (from the start) p50 "
+        f"{statistics.median(dead) / 1000:.2f} s, p99 {percentile(dead, 0.99) / 1000:.2f} s",
+        f"    {result.alive_before}/{TOTAL} worked before; after: {verdict}; exit "
+        f"{result.exit_code}",
+    ]
 
 
 def with_limits(config: Path, name: str, **limits: Any) -> Path:
@@ -376,7 +422,7 @@ def main() -> None:
         for label, agents, config, target in arms:
             result = run_arm(stack, url, checker, label, agents, config, target)
             results.append(result)
-            print(describe(result), flush=True)
+            print("\n".join(describe(result)), flush=True)
     serial, parallel, everything = results
     print(
         f"  serial: --agent, limits.revocation_concurrency 1; parallel: --agent, the default "
@@ -397,7 +443,7 @@ def main() -> None:
     dead = TOTAL - len(parallel.alive_after)
     print(
         f"killswitch: {dead} credentials dead in {parallel.command_seconds:.2f} s "
-        f"(p99 per credential {percentile(parallel.took_ms or [0.0], 0.99):.0f} ms)"
+        f"(p99 per credential {percentile(all_took(parallel) or [0.0], 0.99):.0f} ms)"
     )
 
 
