@@ -167,7 +167,12 @@ def one_decision(stack: Stack, agent_url: str, approver_url: str) -> float:
     """Seconds from the deciding POST to the agent holding the credentials."""
     client = BrokerClient(agent_url, stack.token, timeout=60)
     pending = client.request(
-        SERVICE, "prod", "write", "vault", justification="benchmark the decision latency"
+        SERVICE,
+        "prod",
+        "write",
+        "vault",
+        resources=[f"{SERVICE}/prod/config"],
+        justification="benchmark the decision latency",
     )
     assert isinstance(pending, PendingRequest)
     held: list[float] = []

@@ -25,6 +25,7 @@ from broker.intent.model import Intent
 from broker.intent.resolve import RawIntent, RequestIntent, resolve_intent
 from broker.policy.compiler import session_policy
 from broker.policy.globs import substitute
+from broker.policy.grant import Grant, compile_grant
 from broker.policy.iam_actions import IamDatabase
 from broker.policy.resources import names_everything, suspicious, vault_path_regex
 from broker.scopes.model import (
@@ -92,12 +93,16 @@ class ResolvedRequest:
     environment: Environment
     tier: Tier
     duration_seconds: int
-    session_policy: Mapping[str, Any] | None
+    grant: Grant  # exactly the documents issued for it
     intent: RequestIntent | None = None
 
     @property
     def escalated(self) -> bool:
         return self.request.tier != "read"
+
+    @property
+    def session_policy(self) -> Mapping[str, Any] | None:
+        return self.grant.session_policy
 
 
 def parse_request(body: object) -> CredentialRequest:
@@ -206,13 +211,21 @@ def resolve(
     if tier is None:
         raise NotFound(f"scope {scope.service} has no tier '{request.tier}'", "tier")
     if intent is not None:
+        duration = clamp_duration(request, tier)
+        assert env.aws is not None and request.tier in env.aws.roles
         return ResolvedRequest(
             request=request,
             scope=scope,
             environment=env,
             tier=tier,
-            duration_seconds=clamp_duration(request, tier),
-            session_policy=intent.grant.session_policy,
+            duration_seconds=duration,
+            grant=Grant(
+                "aws",
+                request.tier,
+                duration,
+                role_arn=substitute(env.aws.roles[request.tier], env.placeholders(request.region)),
+                session_policy=intent.grant.session_policy,
+            ),
             intent=intent,
         )
     if tier.intent == "required":
@@ -243,13 +256,24 @@ def resolve(
                 "backend",
             )
         _check_database_objects(request, env)
+    duration = clamp_duration(request, tier)
+    grant = compile_grant(
+        scope,
+        env,
+        request.tier,
+        request.backend,
+        request.region,
+        request.resources,
+        duration,
+        policy,
+    )
     return ResolvedRequest(
         request=request,
         scope=scope,
         environment=env,
         tier=tier,
-        duration_seconds=clamp_duration(request, tier),
-        session_policy=policy,
+        duration_seconds=duration,
+        grant=grant,
     )
 
 
@@ -304,10 +328,11 @@ def _check_blast_radius(request: CredentialRequest, tier: Tier) -> None:
             f"{len(request.resources)} resources named; tier {request.tier} allows at most "
             f"{tier.max_resources} per request"
         )
-    if request.backend == "aws" and not request.resources:
+    if not request.resources:
+        what = {"aws": "resources", "vault": "secrets", "database": "tables"}[request.backend]
         raise ResourcesRequired(
-            f"{request.tier} requests for aws must name the resources they will change "
-            "(the resources field)"
+            f"{request.tier} requests for {request.backend} must name the {what} they will "
+            "change (the resources field): the credential grants those only"
         )
 
 

@@ -67,8 +67,7 @@ def issue_request(
         tier=request.tier,
         backend=request.backend,
         resources=request.resources,
-        duration_seconds=resolved.duration_seconds,
-        session_policy=resolved.session_policy,
+        grant=resolved.grant,
     )
 
 

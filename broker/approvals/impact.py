@@ -34,6 +34,7 @@ from broker.intent.impact_aws import AwsImpactProbe, ClientFactory
 from broker.issuance import IssuanceService
 from broker.issuers.base import IssuedCredential, IssueRequest
 from broker.policy.compiler import session_policy
+from broker.policy.grant import compile_grant
 from broker.policy.iam_actions import IamDatabase
 from broker.store.base import RequestStore
 from broker.store.records import FreezeRecord, RequestRecord
@@ -130,8 +131,16 @@ class ImpactMeasurer:
             tier="read",
             backend="aws",
             resources=(),
-            duration_seconds=STS_MIN_SECONDS,
-            session_policy=session_policy(scope, env, request.region, "read", self.iam, ()),
+            grant=compile_grant(
+                scope,
+                env,
+                "read",
+                "aws",
+                request.region,
+                (),
+                STS_MIN_SECONDS,
+                session_policy(scope, env, request.region, "read", self.iam, ()),
+            ),
         )
         credential = self.issuance.mint(read).credential
         clients = aws_clients(credential, self.settings.aws.endpoint_url)

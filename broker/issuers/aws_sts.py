@@ -37,7 +37,6 @@ from broker.issuers.resilience import (
     within_deadline,
 )
 from broker.policy.compiler import dumps
-from broker.policy.globs import substitute
 from broker.store.records import IssuedRecord
 
 BACKEND = "aws"
@@ -135,15 +134,16 @@ class StsIssuer:
 
     def issue(self, request: IssueRequest) -> IssuedCredential:
         env = request.environment
-        if env.aws is None or request.tier not in env.aws.roles or request.session_policy is None:
+        grant = request.grant
+        if grant.role_arn is None or grant.session_policy is None:
             raise UpstreamUnavailable("no AWS role or session policy for this request", BACKEND)
-        role_arn = substitute(env.aws.roles[request.tier], env.placeholders(request.region))
+        role_arn = grant.role_arn
         agent = request.identity.subject
         params = {
             "RoleArn": role_arn,
             "RoleSessionName": session_name(agent, request.request_id),
             "DurationSeconds": request.duration_seconds,
-            "Policy": dumps(request.session_policy),
+            "Policy": dumps(grant.session_policy),
             "SourceIdentity": source_identity(agent),
             "Tags": [
                 {"Key": "broker:service", "Value": _tag(request.scope.service)},

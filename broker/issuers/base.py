@@ -1,9 +1,9 @@
 """The issuer seam: what every credential backend (STS, Vault token, database) implements.
 
 An issuer receives a fully decided :class:`IssueRequest` (scope resolved, duration clamped,
-session policy compiled) and returns one :class:`IssuedCredential`, or raises
-:class:`UpstreamUnavailable`. It never widens what it was asked for and never returns a
-partial credential.
+its :class:`~broker.policy.grant.Grant` compiled) and returns one :class:`IssuedCredential`,
+or raises :class:`UpstreamUnavailable`. It issues exactly the grant's documents, never wider,
+never longer, and never returns a partial credential.
 """
 
 from __future__ import annotations
@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from broker.identity.model import AgentIdentity
+from broker.policy.grant import Grant
 from broker.scopes.model import Backend, Environment, Scope, TierName
 from broker.store.records import IssuedRecord
 
@@ -27,8 +28,15 @@ class IssueRequest:
     tier: TierName
     backend: Backend
     resources: tuple[str, ...]
-    duration_seconds: int
-    session_policy: Mapping[str, Any] | None = None  # AWS only: already narrowed
+    grant: Grant  # exactly what is issued (its duration included)
+
+    @property
+    def duration_seconds(self) -> int:
+        return self.grant.duration_seconds
+
+    @property
+    def session_policy(self) -> Mapping[str, Any] | None:
+        return self.grant.session_policy
 
 
 @dataclass(frozen=True)

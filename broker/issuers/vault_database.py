@@ -1,9 +1,12 @@
 """Database credentials: a dynamic PostgreSQL login from Vault's database secrets engine.
 
-The tier's Vault database role holds the creation statements the compiler produced (read:
-SELECT; write: + INSERT, UPDATE; delete: + DELETE, TRUNCATE and the owner role for DROP),
-so the login Vault creates has exactly those grants. The lease id is recorded: revoking it
-makes Vault run the revocation statements, which drop the login.
+Each request gets a Vault database role of its own (``broker-req-<request id>``), made
+from its grant just before the login: creation SQL granting the tier's privileges on the
+tables the request named (delete: plus the scope's owner role, for DROP), and a lease whose
+default and maximum TTL are the request's duration, so the login lives exactly what its
+record says (its password is ``VALID UNTIL`` the same time). The lease id is recorded:
+revoking it makes Vault run the role's revocation SQL, which drops the login; the role is
+deleted after (or, once the lease ended, by the reconciler).
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ from urllib.parse import urlsplit
 from broker.errors import UpstreamUnavailable
 from broker.issuers.base import IssuedCredential, IssueRequest
 from broker.issuers.vault_common import VaultCaller, json_answer
+from broker.policy.grant import request_artifact
 from broker.store.records import IssuedRecord
 
 BACKEND = "database"
@@ -32,15 +36,29 @@ class DatabaseIssuer:
         self._lock = threading.Lock()
 
     def issue(self, request: IssueRequest) -> IssuedCredential:
-        database = request.environment.database
-        if database is None or request.tier not in database.roles:
+        grant = request.grant.database
+        if grant is None:
             raise UpstreamUnavailable("this environment has no database role for the tier", BACKEND)
-        role = database.roles[request.tier]
+        role = request_artifact(request.request_id)
+        ttl = request.duration_seconds
+
+        def create_role(client: Any) -> Any:
+            return client.secrets.database.create_role(
+                name=role,
+                db_name=grant.connection,
+                creation_statements=list(grant.creation_statements),
+                revocation_statements=list(grant.revocation_statements),
+                default_ttl=ttl,
+                max_ttl=ttl,
+                mount_point=grant.mount,
+            )
+
+        self.caller(create_role)
         issued_at = self.clock()
         response = json_answer(
             self.caller(
                 lambda client: client.secrets.database.generate_credentials(
-                    name=role, mount_point=database.mount
+                    name=role, mount_point=grant.mount
                 )
             ),
             BACKEND,
@@ -50,11 +68,16 @@ class DatabaseIssuer:
         username, password = data.get("username"), data.get("password")
         if not username or not password or not lease_id:
             raise UpstreamUnavailable("Vault returned incomplete database credentials", BACKEND)
-        lease = int(response.get("lease_duration") or request.duration_seconds)
+        lease = int(response.get("lease_duration") or 0)
+        if not 0 < lease <= ttl:
+            self.caller(lambda client: client.sys.revoke_lease(lease_id=lease_id))
+            raise UpstreamUnavailable(
+                f"Vault gave the login a {lease} s lease for a {ttl} s request; revoked", BACKEND
+            )
         public = {
             "username": username,
             "lease_id": lease_id,
-            **self._connection_info(database.mount, database.connection),
+            **self._connection_info(grant.mount, grant.connection),
         }
         return IssuedCredential(
             backend=BACKEND,
@@ -92,6 +115,7 @@ class DatabaseIssuer:
         return info
 
     def revoke(self, record: IssuedRecord) -> None:
+        """Revoke the lease (Vault drops the login), then delete the request's role."""
         if not record.lease_id:
             return
         lease_id = record.lease_id
@@ -100,6 +124,15 @@ class DatabaseIssuer:
             return client.sys.revoke_lease(lease_id=lease_id)
 
         self.caller(revoke)
+        mount = lease_id.split("/creds/", 1)[0]
+        self.delete_role(mount, record.request_id)
+
+    def delete_role(self, mount: str, request_id: str) -> None:
+        """Delete the role made for ``request_id`` (nothing happens when there is none)."""
+        name = request_artifact(request_id)
+        self.caller(
+            lambda client: client.secrets.database.delete_role(name=name, mount_point=mount)
+        )
 
     def check(self) -> None:
         self.caller.check()

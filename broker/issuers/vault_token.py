@@ -23,7 +23,7 @@ from hvac import exceptions as vault_errors
 from broker.errors import UpstreamUnavailable
 from broker.issuers.base import IssuedCredential, IssueRequest
 from broker.issuers.vault_common import VaultCaller, json_answer
-from broker.policy.compiler import vault_policy_name
+from broker.policy.grant import request_artifact
 from broker.store.records import IssuedRecord
 
 BACKEND = "vault"
@@ -56,7 +56,15 @@ class VaultTokenIssuer:
         if request.environment.vault is None:
             raise UpstreamUnavailable("this environment has no Vault paths", BACKEND)
         tier = request.scope.tiers[request.tier]
-        policy = vault_policy_name(request.scope.service, request.environment.name, request.tier)
+        grant = request.grant
+        policy = grant.vault_tier_policy or request_artifact(request.request_id)
+        if grant.vault_tier_policy is None:
+            # The request's own policy (only its paths), made before the token and deleted
+            # when the token is revoked or, once it ended, by the reconciler.
+            text = grant.vault_policy or ""
+            self.caller(
+                lambda client: client.sys.create_or_update_acl_policy(name=policy, policy=text)
+            )
         agent = request.identity.subject
 
         def create(client: Any) -> Any:
@@ -106,8 +114,8 @@ class VaultTokenIssuer:
         )
 
     def revoke(self, record: IssuedRecord) -> None:
-        if not record.vault_accessor:
-            return
+        """Revoke the token, then delete the request's own policy (if it had one): a token
+        whose policy is gone can do nothing, whatever its accessor."""
         accessor = record.vault_accessor
 
         def revoke(client: Any) -> Any:
@@ -116,7 +124,14 @@ class VaultTokenIssuer:
             except vault_errors.InvalidRequest:
                 return None  # "invalid accessor": the token already ended (expired)
 
-        self.caller(revoke)
+        if accessor:
+            self.caller(revoke)
+        self.delete_policy(record.request_id)
+
+    def delete_policy(self, request_id: str) -> None:
+        """Delete the policy made for ``request_id`` (nothing happens when there is none)."""
+        name = request_artifact(request_id)
+        self.caller(lambda client: client.sys.delete_acl_policy(name=name))
 
     def check(self) -> None:
         self.caller.check()

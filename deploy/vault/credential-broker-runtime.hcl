@@ -2,7 +2,7 @@
 # Written by deploy/vault/setup.sh. Database engine mounted at database/ (add blocks for
 # other mounts your scopes name under database.mount).
 #
-# Deliberately absent: writing ACL policies and database roles (that is
+# Deliberately absent: writing the tiers' ACL policies and database roles (that is
 # credential-broker-apply, held by CI for `broker scopes apply`), and sudo anywhere. In
 # particular no sudo on auth/token/create-orphan: with sudo there, a token can create
 # orphan tokens carrying ANY policy but root. Agent tokens are created through the token
@@ -23,8 +23,20 @@ path "auth/token/lookup-accessor" {
   capabilities = ["update"]
 }
 
-# Database logins: one per request, from the tier's database role.
-path "database/creds/*" {
+# Each request's own documents: an ACL policy (only the KV paths it named) and a database
+# role (grants on the tables it named, a lease of its duration), both named
+# broker-req-<request id>, made before the credential and deleted when it ends. Whoever
+# holds this policy can write any such document: see docs/threat-model.md.
+path "sys/policies/acl/broker-req-*" {
+  capabilities = ["create", "update", "delete"]
+}
+
+path "database/roles/broker-req-*" {
+  capabilities = ["create", "update", "delete"]
+}
+
+# Database logins: one per request, from the request's own role.
+path "database/creds/broker-req-*" {
   capabilities = ["read"]
 }
 

@@ -31,6 +31,8 @@ from tests.client.conftest import READ, LiveBroker, free_port
 INVOICE = "arn:aws:s3:::payments-prod-invoices/2026/11/batch.csv"
 WRITE: tuple[str, str, Tier, Backend] = ("payments", "prod", "write", "aws")
 LEDGER_DELETE: tuple[str, str, Tier, Backend] = ("ledger", "prod", "delete", "vault")
+# Write and delete name what they change, on every backend.
+OBSOLETE_KEY = ["ledger/prod/obsolete-key"]
 
 
 def test_read_is_issued_at_once_with_the_issuers_field_names(live: LiveBroker) -> None:
@@ -100,7 +102,7 @@ def test_a_deny_ends_the_wait_with_the_reason(live: LiveBroker) -> None:
 
 def test_obtain_waits_out_the_mandatory_delay(live: LiveBroker) -> None:
     client = live.client("ledger-maintainer", clock=live.clock)
-    pending = client.request(*LEDGER_DELETE)
+    pending = client.request(*LEDGER_DELETE, resources=OBSOLETE_KEY)
     assert isinstance(pending, PendingRequest) and pending.approvals_required == 2
     for approver in ("carol", "dave"):
         live.services.approvals.decide(pending.request_id, approver, "approve", via="page")
@@ -129,7 +131,7 @@ def test_a_client_clock_ahead_of_the_brokers_retries_the_collect(live: LiveBroke
         clock=lambda: live.clock() + 10_000,
         sleep=sleep,
     )
-    pending = client.request(*LEDGER_DELETE)
+    pending = client.request(*LEDGER_DELETE, resources=OBSOLETE_KEY)
     assert isinstance(pending, PendingRequest)
     for approver in ("carol", "dave"):
         live.services.approvals.decide(pending.request_id, approver, "approve", via="page")

@@ -423,6 +423,7 @@ def test_waiting_out_a_delay_says_so_and_who_was_told(
     monkeypatch.setenv("BROKER_TOKEN", live.token("ledger-maintainer"))
     delete = ["--service", "ledger", "--environment", "prod", "--backend", "database"]
     delete += ["--tier", "delete", "--justification", "purge the duplicated test rows"]
+    delete += ["--resource", "ledger.entries"]
     code, _, err = run([*delete, "--no-wait"], capsys)
     assert code == EXIT_PENDING
     assert "no approver was notified (the broker has no notifier)" in err

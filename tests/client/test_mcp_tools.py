@@ -83,6 +83,7 @@ def test_the_mandatory_delay_is_reported_then_collected(
             tier="delete",
             justification="purge the duplicated test entries",
             backend="database",
+            resources=["ledger.entries"],
         )
     )
     assert isinstance(opened, Opened)

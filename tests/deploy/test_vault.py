@@ -51,11 +51,13 @@ def test_policies_parse_with_known_capabilities() -> None:
             assert capabilities and capabilities <= CAPABILITIES, (path.name, name)
 
 
-def test_runtime_policy_has_no_sudo_no_policy_writes_no_catch_all() -> None:
+def test_runtime_policy_has_no_sudo_writes_only_request_documents_no_catch_all() -> None:
     paths = policy_paths(RUNTIME)
     assert all("sudo" not in c for c in paths.values())
-    assert not [p for p in paths if p.startswith("sys/policies")]
-    assert not [p for p in paths if p.startswith("database/roles")]
+    # The tiers' policies and roles are apply's: the running broker writes only the
+    # documents of one request (broker-req-*).
+    assert [p for p in paths if p.startswith("sys/policies")] == ["sys/policies/acl/broker-req-*"]
+    assert [p for p in paths if p.startswith("database/roles")] == ["database/roles/broker-req-*"]
     assert not [p for p in paths if p in ("*", "+/*") or p.startswith("auth/token/create-orphan")]
     (role,) = [p.rsplit("/", 1)[1] for p in paths if p.startswith("auth/token/create/")]
     roles_written = re.findall(r"auth/token/roles/([\w-]+)", (VAULT / "setup.sh").read_text())
@@ -287,6 +289,46 @@ def test_runtime_cannot_create_orphans_directly_or_write_policies(
         runtime.secrets.database.read_role(name="demo_prod_read", mount_point="database")
 
 
+def test_runtime_writes_and_deletes_only_request_documents(
+    bao: OpenBao, configured: dict[str, Any], database: str
+) -> None:
+    """Per-request narrowing: the running broker makes broker-req-* policies and database
+    roles, issues from them, deletes them; nothing else."""
+    runtime = client(bao, configured["runtime"])
+    name = "broker-req-req_" + "a" * 26
+    runtime.sys.create_or_update_acl_policy(
+        name=name, policy='path "secret/data/demo/prod/api" {\n  capabilities = ["read"]\n}\n'
+    )
+    issued = runtime.auth.token.create(role_name="broker-tier", policies=[name], ttl="60s")
+    assert issued["auth"]["policies"] == [name]
+    runtime.secrets.database.create_role(
+        name=name,
+        db_name="demo",
+        creation_statements=[
+            "CREATE ROLE \"{{name}}\" WITH LOGIN PASSWORD '{{password}}' "
+            "VALID UNTIL '{{expiration}}';"
+        ],
+        default_ttl=60,
+        max_ttl=60,
+        mount_point="database",
+    )
+    login = runtime.secrets.database.generate_credentials(name=name, mount_point="database")
+    assert login["lease_duration"] == 60
+    runtime.sys.revoke_lease(login["lease_id"])
+    runtime.secrets.database.delete_role(name=name, mount_point="database")
+    runtime.sys.delete_acl_policy(name=name)
+    for other in ("broker-demo-prod-read", "credential-broker-runtime", "admin"):
+        with pytest.raises(vault_errors.Forbidden):
+            runtime.sys.create_or_update_acl_policy(name=other, policy='path "*" {}')
+    with pytest.raises(vault_errors.Forbidden):
+        runtime.secrets.database.create_role(
+            name="demo_prod_read",
+            db_name="demo",
+            creation_statements=["SELECT 1"],
+            mount_point="database",
+        )
+
+
 def login_exists(database: str, username: str) -> bool:
     with psycopg.connect(POSTGRES.rsplit("/", 1)[0] + f"/{database}") as connection:
         row = connection.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", (username,))
@@ -296,9 +338,9 @@ def login_exists(database: str, username: str) -> bool:
 def test_runtime_issues_and_revokes_database_logins(
     bao: OpenBao, configured: dict[str, Any], database: str
 ) -> None:
-    apply = client(bao, configured["apply"])
-    apply.secrets.database.create_role(
-        name="demo_prod_write",
+    runtime = client(bao, configured["runtime"])
+    runtime.secrets.database.create_role(
+        name="broker-req-req_" + "b" * 26,
         db_name="demo",
         creation_statements=[
             "CREATE ROLE \"{{name}}\" WITH LOGIN PASSWORD '{{password}}' "
@@ -308,9 +350,8 @@ def test_runtime_issues_and_revokes_database_logins(
         max_ttl=900,
         mount_point="database",
     )
-    runtime = client(bao, configured["runtime"])
     issued = runtime.secrets.database.generate_credentials(
-        name="demo_prod_write", mount_point="database"
+        name="broker-req-req_" + "b" * 26, mount_point="database"
     )
     username = issued["data"]["username"]
     assert login_exists(database, username)

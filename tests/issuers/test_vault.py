@@ -33,13 +33,22 @@ def shop(tmp_path: Path, backends: Backends) -> Broker:
     return make_broker(tmp_path, real_issuers=backends.issuers)
 
 
-def issue(broker: Broker, backends: Backends, backend: str, tier: str) -> dict[str, str]:
+def issue(
+    broker: Broker,
+    backends: Backends,
+    backend: str,
+    tier: str,
+    resources: list[str] | None = None,
+) -> dict[str, str]:
+    """Credentials issued at once (approval is another module's subject); write and delete
+    name what they change: the KV secret api-key, the table shop.orders, unless told."""
+    if resources is None and tier != "read":
+        resources = [f"{backends.name}/prod/api-key" if backend == "vault" else "shop.orders"]
     services = broker.services
     identity = services.verifier.verify(broker.token(AGENT))
+    body = {"service": backends.name, "environment": "prod", "tier": tier, "backend": backend}
     resolved = resolve(
-        parse_request(
-            {"service": backends.name, "environment": "prod", "tier": tier, "backend": backend}
-        ),
+        parse_request({**body, "resources": resources or []}),
         services.scopes.current,
         identity,
         services.iam,
@@ -144,7 +153,8 @@ def test_a_token_renewed_past_its_first_expiry_is_dead_after_the_kill_switch(
         identity,
         services.iam,
     )
-    short = replace(issue_request(identity, resolved, new_request_id()), duration_seconds=3)
+    request = issue_request(identity, resolved, new_request_id())
+    short = replace(request, grant=replace(request.grant, duration_seconds=3))
     token = services.issuance.mint(short).credential.secret["token"]
     client = kv(backends, token)
     for _ in range(3):
@@ -224,3 +234,66 @@ def test_the_environments_proxy_settings_are_read_once_with_requests_rules(
             monkeypatch.delenv(name)
         assert client.sys.read_health_status(method="GET")["initialized"]
         assert proxy.attempts("/v1/sys/health") == through_proxy
+
+
+def test_a_write_token_for_one_path_cannot_write_another_path_of_the_tier(
+    shop: Broker, backends: Backends
+) -> None:
+    mine, other = f"{backends.name}/prod/api-key", f"{backends.name}/prod/other-key"
+    credentials = issue(shop, backends, "vault", "write", [mine])
+    client = kv(backends, credentials["token"])
+    client.secrets.kv.v2.create_or_update_secret(
+        path=mine, secret={"value": "k-3"}, mount_point="secret"
+    )
+    assert forbidden(
+        lambda: client.secrets.kv.v2.create_or_update_secret(
+            path=other, secret={"value": "evil"}, mount_point="secret"
+        )
+    )
+    assert forbidden(
+        lambda: client.secrets.kv.v2.read_secret_version(
+            path=other, mount_point="secret", raise_on_deleted_version=True
+        )
+    )
+    [policy] = client.auth.token.lookup_self()["data"]["policies"]
+    assert policy.startswith("broker-req-req_")
+    # Revoking the token deletes the request's own policy too.
+    [record] = shop.services.store.active_issued(shop.clock(), agent_subject="agent:shop-bot")
+    backends.issuers["vault"].revoke(record)
+    with pytest.raises(vault_errors.InvalidPath):
+        backends.vault_client.sys.read_acl_policy(name=policy)
+
+
+def test_a_database_login_for_one_table_cannot_write_another_and_lives_as_asked(
+    shop: Broker, backends: Backends
+) -> None:
+    services = shop.services
+    identity = services.verifier.verify(shop.token(AGENT))
+    body = {
+        "service": backends.name,
+        "environment": "prod",
+        "tier": "write",
+        "backend": "database",
+        "resources": ["shop.orders"],
+        "duration": 120,
+    }
+    resolved = resolve(parse_request(body), services.scopes.current, identity, services.iam)
+    issued = services.issuance.issue(identity, resolved, None, use_cache=False)
+    credentials = issued.credential.body()
+    url = "postgresql://{username}:{password}@{host}:{port}/{database}"
+    with psycopg.connect(url.format(**credentials), autocommit=True) as connection:
+        connection.execute("INSERT INTO shop.orders VALUES (7, 'pen')")
+        for statement in (
+            "INSERT INTO shop.returns VALUES (7, 'pen')",
+            "SELECT * FROM shop.returns",
+            "DELETE FROM shop.orders WHERE id = 7",
+        ):
+            with pytest.raises(psycopg.errors.InsufficientPrivilege):
+                connection.execute(statement)
+    # The lease is the duration asked for (120 s), not the tier's 30 minutes.
+    lease = backends.vault_client.sys.read_lease(lease_id=credentials["lease_id"])["data"]
+    assert 100 <= lease["ttl"] <= 120
+    assert issued.credential.expires_at - time.time() <= 121
+    assert not backends.vault_client.sys.renew_lease(
+        lease_id=credentials["lease_id"], increment=3600
+    )["lease_duration"] > 120

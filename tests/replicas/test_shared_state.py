@@ -57,7 +57,8 @@ def test_an_approval_on_one_replica_is_honoured_by_the_other(replicas: ReplicaSe
     assert collected.status == 200, collected.body
     token = collected.body["credentials"]["token"]
     looked_up = replicas.bao.client(token).auth.token.lookup_self()["data"]
-    assert looked_up["policies"] == [f"broker-{replicas.service}-prod-write"]
+    # The request's own policy: the tier's capabilities on the one secret it named.
+    assert looked_up["policies"] == [f"broker-req-{request_id}"]
 
     # Collected once, across both: the other replica refuses a second collection.
     again = replicas.call("POST", f"/v1/requests/{request_id}/credentials", agent, via=B)
