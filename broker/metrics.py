@@ -83,6 +83,9 @@ class Metrics:
             ["result"],
             registry=r,
         )
+        # Bound once: looking a label set up costs more than counting it, every request.
+        self._cache_hits = self.cache_lookups.labels(result="hit")
+        self._cache_misses = self.cache_lookups.labels(result="miss")
         self.denials = Counter(
             "broker_denials_total", "Refused requests by reason", ["reason"], registry=r
         )
@@ -123,7 +126,7 @@ class Metrics:
         self.denials.labels(reason=reason).inc()
 
     def cache_lookup(self, hit: bool) -> None:
-        self.cache_lookups.labels(result="hit" if hit else "miss").inc()
+        (self._cache_hits if hit else self._cache_misses).inc()
 
     def revocation(self, backend: str, outcome: str) -> None:
         self.revocations.labels(backend=backend, outcome=outcome).inc()

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from functools import cached_property
 
 
 @dataclass(frozen=True)
@@ -22,7 +23,7 @@ class AgentIdentity:
     token_id: str | None = None
     expires_at: float | None = None
 
-    @property
+    @cached_property  # asked several times per request; a sha256 each time otherwise
     def key(self) -> str:
         """A stable identifier of this identity, used to key caches and rate limits."""
         parts = [self.issuer, self.subject, *(f"{k}={v}" for k, v in sorted(self.claims.items()))]
