@@ -7,11 +7,13 @@ no guardrail, no record. What it adds to the direct call is what any service on 
 pays for the extra HTTP hop; what the broker adds on top of it is the broker's own work.
 
 Configured by environment variables (set by `bench.stack`): BENCH_VAULT_URL,
-BENCH_VAULT_TOKEN, BENCH_MOTO_URL, BENCH_ROLE_ARN, BENCH_SESSION_POLICY, and the AWS keys.
+BENCH_VAULT_TOKEN, BENCH_MOTO_URL, BENCH_ROLE_ARN, BENCH_SESSION_POLICY, BENCH_DATABASE_GRANT
+(the read grant's database role, JSON), and the AWS keys.
 """
 
 from __future__ import annotations
 
+import json
 import os
 
 import boto3
@@ -25,7 +27,11 @@ def create_app() -> Flask:
     vault = make_client(os.environ["BENCH_VAULT_URL"], os.environ["BENCH_VAULT_TOKEN"])
     sts = boto3.client("sts", endpoint_url=os.environ["BENCH_MOTO_URL"], region_name="us-east-1")
     calls = upstream_calls(
-        vault, sts, os.environ["BENCH_ROLE_ARN"], os.environ["BENCH_SESSION_POLICY"]
+        vault,
+        sts,
+        os.environ["BENCH_ROLE_ARN"],
+        os.environ["BENCH_SESSION_POLICY"],
+        json.loads(os.environ["BENCH_DATABASE_GRANT"]),
     )
     app = Flask(__name__)
 

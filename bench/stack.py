@@ -6,6 +6,7 @@ upstreams the benchmark also calls directly, so both are measured side by side.
 
 from __future__ import annotations
 
+import json
 import os
 import secrets
 import sys
@@ -14,6 +15,7 @@ from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import psycopg
 import requests
@@ -29,6 +31,7 @@ from broker.devstack.servers import MOTO_ACCOUNT, Moto, OpenBao, start_moto, sta
 from broker.identity.mint import mint_agent_token
 from broker.keys import load_keys
 from broker.policy.compiler import dumps
+from broker.policy.grant import compile_grant
 from broker.policy.iam_actions import iam_database
 from broker.scopes.lint import LintContext
 from broker.scopes.registry import ScopeSet, load_scope_set
@@ -89,6 +92,14 @@ class BenchStack:
     urls: list[str] = field(default_factory=list)
     others: list[ServerProcess] = field(default_factory=list)  # servers that are not brokers
 
+    def database_grant(self, duration: int = 900) -> dict[str, Any]:
+        """The database part of the benchmark scope's read grant (what the broker's issuer
+        makes a per-request role of), as JSON-ready values."""
+        scope = self.scope_set.scopes[SERVICE]
+        env = scope.environments["prod"]
+        grant = compile_grant(scope, env, "read", "database", None, (), duration, None)
+        return dict(grant.as_dict()["database"])
+
     def token(self, agent: str, ttl: int = 3600) -> str:
         settings = load_settings(self.config)
         return mint_agent_token(load_keys(settings.state_dir), settings.identity.local, agent, ttl)
@@ -115,6 +126,7 @@ class BenchStack:
             "BENCH_MOTO_URL": self.moto.url,
             "BENCH_ROLE_ARN": compiled["role_arn"],
             "BENCH_SESSION_POLICY": dumps(compiled["session_policies"]["us-east-1"]),
+            "BENCH_DATABASE_GRANT": json.dumps(self.database_grant()),
         }
         args = ["-m", "gunicorn", "--worker-class", "gthread", "--threads", str(threads)]
         args += ["--workers", "1", "--keep-alive", "5", "--bind", f"127.0.0.1:{port}"]
@@ -142,18 +154,20 @@ class BenchStack:
             process.stop()
         self.moto.stop()
         self.bao.stop()
+        base = POSTGRES.rsplit("/", 1)[0]
+        # The logins Vault made here and did not drop: those granted on this database's
+        # tables (roles are the cluster's, other databases' logins are not ours).
+        with psycopg.connect(f"{base}/{self.database}", autocommit=True) as connection:
+            roles = connection.execute(
+                "SELECT DISTINCT grantee FROM information_schema.role_table_grants "
+                "WHERE table_schema = 'public' AND grantee LIKE 'v-%%'"
+            ).fetchall()
         with psycopg.connect(POSTGRES, autocommit=True) as connection:
             connection.execute(
                 "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s",
                 (self.database,),
             )
             connection.execute(f'DROP DATABASE IF EXISTS "{self.database}"')
-            # Vault's logins of this stack's database roles (v-<token name>-<role>-...).
-            roles = connection.execute(
-                "SELECT rolname FROM pg_roles WHERE rolname LIKE 'v-%%' AND rolname LIKE "
-                "ANY(%s)",
-                ([f"%-{service[:5]}%" for service in self.scope_set.scopes],),
-            ).fetchall()
             for (role,) in roles:
                 connection.execute(f'DROP ROLE IF EXISTS "{role}"')
 

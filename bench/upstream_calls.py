@@ -5,12 +5,15 @@ own process) and the forwarder (`bench.forwarder`, a Flask app under gunicorn th
 same call per HTTP request). The parameters mirror the broker's issuers: a Vault token
 through the `broker-tier` token role with the tier's policy, TTLs and metadata; AssumeRole
 of the tier role with the compiled session policy, SourceIdentity and session tags; a
-database login from Vault's database engine.
+database login from Vault's database engine, from a role made for the request with the
+grant's SQL and the request's lifetime (the broker makes one per request and deletes it when
+the login is revoked).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import secrets
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import hvac
@@ -21,13 +24,16 @@ from broker.issuers.vault_token import TOKEN_ROLE
 AGENT_PREFIX = "bench-agent-"
 SERVICE = "bench"
 VAULT_POLICY = f"broker-{SERVICE}-prod-read"
-DATABASE_ROLE = f"{SERVICE}-prod-read"
 
 UpstreamCall = Callable[[int], dict[str, Any]]
 
 
 def upstream_calls(
-    vault: hvac.Client, sts: Any, role_arn: str, session_policy: str
+    vault: hvac.Client,
+    sts: Any,
+    role_arn: str,
+    session_policy: str,
+    database_grant: Mapping[str, Any],
 ) -> dict[str, UpstreamCall]:
     """One call per backend; ``i`` makes each call's agent and request id distinct.
 
@@ -42,7 +48,7 @@ def upstream_calls(
             no_default_policy=True,
             ttl="900s",
             explicit_max_ttl="900s",
-            renewable=True,
+            renewable=False,
             num_uses=0,
             display_name=f"broker-{SERVICE}-read",
             meta={
@@ -78,9 +84,19 @@ def upstream_calls(
             "expiration": credentials["Expiration"].isoformat(),
         }
 
-    def database(_i: int) -> dict[str, Any]:
+    def database(i: int) -> dict[str, Any]:
+        role = f"broker-req-direct{i}-{secrets.token_hex(4)}"
+        vault.secrets.database.create_role(
+            name=role,
+            db_name=database_grant["connection"],
+            creation_statements=list(database_grant["creation_statements"]),
+            revocation_statements=list(database_grant["revocation_statements"]),
+            default_ttl=900,
+            max_ttl=900,
+            mount_point=database_grant["mount"],
+        )
         data = vault.secrets.database.generate_credentials(
-            name=DATABASE_ROLE, mount_point="database"
+            name=role, mount_point=database_grant["mount"]
         )["data"]
         return {"username": data["username"], "password": data["password"]}
 
