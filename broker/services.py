@@ -16,9 +16,11 @@ from typing import Any
 
 from flask import Blueprint
 
+from broker.approvals.change_set import ChangeSetCheck
 from broker.approvals.impact import ImpactMeasurer
 from broker.approvals.links import LinkSigner
 from broker.approvals.notices import Notices
+from broker.approvals.read_access import ReadAccess
 from broker.approvals.service import ApprovalService
 from broker.audit.recorder import AuditRecorder, AuditStream
 from broker.cache import CredentialCache
@@ -183,13 +185,13 @@ def build_services(
         frozen=guard.frozen,
         clock=clock,
     )
+    reads = ReadAccess(settings, issuance, iam, guard.frozen, clock)
+    approvals.intent_check = ChangeSetCheck(reads, iam)
     approvals.impact = ImpactMeasurer(
         settings=settings,
         store=store,
-        issuance=issuance,
+        reads=reads,
         audit=audit,
-        iam=iam,
-        frozen=guard.frozen,
         updated=lambda record: approvals.notices.updated(
             record, approvals.view(record).approvals_received
         ),

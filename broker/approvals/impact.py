@@ -17,62 +17,32 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
-
-import boto3
-from botocore.config import Config
 
 from broker.approvals.intent_view import DONE
+from broker.approvals.read_access import ReadAccess
 from broker.audit.recorder import AuditRecorder
 from broker.config import Settings
-from broker.errors import BrokerError, Frozen
+from broker.errors import BrokerError
 from broker.identity.model import AgentIdentity
-from broker.ids import new_request_id
-from broker.intake import STS_MIN_SECONDS, ResolvedRequest
+from broker.intake import ResolvedRequest
 from broker.intent.impact import ImpactProbe, impact_targets, measure_impact
-from broker.intent.impact_aws import AwsImpactProbe, ClientFactory
-from broker.issuance import IssuanceService
-from broker.issuers.base import IssuedCredential, IssueRequest
-from broker.policy.compiler import session_policy
-from broker.policy.grant import compile_grant
-from broker.policy.iam_actions import IamDatabase
+from broker.intent.impact_aws import AwsImpactProbe
 from broker.store.base import RequestStore
-from broker.store.records import FreezeRecord, RequestRecord
+from broker.store.records import RequestRecord
 
 log = logging.getLogger(__name__)
-
-# Every call races the deadline: fail fast rather than retry.
-_PROBE_CONFIG = Config(connect_timeout=2, read_timeout=3, retries={"max_attempts": 1})
 
 
 def in_background(work: Callable[[], None]) -> None:
     threading.Thread(target=work, name="impact", daemon=True).start()
 
 
-def aws_clients(credential: IssuedCredential, endpoint_url: str | None) -> ClientFactory:
-    """boto3 clients holding ``credential`` (a read session), with short timeouts."""
-    session = boto3.Session(
-        aws_access_key_id=credential.public["access_key_id"],
-        aws_secret_access_key=credential.secret["secret_access_key"],
-        aws_session_token=credential.secret["session_token"],
-    )
-
-    make: Callable[..., Any] = session.client  # any service: boto3's stubs want literals
-
-    def client(service: str, region: str) -> Any:
-        return make(service, region_name=region, endpoint_url=endpoint_url, config=_PROBE_CONFIG)
-
-    return client
-
-
 @dataclass(eq=False, repr=False)  # a service: no generated equality or repr
 class ImpactMeasurer:
     settings: Settings
     store: RequestStore
-    issuance: IssuanceService
+    reads: ReadAccess
     audit: AuditRecorder
-    iam: IamDatabase
-    frozen: Callable[[str, str | None, str | None], FreezeRecord | None]
     updated: Callable[[RequestRecord], None]  # tell the approvers (their message)
     clock: Callable[[], float] = time.time
     run: Callable[[Callable[[], None]], None] = in_background
@@ -115,33 +85,6 @@ class ImpactMeasurer:
 
     def _probes(self, identity: AgentIdentity, resolved: ResolvedRequest) -> list[ImpactProbe]:
         """Probes holding a read credential of the request's scope (AWS intents)."""
-        request = resolved.request
-        scope, env = resolved.scope, resolved.environment
-        freeze = self.frozen(identity.subject, scope.service, env.name)
-        if freeze is not None:
-            raise Frozen(f"nothing is issued while {freeze.describe()} is frozen")
-        if request.backend != "aws" or request.region is None:
+        if resolved.request.backend != "aws" or resolved.request.region is None:
             return []
-        read = IssueRequest(
-            request_id=new_request_id(self.clock()),
-            identity=identity,
-            scope=scope,
-            environment=env,
-            region=request.region,
-            tier="read",
-            backend="aws",
-            resources=(),
-            grant=compile_grant(
-                scope,
-                env,
-                "read",
-                "aws",
-                request.region,
-                (),
-                STS_MIN_SECONDS,
-                session_policy(scope, env, request.region, "read", self.iam, ()),
-            ),
-        )
-        credential = self.issuance.mint(read).credential
-        clients = aws_clients(credential, self.settings.aws.endpoint_url)
-        return [AwsImpactProbe(clients, request.region)]
+        return [AwsImpactProbe(self.reads.aws(identity, resolved), resolved.request.region)]

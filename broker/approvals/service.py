@@ -69,6 +69,12 @@ class RequestsStore(RequestStore, ApprovalStore, RequestChanges, Protocol):
     """Requests, the approvals recorded on them, and their announced changes."""
 
 
+class IntentCheck(Protocol):
+    def verify(self, identity: AgentIdentity, resolved: ResolvedRequest) -> None:
+        """Refuse when what the intent describes is no longer what would happen."""
+        ...
+
+
 class ImpactMeasurement(Protocol):
     def start(
         self, identity: AgentIdentity, resolved: ResolvedRequest, record: RequestRecord
@@ -90,6 +96,7 @@ class ApprovalService:
     frozen: Callable[[str, str | None, str | None], FreezeRecord | None]
     clock: Callable[[], float] = time.time
     impact: ImpactMeasurement | None = None
+    intent_check: IntentCheck | None = None
 
     # -- opening ----------------------------------------------------------------------
 
@@ -314,6 +321,14 @@ class ApprovalService:
         if isinstance(verdict, Deny):
             raise verdict.error()
         resolved = self._resolve_again(record, identity, now)
+        if self.intent_check is not None:
+            try:
+                self.intent_check.verify(identity, resolved)
+            except BrokerError as e:
+                self.audit.request_event(
+                    "collect", "refused", identity.subject, record, reason=e.message
+                )
+                raise
         claimed = self.store.transition(
             record.id, ["approved"], status="collected", collected_at=now
         )

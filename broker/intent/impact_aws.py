@@ -17,6 +17,7 @@ from botocore.exceptions import BotoCoreError, ClientError
 
 from broker.errors import UpstreamUnavailable
 from broker.intent.arns import arn_account, arn_region
+from broker.intent.errors import InvalidIntent
 from broker.intent.impact import Impact, ImpactKind, ImpactTarget
 from broker.policy.globs import covers
 
@@ -126,25 +127,45 @@ class AwsImpactProbe:
         return Impact(target, True, count, None, "SQS's approximate count")
 
 
-def describe_change_set(client: ClientFactory, change_set_id: str) -> dict[str, Any]:
+def describe_change_set(
+    client: ClientFactory, change_set_id: str, stack: str | None = None
+) -> dict[str, Any]:
     """DescribeChangeSet, every page joined, as the intent's JSON would hold it.
 
-    Raises :class:`UpstreamUnavailable` when AWS cannot be asked: unlike impact, checking
-    that the agent described the real change set must succeed before anything is issued.
+    With ``stack``, the change set is named as ExecuteChangeSet names it (its name and the
+    stack): what holds that name *now*, which may be another change set than the id's.
+
+    Raises :class:`InvalidIntent` when no change set holds the name (or id) any more, and
+    :class:`UpstreamUnavailable` when AWS cannot be asked: unlike impact, checking that the
+    agent described the real change set must succeed before anything is issued.
     """
     cloudformation = client("cloudformation", arn_region(change_set_id))
+    named: dict[str, str] = {"ChangeSetName": change_set_id}
+    if stack is not None:
+        named = {"ChangeSetName": change_set_id.split(":changeSet/", 1)[-1].split("/")[0]}
+        named["StackName"] = stack
     try:
-        page = cloudformation.describe_change_set(ChangeSetName=change_set_id)
+        page = cloudformation.describe_change_set(**named)
         changes = list(page.get("Changes", []))
         for _ in range(MAX_CHANGE_SET_PAGES):
             token = page.get("NextToken")
             if not token:
                 break
-            page = cloudformation.describe_change_set(ChangeSetName=change_set_id, NextToken=token)
+            page = cloudformation.describe_change_set(**named, NextToken=token)
             changes += page.get("Changes", [])
         else:
             raise UpstreamUnavailable("the change set has too many pages to read", "aws")
-    except (ClientError, BotoCoreError) as e:
+    except ClientError as e:
+        if e.response.get("Error", {}).get("Code") == "ChangeSetNotFound":
+            raise InvalidIntent(
+                f"change set {named['ChangeSetName']} no longer exists: describe the change "
+                "set you mean to execute and request again",
+                "intent.cloudformation_change_set",
+            ) from e
+        raise UpstreamUnavailable(
+            f"could not read change set {change_set_id} ({type(e).__name__})", "aws"
+        ) from e
+    except BotoCoreError as e:
         raise UpstreamUnavailable(
             f"could not read change set {change_set_id} ({type(e).__name__})", "aws"
         ) from e

@@ -36,6 +36,12 @@ from tests.intent.support import ACCOUNT as SUPPORT_ACCOUNT
 from tests.intent.support import REGION, acme_data, fixture, plan_request
 from tests.scopes.factory import write_scope
 
+CHANGE_SET_READS = [
+    "cloudformation:DescribeChangeSet",
+    "cloudformation:DescribeStacks",
+    "cloudformation:DescribeStackEvents",
+]
+
 
 @dataclass
 class Stack:
@@ -74,6 +80,13 @@ def stack(tmp_path: Path, moto: Moto, live_server: LiveServer) -> Iterator[Stack
     del env["vault"], env["database"]  # AWS only: no Vault here
     for tier, arn in env["aws"]["roles"].items():
         env["aws"]["roles"][tier] = arn.replace(":role/", ":role/broker/")
+    stacks = [f"arn:aws:cloudformation:${{region}}:${{account}}:stack/{name}-${{env}}-*/*"]
+    data["tiers"]["read"]["aws"].append(
+        {"actions": list(CHANGE_SET_READS), "resources": list(stacks)}
+    )
+    data["tiers"]["write"]["aws"].append(
+        {"actions": ["cloudformation:ExecuteChangeSet"], "resources": list(stacks)}
+    )
     scopes = tmp_path / "scopes"
     scopes.mkdir()
     write_scope(scopes, data, f"{name}.yaml")
@@ -223,3 +236,66 @@ def test_the_impact_on_a_prefix_counts_its_objects(stack: Stack, count: int) -> 
         if r.action == "impact"
     ]
     assert record.details["impact"] == lines
+
+
+def queue_template(visibility: int) -> str:
+    queue = {"Type": "AWS::SQS::Queue", "Properties": {"VisibilityTimeout": visibility}}
+    return json.dumps({"Resources": {"Events": queue}})
+
+
+def change_set(stack: Stack, stack_name: str, name: str, visibility: int) -> dict[str, Any]:
+    """A change set created by someone with the rights, described as the agent would send it."""
+    cloudformation = stack.admin("cloudformation")
+    made = cloudformation.create_change_set(
+        StackName=stack_name,
+        ChangeSetName=name,
+        TemplateBody=queue_template(visibility),
+        ChangeSetType="UPDATE",
+    )
+    described = cloudformation.describe_change_set(ChangeSetName=made["Id"])
+    described.pop("ResponseMetadata")
+    result: dict[str, Any] = json.loads(json.dumps(described, default=str))
+    return result
+
+
+def test_a_change_set_intent_executes_that_change_set_by_name_and_nothing_else(
+    stack: Stack,
+) -> None:
+    stack_name = f"{stack.name}-prod-events"
+    stack.admin("cloudformation").create_stack(
+        StackName=stack_name, TemplateBody=queue_template(30)
+    )
+    described = change_set(stack, stack_name, "longer-visibility", 60)
+    change_set(stack, stack_name, "other-change", 90)
+    answer = opened(stack, stack.request({"cloudformation_change_set": described}))
+    assert answer["intent"]["tier"] == "write"
+    approve(stack, answer["request_id"], "alice")
+    cloudformation = stack.client(collected(stack, answer["request_id"]), "cloudformation")
+    assert denied(
+        lambda: cloudformation.execute_change_set(
+            ChangeSetName="other-change", StackName=stack_name
+        )
+    )
+    assert denied(lambda: cloudformation.delete_stack(StackName=stack_name))
+    cloudformation.execute_change_set(ChangeSetName="longer-visibility", StackName=stack_name)
+    assert cloudformation.describe_stacks(StackName=stack_name)["Stacks"]
+
+
+def test_a_change_set_replaced_under_the_same_name_after_approval_is_not_executed(
+    stack: Stack,
+) -> None:
+    stack_name = f"{stack.name}-prod-events"
+    admin = stack.admin("cloudformation")
+    admin.create_stack(StackName=stack_name, TemplateBody=queue_template(30))
+    described = change_set(stack, stack_name, "tune", 60)
+    answer = opened(stack, stack.request({"cloudformation_change_set": described}))
+    approve(stack, answer["request_id"], "alice")
+    admin.delete_change_set(ChangeSetName="tune", StackName=stack_name)
+    change_set(stack, stack_name, "tune", 900)  # same name, another change
+    response = collect(stack.broker, answer["request_id"], agent=stack.agent)
+    assert response.status_code == 400, response.get_json()
+    assert response.get_json()["error"] == "invalid_intent"
+    assert "not the one this intent describes" in response.get_json()["message"]
+    # Nothing was issued under the request, and it can still not be collected.
+    assert stack.broker.services.store.issued_for_request(answer["request_id"]) == []
+    assert stack.broker.services.approvals.get(answer["request_id"]).status == "approved"

@@ -277,6 +277,10 @@ def _decide(caller: _Caller, call: Call, check: Check, now: dt.datetime) -> Deci
         for key in ("prefix", "delimiter", "max-keys"):
             if key in call.params:
                 context[f"s3:{key}"] = [str(call.params[key])]
+    if check.action.startswith("cloudformation:") and call.params.get("ChangeSetName"):
+        # AWS's condition key for the change-set calls: the name as the call gives it (an
+        # intent's credential executes its change set by name, docs/intents.md).
+        context["cloudformation:ChangeSetName"] = [str(call.params["ChangeSetName"])]
     trust: Policy | None = None
     trust_account: str | None = None
     if check.action in ("sts:AssumeRole", "sts:TagSession", "sts:SetSourceIdentity"):
