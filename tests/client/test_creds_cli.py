@@ -436,3 +436,59 @@ def test_waiting_out_a_delay_says_so_and_who_was_told(
     # The broker's clock stands still in these tests; ours runs: 15:00 or a bit less.
     assert re.search(rf"request {record.id} is approved; its mandatory delay ends in 1[45]:", err)
     assert "still approved" not in err
+
+
+def _payments_plan(tmp_path: Path) -> Path:
+    """terraform show -json of a plan updating one invoice object (as Terraform prints it)."""
+    fixture = Path(__file__).parents[1] / "intent" / "fixtures" / "plan_s3_object_update.json"
+    text = fixture.read_text().replace("acme-prod-docs", "payments-prod-invoices")
+    path = tmp_path / "plan.json"
+    path.write_text(text)
+    return path
+
+
+def test_an_intent_file_is_what_the_broker_grants(
+    live: LiveBroker, env: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    plan = _payments_plan(tmp_path)
+    approver = live.decide_when_pending([("alice", "approve")])
+    args = [*READ_ARGS, "--intent", str(plan), "--justification", "apply the reviewed plan"]
+    code, out, err = run(args, capsys)
+    approver.join()
+    assert code == 0, err
+    request_id = json.loads(out)["request_id"]
+    record = live.services.store.get_request(request_id)
+    assert record is not None and record.tier == "write" and record.intent_sha256
+    assert f"intent sha256 {record.intent_sha256[:16]}...: tier write" in err
+    [call] = [c for c in live.issuers["aws"].calls if c.request_id == request_id]
+    resources = {r for s in call.session_policy["Statement"] for r in s["Resource"]}
+    assert resources == {"arn:aws:s3:::payments-prod-invoices/templates/invoice.html"}
+    # The plan is never written to the local cache (it can hold sensitive values).
+    assert all("Invoice v2" not in p.read_text() for p in env.glob("*.json"))
+
+
+@pytest.mark.parametrize(
+    ("extra", "phrase"),
+    [
+        (["--resource", "arn:aws:s3:::payments-prod-invoices/a"], "not both"),
+        (["--intent", "/nonexistent/plan.json"], "cannot read the intent file"),
+    ],
+)
+def test_intent_usage_errors_exit_2(
+    live: LiveBroker,
+    env: Path,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    extra: list[str],
+    phrase: str,
+) -> None:
+    args = [*READ_ARGS, *extra]
+    if "--resource" in extra:
+        args += ["--intent", str(_payments_plan(tmp_path))]
+    code, _, err = run(args, capsys)
+    assert code == EXIT_USAGE and phrase in err, err
+    not_an_intent = tmp_path / "other.json"
+    not_an_intent.write_text('{"Version": "2012-10-17"}')
+    code, _, err = run([*READ_ARGS, "--intent", str(not_an_intent)], capsys)
+    assert code == EXIT_USAGE and "neither an intent" in err, err
+    assert posts(live) == 0

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import stat
 from pathlib import Path
 
@@ -115,3 +116,42 @@ def test_an_unreachable_broker_is_a_state(files: CredentialWriter) -> None:
     tools = BrokerTools(BrokerClient(f"http://127.0.0.1:{free_port()}", "t", timeout=2), files)
     assert tools.list_my_scopes()["status"] == "unreachable"
     assert tools.request_credentials(read())["code"] == "unreachable"
+
+
+def test_an_elevation_can_carry_an_intent_inline_or_as_a_file(
+    live: LiveBroker, files: CredentialWriter, tmp_path: Path
+) -> None:
+    tools = tools_for(live, files)
+    operation = {"action": "s3:DeleteObject", "resource": "arn:aws:s3:::payments-prod-invoices/x"}
+    base = {
+        "service": "payments",
+        "environment": "prod",
+        "region": "us-east-1",
+        "tier": "write",
+        "justification": "remove the stray test object",
+    }
+    opened = tools.request_elevation(
+        ElevationArguments.model_validate({**base, "intent": {"operations": [operation]}})
+    )
+    assert isinstance(opened, Opened)
+    summary = opened.outcome["intent"]
+    assert (summary["tier"], summary["destructive"], summary["operations"]) == ("delete", 1, 1)
+    record = live.services.store.get_request(opened.outcome["request_id"])
+    assert record is not None and record.intent_sha256 == summary["sha256"]
+    plan = tmp_path / "intent.json"
+    plan.write_text(json.dumps({"operations": [operation]}))
+    again = tools.request_elevation(
+        ElevationArguments.model_validate({**base, "intent_file": str(plan)})
+    )
+    assert isinstance(again, Opened) and again.outcome["intent"] == summary
+    refused = tools.request_elevation(
+        ElevationArguments.model_validate(
+            {**base, "intent_file": str(plan), "resources": [operation["resource"]]}
+        )
+    )
+    assert refused["code"] == "invalid_argument" and "not both" in refused["message"]
+    outside = {"action": "s3:DeleteBucket", "resource": "arn:aws:s3:::payments-prod-invoices"}
+    refused = tools.request_elevation(
+        ElevationArguments.model_validate({**base, "intent": {"operations": [outside]}})
+    )
+    assert refused["code"] == "intent_outside_scope", refused

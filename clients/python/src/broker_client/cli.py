@@ -25,7 +25,7 @@ import json
 import os
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -39,6 +39,7 @@ from broker_client.errors import (
     Expired,
     Frozen,
 )
+from broker_client.intents import digest, load_intent
 from broker_client.options import (
     EXIT_USAGE,
     Parser,
@@ -89,6 +90,13 @@ def parser(prog: str = "broker-creds") -> Parser:
         action="append",
         default=[],
         help="Narrow to this ARN, KV path or schema.table (repeatable).",
+    )
+    p.add_argument(
+        "--intent",
+        metavar="FILE",
+        help="What you will do, instead of --resource: the JSON of terraform show -json PLAN, "
+        "of aws cloudformation describe-change-set, or {\"operations\": [...]} ('-': stdin). "
+        "The credential can do exactly that; the intent decides the tier.",
     )
     p.add_argument("--duration", type=duration, help="Lifetime wanted (clamped to the tier's).")
     p.add_argument("--justification", default="", help="Why: shown to the approvers.")
@@ -160,6 +168,12 @@ def _run(args: argparse.Namespace) -> int:
         raise UsageError("--format vault needs --backend vault")
     if args.offline not in OFFLINE_RULES:
         raise UsageError(f"BROKER_OFFLINE must be one of {', '.join(OFFLINE_RULES)}")
+    if args.intent is not None and args.resources:
+        raise UsageError("--intent names the resources: give it or --resource, not both")
+    try:
+        intent = load_intent(args.intent) if args.intent is not None else None
+    except BrokerClientError as e:
+        raise UsageError(e.message) from None
     client, tokens = make_client(args)
     request: dict[str, Any] = {
         "service": args.service,
@@ -170,12 +184,15 @@ def _run(args: argparse.Namespace) -> int:
         "resources": list(args.resources),
         "duration": args.duration,
     }
+    if intent is not None:
+        # The cache is keyed by the intent's fingerprint; the intent itself is never stored.
+        request["intent_digest"] = digest(intent)
     store = LocalCache(args.cache_dir or default_cache_dir(), warn=_warn) if args.cache else None
     key = ""
     if store is not None:
         key = LocalCache.key(broker_url(args), token_identity(current_token(tokens)), request)
     progress = Progress.for_terminal(time.time, args.progress)
-    run = CredsRun(client, store, key, progress, args.offline, args.check_interval)
+    run = CredsRun(client, store, key, progress, args.offline, args.check_interval, intent)
     try:
         issued = run.obtain(request, args.justification, 0.0 if args.no_wait else args.wait_timeout)
     except KeyboardInterrupt:
@@ -205,7 +222,9 @@ class CredsRun:
         progress: Progress,
         offline: str = "fail",
         check_interval: float = CHECK_SECONDS,
+        intent: dict[str, Any] | None = None,
     ) -> None:
+        self.intent = intent
         self.client = client
         self.store = store
         self.key = key
@@ -290,6 +309,7 @@ class CredsRun:
             request["resources"],
             request["duration"],
             justification,
+            self.intent,
         )
         if isinstance(outcome, Issued):
             return outcome
@@ -305,6 +325,8 @@ class CredsRun:
             f"request {outcome.request_id} needs {outcome.approvals_required} "
             f"approval(s); {told}: {outcome.approval_url}"
         )
+        if outcome.intent:
+            self.progress.note(intent_line(outcome.intent))
         return self._complete(outcome.request_id, wait_timeout)
 
     def _resume(self, wait_timeout: float | None) -> Issued | None:
@@ -329,6 +351,16 @@ class CredsRun:
             if self.store is not None:
                 self.store.drop(self.key)  # decided: reported now, and the next run asks afresh
             raise
+
+
+def intent_line(summary: Mapping[str, Any]) -> str:
+    """What the approvers are asked to approve, in one line for the terminal."""
+    replaced = ", ".join(str(r) for r in summary.get("replacements") or [])
+    line = (
+        f"intent sha256 {str(summary.get('sha256', ''))[:16]}...: tier {summary.get('tier')}, "
+        f"{summary.get('operations')} operation(s), {summary.get('destructive')} destructive"
+    )
+    return line + (f"; REPLACES {replaced}" if replaced else "")
 
 
 def explain(error: BrokerClientError) -> tuple[str, int]:

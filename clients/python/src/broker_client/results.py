@@ -52,6 +52,8 @@ class Issued:
     credentials: Mapping[str, str]
     expires_at: dt.datetime
     cached: bool = False
+    #: What the intent granted (sha256, operations, destructive, replacements, tier).
+    intent: Mapping[str, Any] | None = None
 
     def __repr__(self) -> str:
         hidden = ", ".join(f"{k}=***" for k in sorted(self.credentials) if k not in PUBLIC_FIELDS)
@@ -88,6 +90,7 @@ class Issued:
             "credentials": dict(self.credentials),
             "expires_at": iso(self.expires_at),
             "cached": self.cached,
+            **({"intent": dict(self.intent)} if self.intent else {}),
         }
 
     @classmethod
@@ -103,6 +106,7 @@ class Issued:
             credentials={k: str(v) for k, v in credentials.items()},
             expires_at=_time(body, "expires_at"),
             cached=bool(body.get("cached", False)),
+            intent=_intent(body),
         )
 
     def credential_process(self) -> dict[str, Any]:
@@ -178,6 +182,8 @@ class PendingRequest:
     approval_url: str
     #: Whether the broker told anyone (Slack...): None when the broker does not say.
     notified: bool | None = None
+    #: What the intent will grant (sha256, operations, destructive, replacements, tier).
+    intent: Mapping[str, Any] | None = None
 
     @classmethod
     def from_json(cls, body: Mapping[str, Any], approval_url: str) -> PendingRequest:
@@ -191,7 +197,13 @@ class PendingRequest:
             poll_url=text_field(body, "poll_url"),
             approval_url=approval_url,
             notified=notified if isinstance(notified, bool) else None,
+            intent=_intent(body),
         )
+
+
+def _intent(body: Mapping[str, Any]) -> Mapping[str, Any] | None:
+    intent = body.get("intent")
+    return dict(intent) if isinstance(intent, Mapping) else None
 
 
 @dataclass(frozen=True)

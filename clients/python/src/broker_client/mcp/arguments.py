@@ -33,13 +33,30 @@ class ScopeArguments(Destination):
     )
 
 
-class CredentialsArguments(ScopeArguments):
+class IntentArguments(ScopeArguments):
+    intent: dict[str, Any] | None = Field(
+        default=None,
+        description="What you will do, instead of resources: {operations: [{action, "
+        "resource}]} (aws), {operations: [{path, capabilities}]} (vault), {operations: "
+        "[{object, privileges}]} (database), {terraform_plan: <terraform show -json>} or "
+        "{cloudformation_change_set: <describe-change-set>}. The credential can do exactly "
+        "that; the intent decides the tier",
+    )
+    intent_file: str | None = Field(
+        default=None,
+        description="Path of a JSON file holding the intent, or the output of terraform "
+        "show -json PLAN or aws cloudformation describe-change-set (for large plans)",
+        min_length=1,
+    )
+
+
+class CredentialsArguments(IntentArguments):
     resources: list[str] | None = Field(
         default=None, description="Narrow to these ARNs, KV paths or schema.table names"
     )
 
 
-class ElevationArguments(ScopeArguments):
+class ElevationArguments(IntentArguments):
     tier: Literal["write", "delete"] = Field(description="write or delete")
     justification: str = Field(
         description="Why, in one or two sentences: shown to the human approvers",
@@ -73,6 +90,8 @@ _HINTS = {
     "request_elevation returned it",
     "wait_seconds": "wait_seconds is a whole number from 0 to 30",
     "duration_seconds": "duration_seconds is a positive whole number of seconds",
+    "intent": "an intent is an object holding one of operations, terraform_plan or "
+    "cloudformation_change_set",
 }
 
 

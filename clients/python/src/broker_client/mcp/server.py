@@ -45,6 +45,9 @@ Short-lived cloud credentials from the agent credential broker.
 - Writes and deletes need human approval: call request_elevation with a clear justification.
   The host shows the approval page to the user. If the result is a pending request, call
   request_status (wait_seconds up to 30) until it is issued, denied or expired.
+- When you know exactly what you will change (a saved Terraform plan, a CloudFormation change
+  set, a few operations), pass it as intent (or intent_file) instead of resources: approvers
+  see exactly that, and the credential can do that and nothing else.
 - Every refusal has a code: never retry a denied or out_of_scope request to get around it;
   frozen means an operator stopped all issuing for you: stop and tell the user.
 """
@@ -63,7 +66,8 @@ TOOLS: dict[str, tuple[type[BaseModel], str]] = {
         ElevationArguments,
         "Ask humans for write or delete credentials. Hosts that support MCP tasks get a task "
         "that completes once people decide; others get a pending request_id to poll with "
-        "request_status. The approval page goes to the user, not to you.",
+        "request_status. The approval page goes to the user, not to you. With an intent "
+        "(or intent_file) the credential does exactly what it says, and it decides the tier.",
     ),
     "request_status": (
         StatusArguments,

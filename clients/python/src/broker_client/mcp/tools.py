@@ -16,10 +16,11 @@ from typing import Any
 
 from broker_client.client import BrokerClient
 from broker_client.errors import BrokerClientError
+from broker_client.intents import as_intent, load_intent
 from broker_client.mcp.arguments import (
     CredentialsArguments,
     ElevationArguments,
-    ScopeArguments,
+    IntentArguments,
     StatusArguments,
 )
 from broker_client.mcp.outcomes import Outcome, from_error, refusal
@@ -90,10 +91,11 @@ class BrokerTools:
             pass
 
     def _ask(
-        self, args: ScopeArguments, tier: str, resources: list[str] | None, justification: str
+        self, args: IntentArguments, tier: str, resources: list[str] | None, justification: str
     ) -> Outcome | Opened:
         name = args.profile or default_name(args.service, args.environment, tier, args.backend)
         try:
+            intent = _intent(args, resources)
             self.writer.prepare(args.backend, name, args.env_file)
             outcome = self.client.request(
                 args.service,
@@ -104,6 +106,7 @@ class BrokerTools:
                 resources or (),
                 args.duration_seconds,
                 justification,
+                intent,
             )
         except (BrokerClientError, ValueError, OSError) as e:
             return from_error(e)
@@ -130,6 +133,19 @@ class BrokerTools:
         }
 
 
+def _intent(args: IntentArguments, resources: list[str] | None) -> dict[str, Any] | None:
+    """The intent of the arguments (inline or from a file), or None."""
+    if args.intent is not None and args.intent_file is not None:
+        raise BrokerClientError("give intent or intent_file, not both", "invalid_argument")
+    if (args.intent is not None or args.intent_file is not None) and resources:
+        raise BrokerClientError(
+            "an intent names its resources: give it or resources, not both", "invalid_argument"
+        )
+    if args.intent_file is not None:
+        return load_intent(args.intent_file)
+    return as_intent(args.intent) if args.intent is not None else None
+
+
 def default_name(service: str, environment: str, tier: str, backend: str) -> str:
     suffix = "" if backend == "aws" else f"-{backend}"
     return f"broker-{service}-{environment}-{tier}{suffix}"[:64]
@@ -147,6 +163,7 @@ def pending(outcome: PendingRequest) -> Outcome:
         approvals_received=outcome.approvals_received,
         notified=outcome.notified,
         expires_at=iso(outcome.expires_at),
+        intent=dict(outcome.intent) if outcome.intent else None,
         next="call request_status with this request_id (wait_seconds up to 30) until it is "
         "issued, denied or expired",
     )
