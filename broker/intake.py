@@ -22,7 +22,7 @@ from broker.identity.model import AgentIdentity
 from broker.identity.requesters import may_request
 from broker.intent.errors import IntentRequired
 from broker.intent.model import Intent
-from broker.intent.resolve import RawIntent, RequestIntent, resolve_intent
+from broker.intent.resolve import RawIntent, RequestIntent, intent_grant, resolve_intent
 from broker.policy.compiler import session_policy
 from broker.policy.globs import substitute
 from broker.policy.grant import Grant, compile_grant
@@ -195,15 +195,6 @@ def resolve(
     intent = None
     if request.intent is not None:
         _check_backend(request, scope, env)
-        if request.backend != "aws":
-            # Until Vault tokens and database logins can be issued with a policy or role
-            # of their own (per-request grants, issue 13), the tier's would be broader than
-            # the intent: refuse rather than grant more than was approved.
-            raise BadRequest(
-                f"intents for the {request.backend} backend are not issued yet; request "
-                "named resources instead",
-                "intent",
-            )
         intent = resolve_intent(request.intent, request.backend, scope, env, request.region, iam)
         # The intent decides the tier (and with it the approval rule), not the agent.
         request = replace(request, tier=intent.grant.tier)
@@ -212,20 +203,13 @@ def resolve(
         raise NotFound(f"scope {scope.service} has no tier '{request.tier}'", "tier")
     if intent is not None:
         duration = clamp_duration(request, tier)
-        assert env.aws is not None and request.tier in env.aws.roles
         return ResolvedRequest(
             request=request,
             scope=scope,
             environment=env,
             tier=tier,
             duration_seconds=duration,
-            grant=Grant(
-                "aws",
-                request.tier,
-                duration,
-                role_arn=substitute(env.aws.roles[request.tier], env.placeholders(request.region)),
-                session_policy=intent.grant.session_policy,
-            ),
+            grant=intent_grant(intent, env, request.region, duration),
             intent=intent,
         )
     if tier.intent == "required":

@@ -17,7 +17,9 @@ from typing import Any
 
 from broker.errors import BrokerError
 from broker.intent.canonical import from_canonical
+from broker.intent.compile import database_grants as intent_database_grants
 from broker.intent.compile import session_policy as intent_session_policy
+from broker.intent.compile import vault_policy as intent_vault_policy
 from broker.policy.compiler import session_policy, vault_policy
 from broker.policy.globs import covers
 from broker.policy.grants import database_grants, vault_grants
@@ -65,17 +67,29 @@ def permission_difference(record: RequestRecord, scope: Scope, iam: IamDatabase)
 
 
 def _intent_additions(record: RequestRecord, scope: Scope, iam: IamDatabase) -> tuple[str, ...]:
-    """What an intent's own session policy adds to the read tier (AWS intents)."""
+    """What an intent's own documents add to the read tier."""
     env = scope.environments[record.environment]
-    if record.backend != "aws" or env.aws is None or not record.region:
-        return ()
     try:
         intent = from_canonical(record.intent or "", record.intent_sha256 or "")
-        granted = intent_session_policy(intent, record.region)
-        baseline = session_policy(scope, env, record.region, "read", iam)
+        if record.backend == "aws":
+            if env.aws is None or not record.region:
+                return ()
+            granted = intent_session_policy(intent, record.region)
+            baseline = session_policy(scope, env, record.region, "read", iam)
+            return aws_additions(granted, baseline)
     except BrokerError:
         return ()
-    return aws_additions(granted, baseline)
+    if record.backend == "vault":
+        return set_additions(
+            vault_grants(intent_vault_policy(intent, "intent")),
+            vault_grants(vault_policy(scope, env, "read")),
+        )
+    rows = {
+        f"database {privilege} on {table}"
+        for privileges, table in intent_database_grants(intent)
+        for privilege in privileges.split(", ")
+    }
+    return set_additions(rows, database_grants(scope, env, "read"))
 
 
 def aws_grants(policy: Mapping[str, Any] | None) -> list[AwsGrant]:

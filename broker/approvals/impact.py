@@ -27,6 +27,7 @@ from broker.identity.model import AgentIdentity
 from broker.intake import ResolvedRequest
 from broker.intent.impact import ImpactProbe, impact_targets, measure_impact
 from broker.intent.impact_aws import AwsImpactProbe
+from broker.intent.impact_postgres import PostgresImpactProbe
 from broker.store.base import RequestStore
 from broker.store.records import RequestRecord
 
@@ -84,7 +85,10 @@ class ImpactMeasurer:
             log.exception("could not record a request's impact", extra={"request_id": record.id})
 
     def _probes(self, identity: AgentIdentity, resolved: ResolvedRequest) -> list[ImpactProbe]:
-        """Probes holding a read credential of the request's scope (AWS intents)."""
-        if resolved.request.backend != "aws" or resolved.request.region is None:
-            return []
-        return [AwsImpactProbe(self.reads.aws(identity, resolved), resolved.request.region)]
+        """Probes holding a read credential of the request's scope and backend."""
+        request = resolved.request
+        if request.backend == "aws" and request.region is not None:
+            return [AwsImpactProbe(self.reads.aws(identity, resolved), request.region)]
+        if request.backend == "database":
+            return [PostgresImpactProbe(self.reads.database(identity, resolved))]
+        return []  # Vault: nothing to count; its lines say so

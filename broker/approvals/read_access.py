@@ -10,18 +10,19 @@ other credential) and never leaves the broker.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
 import boto3
+import psycopg
 from botocore.config import Config
 
 from broker.config import Settings
 from broker.errors import BadRequest, Frozen
 from broker.identity.model import AgentIdentity
 from broker.ids import new_request_id
-from broker.intake import STS_MIN_SECONDS, ResolvedRequest
+from broker.intake import STS_MIN_SECONDS, VAULT_MIN_SECONDS, ResolvedRequest
 from broker.intent.impact_aws import ClientFactory
 from broker.issuance import IssuanceService
 from broker.issuers.base import IssuedCredential, IssueRequest
@@ -63,13 +64,48 @@ class ReadAccess:
         Raises :class:`Frozen` (403) when the agent or scope is frozen, and what minting
         raises (503 when STS cannot be reached).
         """
+        region = resolved.request.region
+        if resolved.request.backend != "aws" or region is None:
+            raise BadRequest("this is not an aws request", "backend")
+        policy = session_policy(resolved.scope, resolved.environment, region, "read", self.iam, ())
+        credential = self._mint(identity, resolved, STS_MIN_SECONDS, policy)
+        return aws_clients(credential, self.settings.aws.endpoint_url)
+
+    def database(
+        self, identity: AgentIdentity, resolved: ResolvedRequest
+    ) -> Callable[[], psycopg.Connection[Any]]:
+        """Connections as a read login of ``resolved``'s database (one login, minted now)."""
+        if resolved.request.backend != "database":
+            raise BadRequest("this is not a database request", "backend")
+        login = self._mint(identity, resolved, VAULT_MIN_SECONDS, None)
+        c = login.body()
+
+        def connect() -> psycopg.Connection[Any]:
+            return psycopg.connect(
+                host=c.get("host"),
+                port=int(c.get("port") or 5432),
+                dbname=c.get("database"),
+                user=c["username"],
+                password=c["password"],
+                connect_timeout=3,
+                autocommit=True,
+            )
+
+        return connect
+
+    def _mint(
+        self,
+        identity: AgentIdentity,
+        resolved: ResolvedRequest,
+        duration: int,
+        policy: Mapping[str, Any] | None,
+    ) -> IssuedCredential:
+        """The read tier's credential for the request's backend, recorded like any other."""
         request = resolved.request
         scope, env = resolved.scope, resolved.environment
         freeze = self.frozen(identity.subject, scope.service, env.name)
         if freeze is not None:
             raise Frozen(f"nothing is issued while {freeze.describe()} is frozen")
-        if request.backend != "aws" or request.region is None:
-            raise BadRequest("the read tier is looked at only for aws requests", "backend")
         read = IssueRequest(
             request_id=new_request_id(self.clock()),
             identity=identity,
@@ -77,18 +113,10 @@ class ReadAccess:
             environment=env,
             region=request.region,
             tier="read",
-            backend="aws",
+            backend=request.backend,
             resources=(),
             grant=compile_grant(
-                scope,
-                env,
-                "read",
-                "aws",
-                request.region,
-                (),
-                STS_MIN_SECONDS,
-                session_policy(scope, env, request.region, "read", self.iam, ()),
+                scope, env, "read", request.backend, request.region, (), duration, policy
             ),
         )
-        credential = self.issuance.mint(read).credential
-        return aws_clients(credential, self.settings.aws.endpoint_url)
+        return self.issuance.mint(read).credential

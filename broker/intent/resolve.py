@@ -16,6 +16,8 @@ from broker.intent.compile import IntentGrant, compile_intent
 from broker.intent.impact import impact_targets
 from broker.intent.model import AwsOperation, AwsTarget, Intent, VaultOperation
 from broker.intent.parse import parse_intent
+from broker.policy.globs import substitute
+from broker.policy.grant import DatabaseGrant, Grant
 from broker.policy.iam_actions import IamDatabase
 from broker.scopes.model import Backend, Environment, Scope
 
@@ -82,6 +84,31 @@ def resolve_intent(
             f"allows at most {tier.max_resources} per request: split the change"
         )
     return RequestIntent(intent, grant, summary)
+
+
+def intent_grant(
+    resolved: RequestIntent, env: Environment, region: str | None, duration_seconds: int
+) -> Grant:
+    """The request's grant (:mod:`broker.policy.grant`): exactly the intent's documents.
+
+    AWS: the tier role, narrowed by the intent's session policy. Vault: a policy made for
+    the request holding only the intent's paths. Database: a role made for the request
+    whose logins hold only the intent's table privileges.
+    """
+    compiled = resolved.grant
+    tier = compiled.tier
+    if compiled.session_policy is not None:
+        assert env.aws is not None and tier in env.aws.roles  # check_scope required both
+        role_arn = substitute(env.aws.roles[tier], env.placeholders(region))
+        return Grant("aws", tier, duration_seconds, role_arn, compiled.session_policy)
+    if compiled.vault_policy is not None:
+        return Grant("vault", tier, duration_seconds, vault_policy=compiled.vault_policy)
+    role = compiled.database_role
+    assert role is not None
+    database = DatabaseGrant(
+        role.mount, role.db_name, role.creation_statements, role.revocation_statements
+    )
+    return Grant("database", tier, duration_seconds, database=database)
 
 
 def resources_named(intent: Intent) -> frozenset[str]:
