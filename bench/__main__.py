@@ -11,6 +11,7 @@ BENCHMARKS = {
     "cached": "bench.cached_bench",
     "burst": "bench.burst_bench",
     "intent": "bench.intent_bench",
+    "intent_request": "bench.intent_request_bench",
     "decision": "bench.decision_bench",
     "killswitch": "bench.killswitch_bench",
 }

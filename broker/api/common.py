@@ -21,7 +21,10 @@ DEEP_MEMBER_DEPTH = 101
 # The closing quote is optional so a match never fails: a required one made every '"' of
 # an unterminated string start a new scan to the end of the body (a 64 KiB body of escaped
 # quotes took 20 s of CPU). Unterminated strings are refused by json.loads afterwards.
-_STRING = re.compile(r'"(?:[^"\\]|\\.)*"?')
+# Written as runs between escapes ("unrolled"): the same matches as "(?:[^"\\]|\\.)*"?,
+# without one alternation per character (twice as fast on a megabyte plan).
+_STRING = re.compile(r'"[^"\\]*(?:\\.[^"\\]*)*"?')
+_NOT_A_BRACKET = re.compile(r"[^\[\]{}]+")
 
 
 def services() -> Services:
@@ -143,10 +146,10 @@ def _deep_only_in(body: Any, member: str | None) -> bool:
 def _depth(text: str) -> int:
     """The deepest bracket nesting of a JSON text, strings ignored (cheap, no recursion)."""
     depth = deepest = 0
-    for char in _STRING.sub("", text):
+    for char in _NOT_A_BRACKET.sub("", _STRING.sub("", text)):
         if char in "[{":
             depth += 1
             deepest = max(deepest, depth)
-        elif char in "]}":
+        else:
             depth -= 1
     return deepest
