@@ -159,9 +159,14 @@ class AuditRecorder:
     def request_event(
         self, action: str, outcome: str, actor: str, request: RequestRecord, **fields: Any
     ) -> AuditRecord:
-        """A record about one escalated request, named by its id, service, environment, tier."""
-        named = _named(request.service, request.environment, request.tier, request.id)
-        return self.record(action, outcome, actor, **named, **fields)
+        """A record about one escalated request, named by its id, service, environment, tier
+        (and the hash of its intent, when it has one: what every decision on it is about)."""
+        named: dict[str, Any] = _named(
+            request.service, request.environment, request.tier, request.id
+        )
+        if request.intent_sha256:
+            named["intent_sha256"] = request.intent_sha256
+        return self.record(action, outcome, actor, **{**named, **fields})
 
 
 def _named(service: str, environment: str, tier: str, request_id: str) -> dict[str, str]:

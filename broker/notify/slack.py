@@ -233,7 +233,9 @@ def action_block(notice: ApprovalNotice, personal_link: str | None = None) -> di
             "title": {"type": "plain_text", "text": "Approve this request?"},
             "text": plain(
                 f"Grant {notice.tier} on {notice.service}/{notice.environment} to "
-                f"{notice.agent} for {_duration(notice.duration_seconds)}.",
+                f"{notice.agent} for {_duration(notice.duration_seconds)}"
+                + (f", for intent {notice.intent.short_hash}" if notice.intent else "")
+                + ".",
                 300,
             ),
             "confirm": {"type": "plain_text", "text": "Approve"},

@@ -181,6 +181,10 @@ def test_collection_issues_exactly_the_approved_intent(acme: Broker) -> None:
     call = acme.issuers["aws"].calls[-1]
     assert (call.tier, call.request_id) == ("write", request_id)
     assert call.session_policy == session_policy(intent, REGION, "write")
+    # Every decision on the request names the hash it was about.
+    decided = [r for r in audit_of(acme, request_id) if r.action in ("approve", "collect")]
+    assert {r.action for r in decided} == {"approve", "collect"}
+    assert all(r.details["intent_sha256"] == intent.sha256 for r in decided)
 
 
 def test_collection_after_the_intents_grant_changed_is_refused(
