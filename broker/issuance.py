@@ -183,6 +183,7 @@ class IssuanceService:
             resources=list(request.resources),
             duration=request.duration_seconds,
             expires_at=credential.expires_at,
+            grant_sha256=request.grant.sha256,
             **correlation_ids(credential),
         )
         self.store.record_issued(issued_record(request, credential, at), audit)

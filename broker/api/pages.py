@@ -23,6 +23,7 @@ from wtforms.validators import ValidationError
 
 from broker.api.common import services
 from broker.approvals.difference import permission_difference
+from broker.approvals.grant_view import GrantView, grant_view
 from broker.approvals.history import recent_history
 from broker.approvals.intent_view import IntentView, intent_view
 from broker.approvals.pending import RequestView
@@ -134,6 +135,7 @@ class PageModel:
     note: str  # why a button is missing ('' when both are offered)
     link_used: bool
     intent: IntentView | None = None  # what the agent will do, when it said
+    grant: GrantView | None = None  # exactly what is issued, and its SHA-256
 
 
 def page_model(request_id: str, approver: Approver, link_jti: str | None = None) -> PageModel:
@@ -176,6 +178,7 @@ def page_model(request_id: str, approver: Approver, link_jti: str | None = None)
         note=note,
         link_used=link_used,
         intent=intent,
+        grant=grant_view(record),
     )
 
 

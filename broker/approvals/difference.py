@@ -20,11 +20,13 @@ from broker.intent.canonical import from_canonical
 from broker.intent.compile import database_grants as intent_database_grants
 from broker.intent.compile import session_policy as intent_session_policy
 from broker.intent.compile import vault_policy as intent_vault_policy
-from broker.policy.compiler import session_policy, vault_policy
+from broker.policy.compiler import database_role, session_policy, vault_policy
 from broker.policy.globs import covers
+from broker.policy.grant import DatabaseGrant, Grant, grant_from_json
 from broker.policy.grants import database_grants, vault_grants
 from broker.policy.iam_actions import IamDatabase
-from broker.scopes.model import Scope, TierName
+from broker.policy.narrowing import hcl_paths, intersect_database, intersect_hcl, sql_facts
+from broker.scopes.model import Environment, Scope, TierName
 from broker.store.records import RequestRecord
 
 
@@ -47,6 +49,12 @@ def permission_difference(record: RequestRecord, scope: Scope, iam: IamDatabase)
     tier: TierName = record.tier  # type: ignore[assignment]
     if env is None or tier not in scope.tiers:
         return ()
+    if record.grant is not None:
+        try:
+            grant = grant_from_json(record.grant)
+        except ValueError:
+            return ()
+        return grant_additions(grant, scope, env, record.region, iam)
     if record.intent is not None:
         return _intent_additions(record, scope, iam)
     if record.backend == "aws" and env.aws is not None and record.region:
@@ -64,6 +72,50 @@ def permission_difference(record: RequestRecord, scope: Scope, iam: IamDatabase)
             vault_grants(vault_policy(scope, env, "read")),
         )
     return set_additions(database_grants(scope, env, tier), database_grants(scope, env, "read"))
+
+
+def grant_additions(
+    grant: Grant, scope: Scope, env: Environment, region: str | None, iam: IamDatabase
+) -> tuple[str, ...]:
+    """What a stored grant adds to the read tier: the exact documents approvers approve."""
+    if grant.backend == "aws":
+        if env.aws is None or not region:
+            return ()
+        try:
+            baseline = session_policy(scope, env, region, "read", iam)
+        except BrokerError:
+            return ()
+        return aws_additions(grant.session_policy, baseline)
+    if grant.backend == "vault":
+        mine = hcl_paths(grant.vault_policy or "")
+        read = hcl_paths(
+            intersect_hcl(grant.vault_policy or "", vault_policy(scope, env, "read") or "")
+        )
+        return tuple(
+            f"adds vault {capability} on {path}"
+            for path, capabilities in sorted(mine.items())
+            if not path.startswith("auth/token/")
+            for capability in sorted(capabilities - read.get(path, set()))
+        )
+    role = database_role(scope, env, "read")
+    if grant.database is None:
+        return ()
+    facts = sql_facts(grant.database.creation_statements)
+    if role is not None:
+        read_sql = DatabaseGrant(role.mount, role.db_name, role.creation_statements, ())
+        facts -= sql_facts(intersect_database(grant.database, read_sql).creation_statements)
+    return tuple(
+        f"adds database {_sql_words(privilege, target)}"
+        for privilege, target in sorted(facts)
+        if privilege != "USAGE"
+    )
+
+
+def _sql_words(privilege: str, target: str) -> str:
+    if privilege == "MEMBER":
+        return f"membership in {target.strip(chr(34))} (DROP on every table it owns)"
+    plain = target.removeprefix("TABLE ").replace('"', "")
+    return f"{privilege} on {plain}"
 
 
 def _intent_additions(record: RequestRecord, scope: Scope, iam: IamDatabase) -> tuple[str, ...]:

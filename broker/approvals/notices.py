@@ -82,6 +82,7 @@ class Notices:
                 self.audit.clock(),
                 self.settings.impact_report_seconds,
             ),
+            grant_sha256=record.grant_sha256,
         )
 
     def opened(self, record: RequestRecord, scope: Scope, rule: Approval) -> None:

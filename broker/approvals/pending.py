@@ -72,6 +72,8 @@ def pending_record(
         intent=intent.canonical_json if intent else None,
         intent_sha256=intent.sha256 if intent else None,
         impact={"status": "measuring"} if resolved.intent and resolved.intent.has_impact else {},
+        grant=resolved.grant.canonical_json(),
+        grant_sha256=resolved.grant.sha256,
     )
 
 

@@ -19,9 +19,10 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, NoReturn, Protocol
 
+from broker.approvals.collection import RuleKeeper, issuable_grant
 from broker.approvals.notices import Notices
 from broker.approvals.pending import (
     Pending,
@@ -53,6 +54,7 @@ from broker.policy.decision import (
     intent_tier_changed,
     late_ballot,
     not_an_approver,
+    rule_now,
     scope_changed,
 )
 from broker.policy.iam_actions import IamDatabase
@@ -118,6 +120,8 @@ class ApprovalService:
             approvals_required=rule.required,
             delay=rule.delay_seconds,
             **intent_audit(resolved),
+            grant=record.grant,
+            grant_sha256=record.grant_sha256,
         )
         self.notices.opened(record, resolved.scope, rule)
         if self.impact is not None:
@@ -212,10 +216,17 @@ class ApprovalService:
         approver = self.settings.approvers.get(approver_name)
         if approver is None:
             self._refuse(not_an_approver(approver_name), approver_name, record, decision, via)
-        verdict = decide_approval(record, approver, decision, via, self.rule_in_force(record), now)
+        in_force = self.rule_in_force(record)
+        verdict = decide_approval(record, approver, decision, via, in_force, now)
         if isinstance(verdict, Refuse):
             self._refuse(verdict, approver.name, record, decision, via)
+        assert in_force is not None  # decide_approval refuses when the rule is gone
         window = self.settings.approvals.collect_window_seconds
+        # The rule it needs now (never looser than the one it was opened under), and the
+        # earlier approvals of people who may no longer approve, which do not count.
+        earlier = self.view(record).approvers
+        needs = rule_now(record, in_force, earlier)
+        not_counted = len(set(earlier)) - needs.counted
 
         def apply(current: RequestRecord, approvals: int, counted: bool) -> dict[str, Any]:
             if not counted:
@@ -229,13 +240,19 @@ class ApprovalService:
                     "decided_at": now,
                     "reason": f"denied by {approver.name}" + (f": {reason}" if reason else ""),
                 }
-            if current.status == "pending" and approvals >= current.approvals_required:
+            stricter = {}
+            if needs.required != current.approvals_required:
+                stricter["approvals_required"] = needs.required
+            if needs.delay_seconds != current.delay_seconds:
+                stricter["delay_seconds"] = needs.delay_seconds
+            if current.status == "pending" and approvals - not_counted >= needs.required:
                 return {
+                    **stricter,
                     "status": "approved",
                     "approved_at": now,
-                    "collect_deadline": now + current.delay_seconds + window,
+                    "collect_deadline": now + needs.delay_seconds + window,
                 }
-            return {}
+            return stricter
 
         ballot = ApprovalRecord(record.id, approver.name, decision, via, now)
         try:
@@ -253,7 +270,8 @@ class ApprovalService:
                 reason=reason[:500],
                 via=via,
                 approvals=result.approvals,
-                required=record.approvals_required,
+                required=updated.approvals_required,
+                grant_sha256=record.grant_sha256,
             )
             if updated.status != record.status:
                 self._status_changed(updated, result.approvals)
@@ -289,6 +307,7 @@ class ApprovalService:
             approvals=approvals,
             collectable_at=record.collectable_at,
             collect_deadline=record.collect_deadline,
+            grant_sha256=record.grant_sha256,
         )
         self.notices.updated(record, approvals)
 
@@ -321,21 +340,26 @@ class ApprovalService:
         if isinstance(verdict, Deny):
             raise verdict.error()
         resolved = self._resolve_again(record, identity, now)
-        if self.intent_check is not None:
-            try:
+        try:
+            if self.intent_check is not None:
                 self.intent_check.verify(identity, resolved)
-            except BrokerError as e:
-                self.audit.request_event(
-                    "collect", "refused", identity.subject, record, reason=e.message
-                )
-                raise
+            self._hold_to_the_rule(record, now)
+            issuable = issuable_grant(record, resolved.grant)
+            if isinstance(issuable, Deny):
+                raise issuable.error()
+        except BrokerError as e:
+            self.audit.request_event(
+                "collect", "refused", identity.subject, record, reason=e.message
+            )
+            raise
         claimed = self.store.transition(
             record.id, ["approved"], status="collected", collected_at=now
         )
         if claimed is None:
             raise ALREADY_COLLECTED.error()
+        granted = replace(resolved, grant=issuable.grant)
         try:
-            issued = self.issuance.issue(identity, resolved, record.id, use_cache=False)
+            issued = self.issuance.issue(identity, granted, record.id, use_cache=False)
         except BrokerError:
             # Nothing was handed out: give the agent another chance within the window.
             self.store.transition(record.id, ["collected"], status="approved", collected_at=None)
@@ -345,9 +369,22 @@ class ApprovalService:
             "collected",
             identity.subject,
             record,
+            grant_sha256=record.grant_sha256,
+            issued_sha256=issuable.grant.sha256,
+            narrowed=issuable.narrowed or None,
         )
         self.notices.updated(claimed, self.view(claimed).approvals_received)
         return issued
+
+    def _hold_to_the_rule(self, record: RequestRecord, now: float) -> None:
+        """An approved request meets the scope's rule in force now, or goes back under it
+        (pending, or approved again with its delay starting over) and the agent is told."""
+        in_force = self.rule_in_force(record)
+        if in_force is None:
+            raise RULE_GONE.error()
+        window = self.settings.approvals.collect_window_seconds
+        keeper = RuleKeeper(self.store, self.audit, self.notices, window)
+        keeper.hold(record, in_force, self.view(record).approvers, now)
 
     def _resolve_again(
         self, record: RequestRecord, identity: AgentIdentity, now: float

@@ -51,6 +51,7 @@ class ApprovalNotice:
     slack_approval: bool = True
     direct_slack_users: Sequence[str] = field(default_factory=tuple)
     intent: IntentView | None = None  # what the agent will do, when it said (replacements first)
+    grant_sha256: str | None = None  # the grant approvers approve (the page shows it whole)
 
 
 class Notifier(Protocol):

@@ -165,7 +165,12 @@ def summary_blocks(notice: ApprovalNotice) -> list[dict[str, Any]]:
                     # Broker-controlled: the configured public URL and a validated request id.
                     "type": "mrkdwn",
                     "text": f"Request `{notice.request_id}` \u00b7 "
-                    f"<{escape(notice.page_url)}|request page>",
+                    + (
+                        f"grant sha256 `{notice.grant_sha256[:12]}` \u00b7 "
+                        if notice.grant_sha256
+                        else ""
+                    )
+                    + f"<{escape(notice.page_url)}|request page>",
                     "verbatim": True,
                 }
             ],

@@ -39,6 +39,7 @@ from broker.identity.model import AgentIdentity
 from broker.intake import ResolvedRequest
 from broker.scopes.model import Approval, RateLimit, Scope
 from broker.store.records import FreezeRecord, RequestRecord
+from broker.yamldoc import format_duration
 
 Ballot = Literal["approve", "deny"]
 OPEN_STATES = ("pending", "approved")
@@ -299,6 +300,58 @@ def late_ballot(current: RequestRecord, ballot: Ballot) -> Refuse | None:
     if current.status not in OPEN_STATES or (ballot == "approve" and current.status != "pending"):
         return already_decided(current)
     return None
+
+
+# -- a rule that became stricter -------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class RuleNow:
+    """What a request needs now: the stricter of the rule it was opened under (stored on
+    it) and the scope's rule in force, and how many of its approvals still count."""
+
+    required: int
+    delay_seconds: int
+    counted: int  # approvals from approvers who may still approve this tier
+    tightened: tuple[str, ...]  # what became stricter, in words (empty: nothing)
+
+    @property
+    def satisfied(self) -> bool:
+        return self.counted >= self.required
+
+    def reason(self, record: RequestRecord) -> str:
+        return (
+            f"the approval rule for tier {record.tier} of {record.service} became stricter "
+            f"since it was opened: {'; '.join(self.tightened)}"
+        )
+
+
+def rule_now(record: RequestRecord, rule: RuleInForce, approved_by: Iterable[str]) -> RuleNow:
+    """Never looser than what the approvers were shown; stricter when the scope is now.
+
+    More approvers, a longer delay, or approvers who may no longer approve (other groups)
+    so that too few approvals count, tighten it. Break-glass keeps its own delay (none):
+    it bypasses the tier's.
+    """
+    required = max(record.approvals_required, rule.rule.required)
+    delay = record.delay_seconds
+    if not record.break_glass:
+        delay = max(delay, rule.rule.delay_seconds)
+    approvers = list(dict.fromkeys(approved_by))
+    gone = [name for name in approvers if name not in rule.eligible]
+    tightened = []
+    if required > record.approvals_required:
+        tightened.append(f"{required} approvals instead of {record.approvals_required}")
+    if delay > record.delay_seconds:
+        tightened.append(
+            f"a {format_duration(delay)} delay instead of {format_duration(record.delay_seconds)}"
+        )
+    if gone and len(approvers) - len(gone) < required:
+        tightened.append(
+            f"{', '.join(gone)} may no longer approve it, so "
+            f"{'that approval no longer counts' if len(gone) == 1 else 'theirs no longer count'}"
+        )
+    return RuleNow(required, delay, len(approvers) - len(gone), tuple(tightened))
 
 
 # -- collecting approved credentials --------------------------------------------------

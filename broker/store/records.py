@@ -50,6 +50,10 @@ class RequestRecord:
     intent_sha256: str | None = None
     # What its destruction would affect, measured after opening: {"status", "lines", "at"}.
     impact: Mapping[str, Any] = field(default_factory=dict)
+    # The grant approvers approve, fixed when the request opened (broker.policy.grant): its
+    # canonical JSON and SHA-256. None only for requests stored before grants were.
+    grant: str | None = None
+    grant_sha256: str | None = None
 
     @property
     def collectable_at(self) -> float | None:

@@ -53,6 +53,8 @@ requests = Table(
     Column("intent", Text),
     Column("intent_sha256", String(64)),
     Column("impact", Text, nullable=False, default="{}"),
+    Column("grant", Text),
+    Column("grant_sha256", String(64)),
     Index("ix_requests_agent_created", "agent_key", "created_at"),
     Index("ix_requests_status", "status"),
 )

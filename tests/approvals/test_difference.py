@@ -6,6 +6,7 @@ from dataclasses import replace
 from typing import Any
 
 from broker.approvals.difference import permission_difference
+from broker.intake import parse_request, resolve
 from tests.approvals.flows import DELETE_LEDGER, LEDGER_AGENT, WRITE_PAYMENTS, open_request
 from tests.fixtures.broker import Broker
 
@@ -32,11 +33,23 @@ def test_the_permission_difference_lists_only_what_read_lacks(broker: Broker) ->
     objects = "arn:aws:s3:::payments-prod-invoices/2026/11/*"
     write = approvals.get(open_request(broker, WRITE_PAYMENTS))
     scope, _, _ = approvals.eligible(write)
-    assert permission_difference(replace(write, tier="delete"), scope, broker.services.iam) == (
+    services = broker.services
+    identity = services.verifier.verify(broker.token("payments-copilot"))
+    grant = resolve(
+        parse_request({**WRITE_PAYMENTS, "tier": "delete"}),
+        services.scopes.current,
+        identity,
+        services.iam,
+    ).grant
+    delete = replace(
+        write, tier="delete", grant=grant.canonical_json(), grant_sha256=grant.sha256
+    )
+    assert permission_difference(delete, scope, broker.services.iam) == (
         f"adds s3:DeleteObject on {objects} in us-east-1",
         f"adds s3:PutObject on {objects} in us-east-1",
         f"adds s3:PutObjectTagging on {objects} in us-east-1",
     )
     vault = adds(DELETE_LEDGER, LEDGER_AGENT)
-    assert "adds vault delete on secret/data/ledger/prod/*" in vault
+    # Exactly the request's own paths: the token's policy is made for the request.
+    assert "adds vault delete on secret/data/ledger/prod/obsolete-key" in vault
     assert not any(" read on " in line or " list on " in line for line in vault)
