@@ -93,7 +93,7 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
                 "path": endpoint,
                 "status": response.status_code,
                 "duration_ms": round(elapsed * 1000, 2),
-                "agent": agent.subject if agent else None,
+                "agent": agent.principal if agent else None,
             },
         )
         return response

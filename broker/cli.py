@@ -171,6 +171,7 @@ def scopes_apply(path: Path | None, config_path: Path | None, yes: bool, check: 
         sys.exit(EXIT_PROBLEMS)
     if check and yes:
         raise BrokerError("--check changes nothing: use it without --yes")
+
     def out(line: str) -> None:
         if not (check and line.startswith("Nothing was changed.")):
             click.echo(line)
@@ -313,7 +314,11 @@ def token_group() -> None:
 
 @token_group.command("mint")
 @CONFIG_OPTION
-@click.option("--agent", required=True, help="Agent name; the token's subject is agent:NAME.")
+@click.option(
+    "--agent",
+    required=True,
+    help="Agent name, NAME or agent:NAME; the token's subject is agent:NAME.",
+)
 @click.option("--ttl", default="1h", show_default=True, help="Lifetime, e.g. 30m, 1h, 8h.")
 def token_mint(config_path: Path | None, agent: str, ttl: str) -> None:
     """Print a JWT for an agent, signed with the broker's key."""

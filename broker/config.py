@@ -23,6 +23,12 @@ from pydantic_core import InitErrorDetails
 
 from broker.errors import ConfigError, InvalidFileError, Problem
 from broker.guard.fanout import DEFAULT_CONCURRENCY
+from broker.identity.model import (
+    LOCAL_ISSUER,
+    RESERVED_ISSUER_NAMES,
+    AgentIdentity,
+    parse_principal,
+)
 from broker.schema import (
     KEY,
     NOT_IN_FILE,
@@ -142,10 +148,48 @@ class LocalIssuer(Declared):
 class IdentitySettings(Declared):
     local: LocalIssuer = field(default_factory=LocalIssuer)
     oidc: Annotated[tuple[OidcIssuer, ...], Entries(allow_empty=True, unique=False)] = ()
+    # The issuers whose identities may be listed in `admins` (the kill switch over HTTP).
+    admin_issuers: Annotated[tuple[Annotated[str, Name], ...], Entries(allow_empty=True)] = (
+        LOCAL_ISSUER,
+    )
     max_token_bytes: Annotated[int, Integer(512, 65536)] = 8192
     leeway_seconds: Annotated[int, alias("leeway"), Seconds] = 30
     jwks_cache_seconds: Annotated[int, alias("jwks_cache"), Seconds] = 600
     jwks_min_refresh_seconds: Annotated[int, alias("jwks_min_refresh"), Seconds] = 30
+
+    @property
+    def issuer_names(self) -> frozenset[str]:
+        """Every issuer an identity can come from (the local one when enabled)."""
+        local = {LOCAL_ISSUER} if self.local.enabled else set()
+        return frozenset(local | {oidc.name for oidc in self.oidc})
+
+    def problems(self) -> Iterator[InitErrorDetails]:
+        names: set[str] = set()
+        addresses = {self.local.issuer} if self.local.enabled else set()
+        for index, oidc in enumerate(self.oidc):
+            if oidc.name in RESERVED_ISSUER_NAMES:
+                yield problem(
+                    f"'{oidc.name}' is reserved (the broker's own agents are local, "
+                    "their subjects agent:NAME)",
+                    "oidc",
+                    index,
+                    "name",
+                )
+            elif oidc.name in names:
+                yield problem(f"'{oidc.name}' names two issuers", "oidc", index, "name")
+            if oidc.issuer in addresses:
+                yield problem(
+                    "is another issuer's too: each issuer needs its own 'iss'",
+                    "oidc",
+                    index,
+                    "issuer",
+                )
+            names.add(oidc.name)
+            addresses.add(oidc.issuer)
+        known = {LOCAL_ISSUER} | names
+        for index, name in enumerate(self.admin_issuers):
+            if name not in known:
+                yield problem(f"names no configured issuer '{name}'", "admin_issuers", index)
 
 
 @dataclass(frozen=True)
@@ -400,7 +444,15 @@ class Settings(Declared):
                 return approver
         return None
 
+    def has_issuer(self, name: str) -> bool:
+        return name in self.identity.issuer_names
+
+    def is_admin(self, identity: AgentIdentity) -> bool:
+        """Listed in ``admins`` (issuer and subject), from an issuer allowed to be admin."""
+        return identity.issuer in self.identity.admin_issuers and identity.principal in self.admins
+
     def problems(self) -> Iterator[InitErrorDetails]:
+        yield from self._admin_problems()
         for group, members in self.groups.items():
             for index, member in enumerate(members):
                 if member not in self.approvers:
@@ -410,6 +462,40 @@ class Settings(Declared):
         url = urlsplit(self.public_url)
         if url.scheme == "http" and url.hostname not in LOOPBACK:
             yield problem("must use https (approval links carry personal tokens)", "public_url")
+
+    def _admin_problems(self) -> Iterator[InitErrorDetails]:
+        """Each admin names its issuer (agent:NAME is the local one's), an issuer allowed
+        to hold admin rights."""
+        for index, admin in enumerate(self.admins):
+            try:
+                issuer, _ = parse_principal(admin)
+            except ValueError as e:
+                yield problem(str(e), "admins", index, sentence=True)
+                continue
+            if issuer == LOCAL_ISSUER and not self.identity.local.enabled:
+                yield problem(
+                    f"'{admin}' is of the broker's own issuer, which is disabled "
+                    "(identity.local.enabled: false)",
+                    "admins",
+                    index,
+                    sentence=True,
+                )
+            elif not self.has_issuer(issuer):
+                yield problem(
+                    f"'{admin}' names issuer '{issuer}', which is not configured (the broker's "
+                    "own agents are written agent:NAME, another issuer's ISSUER:SUBJECT)",
+                    "admins",
+                    index,
+                    sentence=True,
+                )
+            elif issuer not in self.identity.admin_issuers:
+                yield problem(
+                    f"'{admin}' is of issuer '{issuer}', which identity.admin_issuers does not "
+                    "allow to hold admin rights",
+                    "admins",
+                    index,
+                    sentence=True,
+                )
 
 
 LABELS = Labels("config")

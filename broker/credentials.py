@@ -86,7 +86,7 @@ class CredentialService:
         self.audit.record(
             "request",
             "denied",
-            identity.subject,
+            identity.principal,
             reason=error.message,
             service=_text(fields.get("service")),
             environment=_text(fields.get("environment")),

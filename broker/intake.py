@@ -185,7 +185,7 @@ def resolve(
         hint = did_you_mean(request.service, mine)
         raise NotFound(f"no scope for service '{request.service}'{hint}", "service")
     if not may_request(scope, identity):
-        raise Forbidden(f"agent {identity.subject} may not request scope {scope.service}")
+        raise Forbidden(f"agent {identity.principal} may not request scope {scope.service}")
     env = scope.environments.get(request.environment)
     if env is None:
         raise NotFound(

@@ -75,7 +75,7 @@ def cache_key(request: IssueRequest) -> CacheKey:
     """Same agent, same grant, same lifetime: the same credentials may be handed out again."""
     return CacheKey(
         agent_key=request.identity.key,
-        agent_subject=request.identity.subject,
+        agent_subject=request.identity.principal,
         service=request.scope.service,
         environment=request.environment.name,
         region=request.region,
@@ -152,7 +152,7 @@ class IssuanceService:
         self.audit.record(
             "issue",
             "cached",
-            request.identity.subject,
+            request.identity.principal,
             **named(request, entry.request_id),
             region=request.region,
             expires_at=entry.credential.expires_at,
@@ -168,7 +168,7 @@ class IssuanceService:
         except UpstreamUnavailable as e:
             failed = named(request, request.request_id)
             self.audit.record(
-                "issue", "failed", request.identity.subject, reason=e.message, **failed
+                "issue", "failed", request.identity.principal, reason=e.message, **failed
             )
             raise
 
@@ -177,7 +177,7 @@ class IssuanceService:
         audit = self.audit.build(
             "issue",
             "issued",
-            request.identity.subject,
+            request.identity.principal,
             **named(request, request.request_id),
             region=request.region,
             resources=list(request.resources),

@@ -7,6 +7,7 @@ pytest_plugins = [
     "tests.fixtures.browser",
     "tests.fixtures.secret_scan",
     "tests.fixtures.oidc",
+    "tests.fixtures.agent_issuer",
     "pytester",
     "tests.fixtures.openbao",
     "tests.fixtures.moto",

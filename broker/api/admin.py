@@ -1,4 +1,6 @@
-"""Admin-only API: the kill switch over HTTP. Admins are identities listed in `admins`."""
+"""Admin-only API: the kill switch over HTTP. Admins are identities listed in `admins`
+(issuer and subject: ``agent:NAME`` or ``ISSUER:SUBJECT``), of an issuer that
+``identity.admin_issuers`` allows to hold admin rights."""
 
 from __future__ import annotations
 
@@ -18,8 +20,8 @@ FIELDS = {"agent", "service", "environment", "request_id", "all", "reason"}
 def _admin() -> AgentIdentity:
     identity = current_agent()
     svc = services()
-    if identity.subject not in svc.settings.admins:
-        svc.audit.record("admin", "denied", identity.subject, reason="not an admin")
+    if not svc.settings.is_admin(identity):
+        svc.audit.record("admin", "denied", identity.principal, reason="not an admin")
         raise Forbidden("this endpoint is for the broker's admins")
     return identity
 
@@ -55,7 +57,7 @@ def revoke() -> tuple[Response, int]:
     """
     admin = _admin()
     target, reason = _target(json_body())
-    report = services().kill_switch.revoke(target, f"admin:{admin.subject}", reason)
+    report = services().kill_switch.revoke(target, f"admin:{admin.principal}", reason)
     return jsonify(report.as_dict()), 200 if report.ok else 207
 
 
@@ -68,5 +70,5 @@ def unfreeze() -> Response:
     """
     admin = _admin()
     target, reason = _target(json_body())
-    done = services().kill_switch.unfreeze(target, f"admin:{admin.subject}", reason)
+    done = services().kill_switch.unfreeze(target, f"admin:{admin.principal}", reason)
     return jsonify(target=target.describe(), lifted=done.lifted, effective_at=done.effective_at)

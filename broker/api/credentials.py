@@ -135,4 +135,4 @@ def list_scopes() -> Response:
                 "tiers": tiers,
             }
         )
-    return jsonify(agent=agent.subject, scopes=result)
+    return jsonify(agent=agent.principal, scopes=result)

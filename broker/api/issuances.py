@@ -29,7 +29,7 @@ def get_issuance(request_id: str) -> Response:
     records = [r for r in found if r.agent_key == agent.key]
     if not records:
         raise NotFound("no such issuance")
-    freeze = services().guard.frozen(agent.subject, records[0].service, records[0].environment)
+    freeze = services().guard.frozen(agent.principal, records[0].service, records[0].environment)
     state = standing(request_id, records, freeze, services().clock())
     return jsonify(
         request_id=state.request_id,

@@ -85,5 +85,5 @@ def withdraw(request_id: str) -> Response:
     agent = current_agent()
     approvals = services().approvals
     view = approvals.status(_request_id(request_id), agent)
-    approvals.cancel_open("withdrawn by the agent", agent.subject, request_id=view.record.id)
+    approvals.cancel_open("withdrawn by the agent", agent.principal, request_id=view.record.id)
     return jsonify(view_body(approvals.status(view.record.id, agent)))

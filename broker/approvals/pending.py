@@ -51,7 +51,7 @@ def pending_record(
     return RequestRecord(
         id=new_request_id(now),
         agent_key=identity.key,
-        agent_subject=identity.subject,
+        agent_subject=identity.principal,
         agent_issuer=identity.issuer,
         agent_claims=dict(identity.claims),
         service=request.service,

@@ -112,7 +112,7 @@ class ApprovalService:
         self.audit.record(
             "request",
             "pending",
-            identity.subject,
+            identity.principal,
             request_id=record.id,
             **request.audit_fields(),
             resources=list(request.resources),
@@ -323,7 +323,7 @@ class ApprovalService:
             self.audit.record(
                 "collect",
                 "refused",
-                identity.subject,
+                identity.principal,
                 reason="not the requesting agent",
                 request_id=record.id,
             )
@@ -332,7 +332,7 @@ class ApprovalService:
         approvals = self.view(record).approvals_received if record.status == "pending" else 0
         # Only an approved request gets as far as the freezes: read them for that one.
         freeze = (
-            self.frozen(identity.subject, record.service, record.environment)
+            self.frozen(identity.principal, record.service, record.environment)
             if record.status == "approved"
             else None
         )
@@ -367,7 +367,7 @@ class ApprovalService:
         self.audit.request_event(
             "collect",
             "collected",
-            identity.subject,
+            identity.principal,
             record,
             grant_sha256=record.grant_sha256,
             issued_sha256=issuable.grant.sha256,

@@ -117,8 +117,7 @@ def render(endpoints: Endpoints, agent: str, token: str, demo: DemoRequests | No
     )
     lines += [
         "",
-        f"Read credentials for {demo.read['service']}/{demo.read['environment']}, "
-        "granted at once:",
+        f"Read credentials for {demo.read['service']}/{demo.read['environment']}, granted at once:",
         post,
         f"    -d '{json.dumps(demo.read)}' $BROKER_URL/v1/credentials",
     ]

@@ -236,9 +236,7 @@ def start_stack(scopes: Path, state_dir: Path, port: int, say: Callable[[str], N
         token = mint_agent_token(
             load_keys(settings.state_dir), settings.identity.local, agent, 8 * 3600
         )
-        return Stack(
-            url, config, token, agent, bao, moto, broker, database, scope_set, settings
-        )
+        return Stack(url, config, token, agent, bao, moto, broker, database, scope_set, settings)
     except BaseException:
         for process in reversed(processes):
             process.stop()

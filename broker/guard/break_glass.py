@@ -237,9 +237,9 @@ class BreakGlass:
         )
         # The scope still decides: requesters, environment, resources, the blast-radius cap.
         resolved = resolve(parsed, self.scopes.current, identity, self.iam)
-        if self.frozen(identity.subject, ask.service, ask.environment) is not None:
+        if self.frozen(identity.principal, ask.service, ask.environment) is not None:
             raise Frozen(
-                f"frozen: {identity.subject} or {ask.service}/{ask.environment} is frozen by "
+                f"frozen: {identity.principal} or {ask.service}/{ask.environment} is frozen by "
                 "the kill switch or the circuit breaker; break-glass does not lift a freeze "
                 "(an operator runs `broker unfreeze`)"
             )

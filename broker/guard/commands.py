@@ -39,7 +39,11 @@ def _operator() -> str:
 
 
 REVOKE_OPTIONS = [
-    click.option("--agent", help="Cut off this agent (its subject, e.g. agent:payments-copilot)."),
+    click.option(
+        "--agent",
+        help="Cut off this agent: agent:NAME for the broker's own (agent:payments-copilot), "
+        "ISSUER:SUBJECT for another issuer's.",
+    ),
     click.option("--service", help="Cut off every agent's credentials for this scope."),
     click.option("--environment", help="With --service: only this environment."),
     click.option("--request", "request_id", help="Revoke only this request's credentials."),
@@ -48,7 +52,10 @@ REVOKE_OPTIONS = [
     config_option(),
 ]
 UNFREEZE_OPTIONS = [
-    click.option("--agent", help="Lift the freeze on this agent (e.g. agent:payments-copilot)."),
+    click.option(
+        "--agent",
+        help="Lift the freeze on this agent (agent:NAME, or ISSUER:SUBJECT for another issuer's).",
+    ),
     click.option("--service", help="Lift the freeze on this scope."),
     click.option("--environment", help="With --service: the freeze on this environment."),
     click.option(

@@ -85,9 +85,10 @@ class Guard:
             self._freezes_read_at = float("-inf")
 
     def frozen(
-        self, subject: str, service: str | None, environment: str | None
+        self, principal: str, service: str | None, environment: str | None
     ) -> FreezeRecord | None:
-        return matching_freeze(self.active_freezes(), subject, service, environment)
+        """The freeze stopping agent ``principal`` (issuer and subject) here, if any."""
+        return matching_freeze(self.active_freezes(), principal, service, environment)
 
     # -- deciding a request -----------------------------------------------------------
 
@@ -128,13 +129,14 @@ class Guard:
             "out_of_scope": self.breaker.max_out_of_scope,
         }
         limit = limits[kind]
-        key = f"breaker:{kind}:{identity.subject}"
+        principal = identity.principal
+        key = f"breaker:{kind}:{principal}"
         _, before, _ = self.store.count_and_add(key, self.breaker.window_seconds, None, now)
-        if before + 1 < limit or self.frozen(identity.subject, None, None) is not None:
+        if before + 1 < limit or self.frozen(principal, None, None) is not None:
             return
-        self.trip(identity.subject, kind, before + 1, now)
+        self.trip(principal, kind, before + 1, now)
 
-    def trip(self, subject: str, kind: str, count: int, now: float) -> None:
+    def trip(self, principal: str, kind: str, count: int, now: float) -> None:
         window = self.breaker.window_seconds
         events = f"{count} {kind.replace('_', ' ')} events in {window // 60} min"
         # The freeze's reason names its cause (the 403 `frozen` quotes it); the alert already
@@ -143,7 +145,7 @@ class Guard:
         self.store.add_freeze(
             FreezeRecord(
                 kind="agent",
-                target=subject,
+                target=principal,
                 reason=reason,
                 created_by="circuit-breaker",
                 created_at=now,
@@ -152,23 +154,23 @@ class Guard:
         self.forget_freezes()
         evidence = [
             f"{r.action} {r.outcome}: {r.reason or r.request_id or ''}"[:200]
-            for r in self.store.recent_audit(actor=subject, limit=10)
+            for r in self.store.recent_audit(actor=principal, limit=10)
         ]
         self.audit.record(
             "breaker_trip",
             "frozen",
             "circuit-breaker",
             reason=reason,
-            agent=subject,
+            agent=principal,
             kind=kind,
             count=count,
             evidence=evidence,
         )
-        log.warning("circuit breaker froze %s", subject, extra={"kind": kind, "count": count})
+        log.warning("circuit breaker froze %s", principal, extra={"kind": kind, "count": count})
         try:
             self.notifier.alert(
-                f"Agent {subject} was frozen by the circuit breaker: {events}.", evidence
+                f"Agent {principal} was frozen by the circuit breaker: {events}.", evidence
             )
         except Exception as e:  # noqa: BLE001 - Slack down must not undo or hide the freeze
             failure = str(e) if isinstance(e, NotificationFailed) else type(e).__name__
-            self.audit.record("notify", "failed", "broker", reason=failure, agent=subject)
+            self.audit.record("notify", "failed", "broker", reason=failure, agent=principal)

@@ -43,6 +43,7 @@ from broker.guard.revocation_policy import (
     cutoff_for,
 )
 from broker.guard.role_denials import RoleDenials
+from broker.identity.model import LOCAL_ISSUER, parse_principal, principal_of
 from broker.issuers.aws_accounts import AwsAccounts, failure_reason
 from broker.issuers.aws_sts import source_identity
 from broker.issuers.base import Issuer
@@ -76,6 +77,11 @@ class RevokeTarget:
             raise BadRequest("name exactly one of: an agent, a service, a request, or all")
         if self.environment is not None and self.service is None:
             raise BadRequest("an environment narrows a service: name the service too")
+        if self.agent is not None:
+            try:
+                parse_principal(self.agent)
+            except ValueError as e:
+                raise BadRequest(str(e), "agent") from None
 
     def describe(self) -> str:
         if self.agent is not None:
@@ -487,7 +493,11 @@ def _deny(denials: RoleDenials, arn: str, denial: Denial, now: float) -> Compact
         return failure_reason(e)
 
 
-def may_be_requested_by(scope: Scope, subject: str) -> bool:
-    """Could the agent ``subject`` hold credentials of ``scope``? Its subject is listed, or
-    a requester matches by claims (unknown here: counted as yes, to fail closed)."""
-    return any(r.subject in (subject, None) for r in scope.requesters)
+def may_be_requested_by(scope: Scope, principal: str) -> bool:
+    """Could the agent ``principal`` (issuer and subject) hold credentials of ``scope``? A
+    requester names it, or matches by claims (unknown here: counted as yes, to fail
+    closed)."""
+    return any(
+        r.subject is None or principal_of(r.issuer or LOCAL_ISSUER, r.subject) == principal
+        for r in scope.requesters
+    )

@@ -22,10 +22,10 @@ from cachetools import TTLCache
 from broker.config import IdentitySettings, OidcIssuer
 from broker.errors import Unauthenticated
 from broker.identity.jwks import JwksCache
-from broker.identity.model import AgentIdentity
+from broker.identity.model import LOCAL_ISSUER, AgentIdentity
 from broker.keys import BrokerKeys
 
-LOCAL_ISSUER_NAME = "local"
+LOCAL_ISSUER_NAME = LOCAL_ISSUER
 LOCAL_ALGORITHM = "EdDSA"
 REQUIRED_CLAIMS = ["exp", "iat", "iss", "aud", "sub"]
 # Verified tokens are remembered briefly (by hash) so repeated calls skip the signature.

@@ -64,7 +64,8 @@ def session_name(agent: str, request_id: str) -> str:
 
 
 def source_identity(agent: str) -> str:
-    """SourceIdentity persists through role chaining: the agent's subject, made valid."""
+    """SourceIdentity persists through role chaining: the agent's principal (issuer and
+    subject, :mod:`broker.identity.model`), made valid."""
     value = _NAME_CHARS.sub("-", agent)[:64]
     return value if len(value) >= 2 else f"agent-{value}"
 
@@ -138,7 +139,7 @@ class StsIssuer:
         if grant.role_arn is None or grant.session_policy is None:
             raise UpstreamUnavailable("no AWS role or session policy for this request", BACKEND)
         role_arn = grant.role_arn
-        agent = request.identity.subject
+        agent = request.identity.principal
         params = {
             "RoleArn": role_arn,
             "RoleSessionName": session_name(agent, request.request_id),

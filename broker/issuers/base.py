@@ -94,7 +94,7 @@ def issued_record(
     return IssuedRecord(
         request_id=request.request_id,
         agent_key=request.identity.key,
-        agent_subject=request.identity.subject,
+        agent_subject=request.identity.principal,
         service=request.scope.service,
         environment=request.environment.name,
         region=request.region,

@@ -65,7 +65,7 @@ class VaultTokenIssuer:
             self.caller(
                 lambda client: client.sys.create_or_update_acl_policy(name=policy, policy=text)
             )
-        agent = request.identity.subject
+        agent = request.identity.principal
 
         def create(client: Any) -> Any:
             # Through the token role: orphan, and Vault itself refuses any policy outside

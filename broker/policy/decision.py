@@ -138,13 +138,14 @@ class RuleInForce:
 
 
 def matching_freeze(
-    freezes: Iterable[FreezeRecord], subject: str, service: str | None, environment: str | None
+    freezes: Iterable[FreezeRecord], principal: str, service: str | None, environment: str | None
 ) -> FreezeRecord | None:
-    """The first freeze that stops ``subject`` (or the service/environment), if any."""
+    """The first freeze that stops the agent ``principal`` (issuer and subject, see
+    :mod:`broker.identity.model`) or the service/environment, if any."""
     for freeze in freezes:
         if freeze.kind == "all":
             return freeze
-        if freeze.kind == "agent" and freeze.target == subject:
+        if freeze.kind == "agent" and freeze.target == principal:
             return freeze
         if freeze.kind == "scope" and service is not None:
             if freeze.target in (service, f"{service}/{environment}"):
@@ -161,7 +162,7 @@ def refusal_before_counting(
     """What stops a request before anything is counted for it (a frozen or change-frozen
     request must not use up its agent's rate, nor count towards the circuit breaker)."""
     request = resolved.request
-    freeze = matching_freeze(freezes, identity.subject, request.service, request.environment)
+    freeze = matching_freeze(freezes, identity.principal, request.service, request.environment)
     if freeze is not None:
         until = "until an operator runs `broker unfreeze`"
         if freeze.lifted_at is not None:  # unfrozen, effective once the AWS cut-off passed

@@ -142,11 +142,12 @@ def scope_wide_facts(scope: Scope) -> TierFacts:
     """Who may request the scope and when it is frozen: facts of no single tier."""
     grants = set()
     for requester in scope.requesters:
+        issuer = f" of issuer {requester.issuer}" if requester.issuer else ""
         if requester.subject is not None:
-            grants.add(f"requester subject {requester.subject}")
+            grants.add(f"requester subject {requester.subject}{issuer}")
         else:
             claims = ", ".join(f"{k}={v}" for k, v in sorted(requester.claims.items()))
-            grants.add(f"requester with claims {claims}")
+            grants.add(f"requester with claims {claims}{issuer}")
     settings = {}
     for freeze in scope.freezes:
         window = (

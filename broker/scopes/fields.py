@@ -57,6 +57,8 @@ SqlObject = Text(
     "schema.table or schema.* in lower case",
 )
 DatabaseRole = Text("[A-Za-z0-9][A-Za-z0-9_-]{0,62}", "a Vault database role name")
+# A configured identity issuer's name ("local" is the broker's own); see broker.config.
+IssuerName = Text("[a-z][a-z0-9_.-]{0,63}", "an issuer's name from the broker config")
 SlackChannel = Text("[#@]?[A-Za-z0-9._-]{1,80}", "a Slack channel")
 FreezeTier = Text("write|delete", "write or delete")
 DAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")

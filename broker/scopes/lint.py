@@ -74,9 +74,7 @@ def known_actions(loaded: LoadedScope, ctx: LintContext) -> Iterator[Problem]:
         elif not ctx.iam.expand(action):
             close = None if is_wildcard(name) else closest(name, ctx.iam.action_names(service))
             hint = f"; did you mean '{service}:{close}'?" if close else ""
-            yield _problem(
-                loaded, key, "unknown-action", f"'{action}' matches no IAM action{hint}"
-            )
+            yield _problem(loaded, key, "unknown-action", f"'{action}' matches no IAM action{hint}")
 
 
 def read_access_level(loaded: LoadedScope, ctx: LintContext) -> Iterator[Problem]:

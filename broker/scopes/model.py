@@ -42,6 +42,7 @@ from broker.scopes.fields import (
     Days,
     FreezeTier,
     Instant,
+    IssuerName,
     Name,
     NeedsRead,
     NoParentStep,
@@ -230,12 +231,18 @@ class Environment(Declared):
 
 @dataclass(frozen=True)
 class Requester(Declared):
-    """An agent identity allowed to request the scope: an exact subject or claim globs."""
+    """An agent identity allowed to request the scope: an exact subject or claim globs.
+
+    The identity's issuer is part of the match: ``issuer`` names a configured issuer; an
+    entry without it means the broker's own (local) issuer, unless its claims pin ``iss``
+    to one issuer's address exactly.
+    """
 
     subject: Annotated[str | None, Text()] = None
     claims: Annotated[Mapping[str, Annotated[str, Text()]], AfterValidator(claims_not_blank)] = (
         field(default_factory=dict)
     )
+    issuer: Annotated[str | None, IssuerName] = None
 
     @classmethod
     def prepare(cls, data: dict[str, Any]) -> Iterator[InitErrorDetails]:
@@ -243,6 +250,17 @@ class Requester(Declared):
             yield problem("needs exactly one of 'subject' or 'claims'")
         elif data.get("claims") == {}:
             yield problem("must not be empty", "claims")
+
+    def problems(self) -> Iterator[InitErrorDetails]:
+        iss = self.claims.get("iss")
+        if iss is not None and any(c in iss for c in "*?["):
+            yield problem(
+                f"claim 'iss' is a pattern ('{iss}'): it must name one issuer exactly (write "
+                "one requester per issuer)",
+                "claims",
+                "iss",
+                sentence=True,
+            )
 
 
 @dataclass(frozen=True)

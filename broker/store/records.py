@@ -22,7 +22,7 @@ PENDING_STATES: tuple[RequestStatus, ...] = ("pending", "approved")
 class RequestRecord:
     id: str
     agent_key: str
-    agent_subject: str
+    agent_subject: str  # the agent's principal: issuer and subject (broker.identity.model)
     agent_issuer: str
     agent_claims: Mapping[str, str]
     service: str
@@ -76,7 +76,7 @@ class IssuedRecord:
 
     request_id: str
     agent_key: str
-    agent_subject: str
+    agent_subject: str  # the agent's principal: issuer and subject (broker.identity.model)
     service: str
     environment: str
     region: str | None
@@ -99,7 +99,7 @@ class FreezeRecord:
     """A kill-switch or circuit-breaker freeze: nothing new is issued to its target."""
 
     kind: Literal["agent", "scope", "all"]
-    target: str  # agent subject, "service" or "service/environment", or "*"
+    target: str  # agent principal, "service" or "service/environment", or "*"
     reason: str
     created_by: str
     created_at: float

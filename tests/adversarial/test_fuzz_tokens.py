@@ -33,8 +33,8 @@ from broker.identity.mint import mint_agent_token
 from broker.identity.model import AgentIdentity
 from broker.identity.verifier import TokenVerifier
 from broker.keys import BrokerKeys, load_keys
-from tests.adversarial.conftest import RSA_KEY, OidcProvider
 from tests.adversarial.support import patient_broker
+from tests.fixtures.agent_issuer import RSA_KEY, OidcProvider
 from tests.fixtures.broker import Broker
 
 FUZZ = settings(

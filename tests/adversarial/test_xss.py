@@ -31,9 +31,9 @@ from selenium.webdriver.support import expected_conditions
 from selenium.webdriver.support.ui import WebDriverWait
 
 from broker.config import Approver, IdentitySettings, LocalIssuer
-from tests.adversarial.conftest import OidcProvider
 from tests.adversarial.support import PATIENT_BREAKER
 from tests.approvals.flows import WRITE_PAYMENTS, link_token
+from tests.fixtures.agent_issuer import OidcProvider
 from tests.fixtures.broker import APPROVERS, Broker, make_broker
 from tests.fixtures.browser import LiveServer
 
@@ -178,7 +178,7 @@ def read_in_the_browser(stage: Stage, browser: WebDriver) -> None:
     assert ALICE_NAME in text(browser, "signed-in") and ALICE_EMAIL in text(browser, "signed-in")
     assert DENY_REASON in text(browser, "history")
     heading = str(browser.find_element(By.TAG_NAME, "h1").text)
-    assert heading.startswith(SUBJECT) and "payments / prod" in heading
+    assert heading.startswith(f"ci:{SUBJECT}") and "payments / prod" in heading
 
 
 def test_the_content_security_policy_forbids_every_script(stage: Stage) -> None:

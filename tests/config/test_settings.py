@@ -61,7 +61,8 @@ identity:
   leeway: 1m
   jwks_cache: 15m
   jwks_min_refresh: 45s
-admins: ["agent:ops"]
+  admin_issuers: [gh]
+admins: ["gh:acme/ops"]
 approvers:
   alice: {name: Alice A., email: alice@example.com, slack_user_id: U024BE7LH}
   bob: {oidc_subject: "1234", notify_directly: true}
@@ -99,7 +100,7 @@ audit: {stream: "-"}
     assert oidc.required_claims == ("ref",)
     assert (s.identity.leeway_seconds, s.identity.jwks_cache_seconds) == (60, 900)
     assert s.identity.jwks_min_refresh_seconds == 45 and s.identity.max_token_bytes == 4096
-    assert s.admins == ("agent:ops",)
+    assert s.admins == ("gh:acme/ops",) and s.identity.admin_issuers == ("gh",)
     assert s.approvers["alice"].display_name == "Alice A."
     assert s.approvers["bob"].display_name == "bob" and s.approvers["bob"].notify_directly
     assert s.approver_by_slack_id("U024BE7LH") == s.approvers["alice"]
@@ -218,3 +219,63 @@ def test_values_the_file_cannot_set(tmp_path: Path) -> None:
     """What the broker fills in itself is not a key of the file."""
     found = problems(tmp_path, "source: elsewhere\n")
     assert found[0].startswith("1:1: config: unknown key 'source'")
+
+
+OIDC_ENTRY = "{{name: {name}, issuer: '{url}', audience: broker, jwks_url: 'https://{host}/jwks'}}"
+
+
+def _oidc(name: str, url: str = "https://idp.example.com") -> str:
+    return OIDC_ENTRY.format(name=name, url=url, host=url.removeprefix("https://"))
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        (f"identity: {{oidc: [{_oidc('local')}]}}\n", "identity.oidc[0].name 'local' is reserved"),
+        (f"identity: {{oidc: [{_oidc('agent')}]}}\n", "identity.oidc[0].name 'agent' is reserved"),
+        (
+            f"identity: {{oidc: [{_oidc('a')}, {_oidc('a', 'https://other.example.com')}]}}\n",
+            "identity.oidc[1].name 'a' names two issuers",
+        ),
+        (
+            f"identity: {{oidc: [{_oidc('a')}, {_oidc('b')}]}}\n",
+            "identity.oidc[1].issuer is another issuer's too",
+        ),
+        (
+            f"identity: {{oidc: [{_oidc('a', 'broker-local')}]}}\n",
+            "identity.oidc[0].issuer is another issuer's too",
+        ),
+        ("admins: [ops]\n", "'ops' names no issuer"),
+        ("admins: ['gh:ops']\n", "'gh:ops' names issuer 'gh', which is not configured"),
+        (
+            f"identity: {{oidc: [{_oidc('gh')}]}}\nadmins: ['gh:ops']\n",
+            "'gh:ops' is of issuer 'gh', which identity.admin_issuers does not allow",
+        ),
+        (
+            "identity: {local: {enabled: false}}\nadmins: ['agent:ops']\n",
+            "'agent:ops' is of the broker's own issuer, which is disabled",
+        ),
+        ("identity: {admin_issuers: [gh]}\n", "identity.admin_issuers[0] names no configured"),
+    ],
+)
+def test_identities_name_their_issuer(tmp_path: Path, text: str, expected: str) -> None:
+    found = problems(tmp_path, text)
+    assert any(expected in p for p in found), found
+
+
+def test_admins_are_issuer_and_subject(tmp_path: Path) -> None:
+    """An admin entry is one issuer's subject: the same subject elsewhere is not an admin."""
+    from broker.identity.model import AgentIdentity
+
+    text = f"identity: {{oidc: [{_oidc('gh')}], admin_issuers: [local, gh]}}\n"
+    settings = load_settings(
+        write(tmp_path, text + "admins: ['agent:ops', 'gh:repo:acme/x']\n"), {}
+    )
+    assert settings.is_admin(AgentIdentity("local", "agent:ops"))
+    assert settings.is_admin(AgentIdentity("gh", "repo:acme/x"))
+    assert not settings.is_admin(AgentIdentity("gh", "agent:ops"))
+    assert not settings.is_admin(AgentIdentity("local", "repo:acme/x"))
+    only_local = load_settings(
+        write(tmp_path, f"identity: {{oidc: [{_oidc('gh')}]}}\nadmins: ['agent:ops']\n"), {}
+    )
+    assert only_local.identity.admin_issuers == ("local",)

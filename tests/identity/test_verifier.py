@@ -275,18 +275,46 @@ def test_requester_matching() -> None:
         subject="repo:acme/payments:ref:refs/heads/main",
         claims={"iss": ISSUER, "repository": "acme/payments", "ref": "refs/heads/main"},
     )
-    assert may_request(scope_with(Requester(claims={"repository": "acme/payments"})), ci)
     assert may_request(
-        scope_with(Requester(claims={"repository": "acme/*", "ref": "refs/heads/main"})), ci
+        scope_with(Requester(claims={"repository": "acme/payments"}, issuer="ci")), ci
+    )
+    assert may_request(scope_with(Requester(claims={"iss": ISSUER, "repository": "acme/*"})), ci)
+    assert may_request(
+        scope_with(
+            Requester(claims={"repository": "acme/*", "ref": "refs/heads/main"}, issuer="ci")
+        ),
+        ci,
     )
     assert not may_request(
-        scope_with(Requester(claims={"repository": "acme/payments", "ref": "refs/heads/dev"})), ci
+        scope_with(
+            Requester(claims={"repository": "acme/payments", "ref": "refs/heads/dev"}, issuer="ci")
+        ),
+        ci,
     )
     assert not may_request(scope_with(Requester(claims={"environment": "production"})), ci)
     assert not may_request(scope_with(Requester(subject="repo:acme/payments")), ci)
-    assert may_request(scope_with(Requester(subject=ci.subject)), ci)
+    assert may_request(scope_with(Requester(subject=ci.subject, issuer="ci")), ci)
     assert not may_request(scope_with(Requester(claims={})), ci)
     assert not may_request(scope_with(), ci)
+
+
+def test_a_requester_matches_one_issuer_only() -> None:
+    """The same subject (or claims) from another issuer is another agent."""
+    local = AgentIdentity(issuer="local", subject="agent:ops", claims={"iss": "broker-local"})
+    tenant = AgentIdentity(issuer="saas", subject="agent:ops", claims={"iss": ISSUER})
+    ci = AgentIdentity(
+        issuer="ci", subject="repo:acme/payments", claims={"iss": "https://ci.example.test"}
+    )
+    by_subject = scope_with(Requester(subject="agent:ops"))  # no issuer: the local one
+    assert may_request(by_subject, local) and not may_request(by_subject, tenant)
+    tenants = scope_with(Requester(subject="agent:ops", issuer="saas"))
+    assert may_request(tenants, tenant) and not may_request(tenants, local)
+    # Claims without an issuer are the local issuer's too: a sub glob is not a way across.
+    glob = scope_with(Requester(claims={"sub": "agent:*"}))
+    assert may_request(glob, local) and not may_request(glob, tenant)
+    pinned = scope_with(Requester(claims={"iss": ISSUER, "sub": "agent:ops"}))
+    assert may_request(pinned, tenant) and not may_request(pinned, local)
+    assert not may_request(scope_with(Requester(subject=ci.subject)), ci)
 
 
 def test_unauthenticated_api_calls_are_401_and_audited(tmp_path: Path) -> None:
