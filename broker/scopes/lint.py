@@ -33,6 +33,8 @@ class ApproverDirectory(Protocol):
 
     def has_group(self, name: str) -> bool: ...
 
+    def has_issuer(self, name: str) -> bool: ...
+
     def approvers_for(self, names: tuple[str, ...], groups: tuple[str, ...]) -> set[str]: ...
 
 
@@ -300,6 +302,21 @@ def approvals_satisfiable(loaded: LoadedScope, ctx: LintContext) -> Iterator[Pro
             )
 
 
+def requester_issuers(loaded: LoadedScope, ctx: LintContext) -> Iterator[Problem]:
+    """A requester's issuer is configured (given a config): otherwise it matches nobody."""
+    if ctx.directory is None:
+        return
+    for index, requester in enumerate(loaded.scope.requesters):
+        if requester.issuer is not None and not ctx.directory.has_issuer(requester.issuer):
+            yield _problem(
+                loaded,
+                ("requesters", index, "issuer"),
+                "unknown-issuer",
+                f"issuer '{requester.issuer}' is not configured in the broker config "
+                "(identity.oidc names, or local)",
+            )
+
+
 def backends_complete(loaded: LoadedScope, ctx: LintContext) -> Iterator[Problem]:
     """Each tier has a role (and database role) in every environment that uses that backend."""
     scope = loaded.scope
@@ -371,6 +388,7 @@ RULES: tuple[Rule, ...] = (
     delete_approvals,
     destructive_cap_needs_intent,
     approvals_satisfiable,
+    requester_issuers,
     backends_complete,
 )
 

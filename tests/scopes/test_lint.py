@@ -266,6 +266,9 @@ class Directory:
     def has_group(self, name: str) -> bool:
         return name == "sre"
 
+    def has_issuer(self, name: str) -> bool:
+        return name in ("local", "ci")
+
     def approvers_for(self, names: tuple[str, ...], groups: tuple[str, ...]) -> set[str]:
         known = {n for n in names if self.has_approver(n)}
         return known | ({"alice", "bob"} if "sre" in groups else set())
@@ -321,3 +324,11 @@ def test_session_policy_must_fit_sts_limit(tmp_path: Path) -> None:
         "STS accepts at most 2048" in problem.reason and "[session-policy-size]" in problem.reason
     )
     assert Path(problem.path).read_text().splitlines()[problem.line - 1].strip() == "ttl: 1h"
+
+
+def test_a_requesters_issuer_must_be_configured(tmp_path: Path) -> None:
+    ctx = LintContext(iam=lint_context().iam, directory=Directory())
+    data = scope_data()
+    data["requesters"] = [{"subject": "agent:a", "issuer": "ci"}, {"subject": "x", "issuer": "gh"}]
+    (problem,) = findings(tmp_path, data, rules.requester_issuers, ctx)
+    assert "issuer 'gh' is not configured" in problem and "[unknown-issuer]" in problem

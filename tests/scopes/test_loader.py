@@ -232,3 +232,10 @@ def test_max_destructive_must_be_a_count(tmp_path: Path) -> None:
         "max_destructive must be between 0 and 10000" in r
         for r in reasons(write_scope(tmp_path, data))
     )
+
+
+def test_an_iss_claim_names_one_issuer(tmp_path: Path) -> None:
+    data = scope_data()
+    data["requesters"] = [{"claims": {"iss": "https://*.example.com", "sub": "x"}}]
+    problems = reasons(write_scope(tmp_path, data))
+    assert any("claim 'iss' is a pattern" in p for p in problems), problems
