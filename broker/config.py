@@ -23,6 +23,7 @@ from pydantic_core import InitErrorDetails
 
 from broker.errors import ConfigError, InvalidFileError, Problem
 from broker.guard.fanout import DEFAULT_CONCURRENCY
+from broker.identity.fetch import secure_url
 from broker.identity.model import (
     LOCAL_ISSUER,
     RESERVED_ISSUER_NAMES,
@@ -126,6 +127,13 @@ class OidcIssuer(Declared):
     identity_claims: Annotated[tuple[str, ...], Entries()] = ("sub",)
     required_claims: Annotated[tuple[str, ...], Entries()] = ()
 
+    def problems(self) -> Iterator[InitErrorDetails]:
+        if not secure_url(self.jwks_url):
+            yield problem(
+                "must use https (its keys vouch for agents; http only on this machine)",
+                "jwks_url",
+            )
+
     @classmethod
     def prepare(cls, data: dict[str, Any]) -> Iterator[InitErrorDetails]:
         subject = data.get("subject_claim")
@@ -156,6 +164,8 @@ class IdentitySettings(Declared):
     leeway_seconds: Annotated[int, alias("leeway"), Seconds] = 30
     jwks_cache_seconds: Annotated[int, alias("jwks_cache"), Seconds] = 600
     jwks_min_refresh_seconds: Annotated[int, alias("jwks_min_refresh"), Seconds] = 30
+    # Keys not refreshed for this long (the issuer unreachable) are dropped: fail closed.
+    jwks_max_stale_seconds: Annotated[int, alias("jwks_max_stale"), Duration(60, 7 * 86400)] = 3600
 
     @property
     def issuer_names(self) -> frozenset[str]:
@@ -186,6 +196,11 @@ class IdentitySettings(Declared):
                 )
             names.add(oidc.name)
             addresses.add(oidc.issuer)
+        if self.jwks_max_stale_seconds < self.jwks_cache_seconds:
+            yield problem(
+                "must be at least identity.jwks_cache (keys are refreshed that often)",
+                "jwks_max_stale",
+            )
         known = {LOCAL_ISSUER} | names
         for index, name in enumerate(self.admin_issuers):
             if name not in known:
@@ -298,7 +313,14 @@ class OidcSignIn(Declared):
     issuer: Annotated[str, HttpUrl]
     client_id: Annotated[str, Text()]
     client_secret: Annotated[str | None, Text()] = None
-    approver_claim: Annotated[str, Text()] = "email"
+    # email (with email_verified: true), or an id the user cannot edit: sub, or Entra's oid.
+    approver_claim: Annotated[
+        str,
+        Text(
+            "email|sub|oid",
+            "email (verified by the provider), sub or oid: a claim users cannot edit",
+        ),
+    ] = "email"
     # A signed-in approver's browser session ends after this long without a request, and
     # after session_max in any case.
     session_idle_seconds: Annotated[int, alias("session_idle"), Seconds] = 30 * 60
@@ -314,8 +336,7 @@ def oidc_sign_in_problem(oidc: OidcSignIn) -> str | None:
     """Why approver sign-in cannot start with these settings, or None."""
     if not oidc.client_secret:
         return "approvals.oidc has no client secret: set BROKER_OIDC_CLIENT_SECRET"
-    issuer = urlsplit(oidc.issuer)
-    if issuer.scheme != "https" and not (issuer.scheme == "http" and issuer.hostname in LOOPBACK):
+    if not secure_url(oidc.issuer):
         return "approvals.oidc.issuer must use https (it vouches for approvers)"
     return None
 

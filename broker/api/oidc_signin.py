@@ -36,7 +36,8 @@ from urllib.parse import urlsplit
 import jwt
 import requests
 from authlib.integrations.base_client import OAuthError
-from authlib.integrations.flask_client import OAuth
+from authlib.integrations.flask_client import FlaskOAuth2App, OAuth
+from authlib.integrations.requests_client import OAuth2Session
 from flask import Response, current_app, g, redirect, request, session, url_for
 from flask.blueprints import Blueprint, BlueprintSetupState
 from flask_wtf.csrf import generate_csrf
@@ -54,6 +55,7 @@ from broker.errors import (
     Unauthenticated,
     UpstreamUnavailable,
 )
+from broker.identity.fetch import SameOriginRedirects, secure_url
 from broker.ids import looks_like_request_id
 
 blueprint = Blueprint("oidc_signin", __name__)
@@ -64,6 +66,8 @@ EXTENSION = "broker.oidc_signin"
 DISCOVERY = "/.well-known/openid-configuration"
 SCOPE = "openid email profile"
 STATE_PREFIX = f"_state_{CLIENT}_"
+# The discovery document's addresses the broker fetches from or sends browsers to.
+ENDPOINTS = ("authorization_endpoint", "token_endpoint", "jwks_uri", "userinfo_endpoint")
 LOGIN_WINDOW_SECONDS = 600  # from "Sign in" to the callback
 ID_TOKEN_LEEWAY_SECONDS = 60
 MAX_NEXT = 512
@@ -92,6 +96,7 @@ def _configure(state: BlueprintSetupState) -> None:
     oauth = OAuth(app)
     app.extensions[EXTENSION] = oauth.register(
         CLIENT,
+        client_cls=_SignInClient,
         client_id=oidc.client_id,
         client_secret=oidc.client_secret,
         server_metadata_url=oidc.issuer.rstrip("/") + DISCOVERY,
@@ -106,6 +111,15 @@ def _configure(state: BlueprintSetupState) -> None:
     state.add_url_rule("/auth/callback", view_func=callback, methods=["GET"])
     state.add_url_rule("/auth/logout", view_func=logout, methods=["POST"])
     state.add_url_rule("/requests/<request_id>", view_func=decide, methods=["POST"])
+
+
+class _SameOriginSession(SameOriginRedirects, OAuth2Session):  # type: ignore[misc]
+    """authlib's session, following redirects only within one origin (discovery, keys,
+    token and userinfo answers cannot send the broker to another host)."""
+
+
+class _SignInClient(FlaskOAuth2App):  # type: ignore[misc]
+    client_cls = _SameOriginSession
 
 
 def configured() -> bool:
@@ -175,6 +189,11 @@ def _metadata(client: Any) -> Mapping[str, Any]:
         raise UpstreamUnavailable(
             "the sign-in provider's discovery document names another issuer", "oidc"
         )
+    for endpoint in ENDPOINTS:
+        address = metadata.get(endpoint)
+        if address is not None and not (isinstance(address, str) and secure_url(address)):
+            client.server_metadata.pop("_loaded_at", None)
+            raise UpstreamUnavailable(f"the sign-in provider's {endpoint} must use https", "oidc")
     return metadata
 
 
@@ -209,9 +228,19 @@ def _claim_value(
     value = source.get(name)
     if not isinstance(value, str) or not value.strip() or len(value) > MAX_CLAIM:
         raise Unauthenticated(f"the provider did not say who you are (no '{_printable(name)}')")
-    if name == "email" and source.get("email_verified") in (False, "false"):
-        raise Unauthenticated(f"the provider has not verified the email address {value}")
+    if name == "email" and not _email_verified(source, claims):
+        # Anyone can type an address into a profile: only a verified one names a person.
+        raise Unauthenticated(
+            f"the provider does not say the email address {value} is verified "
+            "(email_verified must be true)"
+        )
     return value
+
+
+def _email_verified(source: Mapping[str, Any], claims: Mapping[str, Any]) -> bool:
+    """``email_verified`` is true where the email came from (userinfo or the ID token)."""
+    verified = source.get("email_verified", claims.get("email_verified"))
+    return verified is True or verified == "true"  # some providers send it as a string
 
 
 def _approver_for(claim: str, value: str) -> Approver:

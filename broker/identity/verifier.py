@@ -63,6 +63,7 @@ class TokenVerifier:
         self.jwks = jwks or JwksCache(
             ttl_seconds=settings.jwks_cache_seconds,
             min_refresh_seconds=settings.jwks_min_refresh_seconds,
+            max_stale_seconds=settings.jwks_max_stale_seconds,
         )
         self.clock = clock
         self._issuers: dict[str, _Issuer] = {}

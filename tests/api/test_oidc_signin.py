@@ -25,7 +25,7 @@ from selenium.webdriver.support.ui import WebDriverWait
 
 from broker.app import create_app
 from broker.config import Approver, load_settings
-from broker.errors import ConfigError
+from broker.errors import ConfigError, InvalidFileError
 from broker.services import build_services
 from tests.approvals.flows import (
     DELETE_LEDGER,
@@ -281,8 +281,9 @@ def test_the_claim_may_come_from_userinfo(signin: Broker, oidc_provider: OidcPro
         User(sub="00u-mallory", email="mallory@example.com"),
         User(sub="00u-nomail", email=None),
         User(sub="00u-alice2", email="alice@example.com", email_verified=False),
+        User(sub="00u-alice3", email="alice@example.com", email_verified=None),
     ],
-    ids=["unknown", "no-email", "unverified-email"],
+    ids=["unknown", "no-email", "unverified-email", "email-verified-missing"],
 )
 def test_an_unknown_or_unproven_user_is_refused_and_audited(
     signin: Broker, oidc_provider: OidcProvider, user: User
@@ -814,3 +815,45 @@ def test_nothing_secret_reaches_logs_or_audit(
         assert value not in trail, what
         assert value not in caplog.text, what
     # The tokens the provider issued are registered with the suite's secret scan as well.
+
+
+def test_an_id_token_without_email_verified_signs_nobody_in(
+    signin: Broker, oidc_provider: OidcProvider
+) -> None:
+    """Anyone can type alice's address into a profile: unless the provider says it is
+    verified, it names nobody (a missing claim is not a yes)."""
+    oidc_provider.user = User(sub="00u-typed-it", email="alice@example.com", email_verified=None)
+    refused = sign_in(signin.client)
+    assert refused.status_code == 401
+    assert error_message(refused) == (
+        "the provider does not say the email address alice@example.com is verified "
+        "(email_verified must be true)"
+    )
+
+
+def test_a_discovery_document_naming_http_keys_signs_nobody_in(
+    signin: Broker, oidc_provider: OidcProvider
+) -> None:
+    oidc_provider.misbehave("jwks_over_http")
+    refused = signin.client.get("/auth/login")
+    assert refused.status_code == 503
+    assert error_message(refused) == "the sign-in provider's jwks_uri must use https"
+
+
+def test_keys_are_not_fetched_from_another_origin(
+    signin: Broker, oidc_provider: OidcProvider
+) -> None:
+    oidc_provider.misbehave("jwks_redirects_elsewhere")
+    refused = sign_in(signin.client)
+    assert refused.status_code == 503, error_message(refused)
+    assert not [r for r in audit(signin, "sign_in") if r.outcome == "signed_in"]
+
+
+def test_the_approver_claim_is_one_users_cannot_edit(tmp_path: Path) -> None:
+    config = tmp_path / "broker.yaml"
+    config.write_text(
+        "approvals:\n  oidc:\n    issuer: https://login.example.com\n"
+        "    client_id: broker\n    approver_claim: preferred_username\n"
+    )
+    with pytest.raises(InvalidFileError, match="approver_claim 'preferred_username' is invalid"):
+        load_settings(config, environ={"BROKER_OIDC_CLIENT_SECRET": "s" * 32})
