@@ -274,6 +274,13 @@ def config_check(path: Path) -> None:
         f"OK: {path} is valid ({len(settings.approvers)} approvers, {len(settings.groups)} "
         f"groups, {len(settings.identity.oidc)} OIDC issuers)."
     )
+    if settings.approvals.oidc is None:
+        click.echo(
+            "WARNING: no approver sign-in is configured (approvals.oidc): a delete is approved "
+            "by whoever holds an approver's personal link; possession of the link is the only "
+            "proof of who approves. Configure OIDC sign-in so that a delete needs its approvers "
+            "signed in (docs/approvals.md)."
+        )
 
 
 @cli.command("openapi")

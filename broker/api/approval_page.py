@@ -18,14 +18,16 @@ errors as an HTML page with the JSON API's status codes, a strict Content-Securi
 
 from __future__ import annotations
 
-from flask import Blueprint, Response, session
+from flask import Blueprint, Response, g, session, url_for
 
 from broker.api import oidc_signin, pages
 from broker.api.common import services
+from broker.api.signin_session import signed_in
 from broker.approvals.links import LinkClaims
 from broker.config import Approver
-from broker.errors import BadRequest, Forbidden, Gone
+from broker.errors import BadRequest, Forbidden, Gone, Unauthenticated
 from broker.ids import looks_like_request_id
+from broker.policy.decision import second_ballot
 from broker.store.records import ApprovalRecord
 
 blueprint = Blueprint("approval_page", __name__)
@@ -58,18 +60,63 @@ def _approver(token: str) -> tuple[LinkClaims, Approver]:
 # -- views ----------------------------------------------------------------------------
 
 
+def _needs_sign_in(claims: LinkClaims, approver: Approver) -> bool:
+    """A delete's link works only for its approver signed in, when sign-in is configured:
+    possession of the link is not enough (a forwarded or leaked link approves nothing)."""
+    if not oidc_signin.configured():
+        return False
+    record = services().approvals.get(claims.request_id)
+    if record.tier != "delete":
+        return False
+    who = signed_in()
+    return who is None or who.approver.name != approver.name
+
+
+def _sign_in_first(token: str, claims: LinkClaims, approver: Approver) -> Response:
+    """The page of a delete link opened without signing in as its approver."""
+    svc = services()
+    who = signed_in()
+    svc.audit.record(
+        "view",
+        "refused",
+        f"approver:{who.approver.name}" if who else "unauthenticated",
+        reason=f"a delete link of {approver.name} needs {approver.name} signed in",
+        request_id=claims.request_id,
+        via="link",
+    )
+    offer = oidc_signin.SignInOffer(
+        url=url_for("oidc_signin.login", next=f"/approve/{token}"),
+        note=g.get("sign_in_ended", ""),
+    )
+    return pages.render(
+        "link_sign_in.html",
+        status=401,
+        approver=approver,
+        sign_in=offer,
+        signed_in_as=who.approver.name if who else None,
+    )
+
+
 @blueprint.get("/approve/<token>")
 def show(token: str) -> Response:
     """The request a personal link names, for its approver to read. Changes nothing.
 
     200 the page (with Approve/Deny when this approver may decide now); 401 forged,
-    malformed or expired link; 403 agent credentials, an approver no longer configured,
-    or a browser signed in as another approver; 404 no such request.
+    malformed or expired link, or a delete's link while its approver is not signed in
+    (with sign-in configured: the page offers it); 403 agent credentials, an approver no
+    longer configured, a browser signed in as another approver, or an approver who is not
+    one of this request's (no longer listed, or the requester); 404 no such request.
     """
     pages.refuse_agents()
     claims, approver = _approver(token)
+    if _needs_sign_in(claims, approver):
+        return _sign_in_first(token, claims, approver)
     model = pages.page_model(claims.request_id, approver, claims.jti)
-    response = pages.show_request(model, "link")
+    response = pages.show_request(
+        model,
+        "link",
+        possession_only=model.record.tier == "delete" and not oidc_signin.configured(),
+    )
     session[pages.SESSION_APPROVER] = approver.name
     return response
 
@@ -79,16 +126,31 @@ def act(token: str) -> Response:
     """Approve or deny through a personal link, once.
 
     200 the decision was recorded (the page shows the request's new state); 400 no or an
-    unknown decision; 401 forged, malformed or expired link; 403 missing or invalid CSRF
+    unknown decision; 401 forged, malformed or expired link, or a delete's link while its
+    approver is not signed in (with sign-in configured); 403 missing or invalid CSRF
     token, agent credentials, another approver's browser, or an approval rule refused it
     (requester, not listed for the tier, Slack-only tier, change freeze); 404 no such
-    request; 409 the request is already decided; 410 this link was already used.
+    request; 409 the request is already decided, or this approver already decided it (not
+    counted again); 410 this link was already used.
     """
     pages.refuse_agents()
     pages.require_csrf("approve", "from your link and decide again")
     claims, approver = _approver(token)
     chosen, reason = pages.chosen_decision()
     svc = services()
+    if _needs_sign_in(claims, approver):
+        svc.audit.record(
+            chosen,
+            "refused",
+            f"approver:{approver.name}",
+            reason="a delete link used without its approver signed in",
+            request_id=claims.request_id,
+            via="link",
+        )
+        raise Unauthenticated(
+            f"a delete needs {approver.name} signed in: the link alone is not enough; sign "
+            "in from the link's page, then decide"
+        )
     if not svc.store.use_token(claims.jti, claims.request_id, claims.expires_at, svc.clock()):
         mine = _recorded(svc.store.approvals_for(claims.request_id), approver.name)
         svc.audit.record(
@@ -99,11 +161,9 @@ def act(token: str) -> Response:
             request_id=claims.request_id,
             via="link",
         )
-        raise Gone(
-            "this link was already used"
-            + (f" (your decision is recorded: {mine.decision})" if mine else "")
-            + "; ask for a new one with the Review button in Slack"
-        )
+        if mine is not None:
+            raise Gone(f"{second_ballot(mine).reason}: this link was already used")
+        raise Gone("this link was already used; ask for a new one with the Review button in Slack")
     session[pages.SESSION_APPROVER] = approver.name
     view = svc.approvals.decide(claims.request_id, approver.name, chosen, "link", reason)
     return pages.show_outcome(view, chosen, approver)

@@ -30,7 +30,7 @@ from broker.approvals.pending import RequestView
 from broker.approvals.service import Decision
 from broker.config import Approver
 from broker.errors import BadRequest, BrokerError, Forbidden
-from broker.policy.decision import OPEN_STATES, not_eligible
+from broker.policy.decision import OPEN_STATES, not_an_approver_of, not_eligible
 from broker.scopes.model import VaultKv
 from broker.store.records import RequestRecord
 
@@ -139,9 +139,20 @@ class PageModel:
 
 
 def page_model(request_id: str, approver: Approver, link_jti: str | None = None) -> PageModel:
-    """The page for ``approver``; ``link_jti`` names the personal link in use, if any."""
+    """The page for ``approver``; ``link_jti`` names the personal link in use, if any.
+
+    Only the request's approvers see it: anyone else (not listed for the tier now, the
+    requester itself, or everyone once the tier's rule is gone) gets 403, audited, and
+    learns nothing about the request.
+    """
     svc = services()
     record = svc.approvals.get(request_id)
+    outsider = not_an_approver_of(record, approver, svc.approvals.rule_in_force(record))
+    if outsider is not None:
+        svc.audit.request_event(
+            "view", "refused", f"approver:{approver.name}", record, reason=outsider.reason
+        )
+        raise outsider.error()
     view = svc.approvals.view(record)
     decided = tuple(
         Decided(a.approver, a.decision, a.via, iso(a.created_at))
@@ -199,11 +210,12 @@ def _buttons(
     """(note, may approve, may deny) for the page; the server re-checks every rule on POST."""
     if record.status not in OPEN_STATES:
         return f"This request is {record.status}; nothing is left to decide.", False, False
-    if approver.name not in eligible:
+    if approver.name not in eligible:  # page_model refuses them; never a button regardless
         return not_eligible(approver.name, record).reason + ".", False, False
     mine = next((d for d in decided if d.approver == approver.name), None)
     if mine is not None:
-        return f"You already decided: {mine.decision} ({mine.at}).", False, False
+        done = "approved" if mine.decision == "approve" else "denied"
+        return f"You already {done} it ({mine.at}): a second decision is not counted.", False, False
     if link_used:
         return (
             "This link was already used. Ask for a new one with the Review button in Slack.",

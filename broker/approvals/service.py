@@ -56,15 +56,31 @@ from broker.policy.decision import (
     not_an_approver,
     rule_now,
     scope_changed,
+    second_ballot,
 )
 from broker.policy.iam_actions import IamDatabase
 from broker.scopes.holder import ScopeHolder
 from broker.scopes.model import Approval, Scope
+from broker.scopes.registry import ScopeSet
 from broker.store.base import ApprovalStore, RequestChanges, RequestStore
 from broker.store.records import ApprovalRecord, FreezeRecord, RequestRecord
 
 Decision = Ballot
 MAX_WAIT_SECONDS = 30
+
+
+def rule_in_force(
+    scopes: ScopeSet, settings: Settings, record: RequestRecord
+) -> RuleInForce | None:
+    """The scope and approval rule in force for ``record`` in ``scopes``, and who may
+    decide it (None when its scope or tier is gone)."""
+    scope = scopes.get(record.service)
+    tier = scope.tiers.get(record.tier) if scope else None  # type: ignore[call-overload]
+    if scope is None or tier is None or tier.approval is None:
+        return None
+    rule = tier.approval
+    eligible = settings.approvers_for(rule.approvers, rule.groups)
+    return RuleInForce(scope, rule, frozenset(eligible))
 
 
 class RequestsStore(RequestStore, ApprovalStore, RequestChanges, Protocol):
@@ -184,13 +200,7 @@ class ApprovalService:
 
     def rule_in_force(self, record: RequestRecord) -> RuleInForce | None:
         """The scope and rule in force now for ``record``, and who may decide it now."""
-        scope = self.scopes.current.get(record.service)
-        tier = scope.tiers.get(record.tier) if scope else None  # type: ignore[call-overload]
-        if scope is None or tier is None or tier.approval is None:
-            return None
-        rule = tier.approval
-        eligible = self.settings.approvers_for(rule.approvers, rule.groups)
-        return RuleInForce(scope, rule, frozenset(eligible))
+        return rule_in_force(self.scopes.current, self.settings, record)
 
     def eligible(self, record: RequestRecord) -> tuple[Scope, Approval, set[str]]:
         """The scope and rule in force now, and who may approve; 403 when they are gone."""
@@ -216,6 +226,7 @@ class ApprovalService:
         approver = self.settings.approvers.get(approver_name)
         if approver is None:
             self._refuse(not_an_approver(approver_name), approver_name, record, decision, via)
+        self._refuse_second_ballot(record, approver.name, decision, via)
         in_force = self.rule_in_force(record)
         verdict = decide_approval(record, approver, decision, via, in_force, now)
         if isinstance(verdict, Refuse):
@@ -259,6 +270,8 @@ class ApprovalService:
             result = self.store.record_decision(record.id, ballot, apply)
         except _Late as late:
             self._refuse(late.refusal, approver.name, record, decision, via)
+        if not result.counted:  # a double click that raced the first one
+            self._refuse_second_ballot(record, approver.name, decision, via)
         updated = result.request
         if result.counted:
             self.metrics.approvals.labels(decision=decision).inc()
@@ -279,6 +292,16 @@ class ApprovalService:
                 # Still waiting: show the approvals so far on the Slack message.
                 self.notices.updated(updated, result.approvals)
         return self.view(updated)
+
+    def _refuse_second_ballot(
+        self, record: RequestRecord, approver: str, decision: Decision, via: str
+    ) -> None:
+        """An approver decides once: a second ballot is refused, saying the first counts."""
+        first = next(
+            (a for a in self.store.approvals_for(record.id) if a.approver == approver), None
+        )
+        if first is not None:
+            self._refuse(second_ballot(first), approver, record, decision, via)
 
     def _refuse(
         self, refusal: Refuse, actor: str, record: RequestRecord, decision: Decision, via: str

@@ -16,6 +16,7 @@ scope) is said by :mod:`broker.intake`.
 from __future__ import annotations
 
 import math
+import time
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Literal
@@ -38,7 +39,7 @@ from broker.guard.windows import active_window, describe_window
 from broker.identity.model import AgentIdentity
 from broker.intake import ResolvedRequest
 from broker.scopes.model import Approval, RateLimit, Scope
-from broker.store.records import FreezeRecord, RequestRecord
+from broker.store.records import ApprovalRecord, FreezeRecord, RequestRecord
 from broker.yamldoc import format_duration
 
 Ballot = Literal["approve", "deny"]
@@ -241,6 +242,15 @@ def already_decided(record: RequestRecord) -> Refuse:
     return Refuse("conflict", f"this request is already {record.status}")
 
 
+def second_ballot(first: ApprovalRecord) -> Refuse:
+    """An approver's second decision on a request: the first one stands."""
+    done = "approved" if first.decision == "approve" else "denied"
+    when = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(first.created_at))
+    return Refuse(
+        "conflict", f"already {done}, not counted again ({first.approver} {done} at {when})"
+    )
+
+
 RULE_GONE = Refuse("forbidden", "the scope or tier of this request no longer exists")
 
 
@@ -256,6 +266,23 @@ def is_requester(approver: Approver, record: RequestRecord) -> bool:
     return bool(agent_ids & approver_ids)
 
 
+REQUESTER_CANNOT_APPROVE = Refuse("forbidden", "the requester cannot approve its own request")
+
+
+def not_an_approver_of(
+    record: RequestRecord, approver: Approver, rule: RuleInForce | None
+) -> Refuse | None:
+    """Why ``approver`` is not one of ``record``'s approvers under the rule in force (its
+    tier's rule gone, the requester itself, not listed for the tier), or None."""
+    if rule is None:
+        return RULE_GONE
+    if is_requester(approver, record):
+        return REQUESTER_CANNOT_APPROVE
+    if approver.name not in rule.eligible:
+        return not_eligible(approver.name, record)
+    return None
+
+
 def decide_approval(
     record: RequestRecord,
     approver: Approver,
@@ -267,12 +294,9 @@ def decide_approval(
     """May ``approver`` cast ``ballot`` on ``record`` through ``via`` now, under ``rule``?"""
     if record.status not in OPEN_STATES:
         return already_decided(record)
-    if rule is None:
-        return RULE_GONE
-    if is_requester(approver, record):
-        return Refuse("forbidden", "the requester cannot approve its own request")
-    if approver.name not in rule.eligible:
-        return not_eligible(approver.name, record)
+    outsider = not_an_approver_of(record, approver, rule)
+    if outsider is not None or rule is None:
+        return outsider or RULE_GONE
     if ballot == "approve" and record.break_glass and via != "break-glass":
         # A link or a Slack click proves no OS user: break-glass takes two on the CLI.
         return Refuse(

@@ -15,6 +15,7 @@ from selenium.webdriver.support import expected_conditions
 from selenium.webdriver.support.ui import WebDriverWait
 
 from broker.config import Approver
+from broker.errors import Forbidden
 from tests.approvals.flows import (
     DELETE_LEDGER,
     LEDGER_AGENT,
@@ -160,7 +161,8 @@ def test_approving_through_the_page_works_once(broker: Broker) -> None:
     assert 'data-status="approved"' in page_text(first)
     replay = client.post(f"/approve/{token}", data={"csrf_token": form, "decision": "approve"})
     assert replay.status_code == 410
-    assert "already used (your decision is recorded: approve)" in error_message(replay)
+    assert error_message(replay).startswith("already approved, not counted again (alice")
+    assert error_message(replay).endswith("this link was already used")
     assert len(broker.services.store.approvals_for(request_id)) == 1
     assert collect(broker, request_id).status_code == 200
 
@@ -183,7 +185,7 @@ def test_a_second_link_of_the_same_approver_offers_nothing_more(broker: Broker) 
     client = broker.client
     assert approve_via_page(client, link_token(broker, request_id, "carol")).status_code == 200
     again = page_text(client.get(f"/approve/{link_token(broker, request_id, 'carol')}"))
-    assert "You already decided: approve" in again and 'id="decide"' not in again
+    assert "You already approved it" in again and 'id="decide"' not in again
     assert status(broker, request_id, LEDGER_AGENT)["approvals_received"] == 1
 
 
@@ -274,9 +276,15 @@ def test_the_requester_cannot_approve_through_the_page(tmp_path: Path) -> None:
         groups={**GROUPS, "payments-leads": ("alice", "payments-copilot")},
     )
     request_id = open_request(made, WRITE_PAYMENTS)
-    response = approve_via_page(made.client, link_token(made, request_id, "payments-copilot"))
-    assert response.status_code == 403
-    assert "cannot approve its own request" in error_message(response)
+    token = link_token(made, request_id, "payments-copilot")
+    client = made.client
+    page = client.get(f"/approve/{token}")  # the requester never sees Approve
+    assert page.status_code == 403 and 'id="approve"' not in page_text(page)
+    assert "cannot approve its own request" in error_message(page)
+    assert WRITE_PAYMENTS["justification"] not in page_text(page)
+    with pytest.raises(Forbidden, match="cannot approve its own request"):
+        made.services.approvals.decide(request_id, "payments-copilot", "approve", "link")
+    assert status(made, request_id)["approvals_received"] == 0
     made.services.close()
 
 
@@ -292,15 +300,18 @@ def test_another_approvers_link_cannot_be_used_from_the_same_browser(broker: Bro
     assert status(broker, request_id, LEDGER_AGENT)["approvals_received"] == 1
 
 
-def test_a_link_for_someone_not_approving_this_tier_shows_but_cannot_decide(
+def test_a_link_for_someone_not_approving_this_tier_shows_nothing_and_cannot_decide(
     broker: Broker,
 ) -> None:
     write = open_request(broker, WRITE_PAYMENTS)
     delete = open_request(broker, DELETE_LEDGER, agent=LEDGER_AGENT)
     client = broker.client
-    page = page_text(client.get(f"/approve/{link_token(broker, write, 'carol')}"))
+    shown = client.get(f"/approve/{link_token(broker, write, 'carol')}")
+    page = page_text(shown)
+    assert shown.status_code == 403
     assert "carol is not an approver for tier write of payments" in page
-    assert 'id="decide"' not in page
+    assert 'id="decide"' not in page and WRITE_PAYMENTS["justification"] not in page
+    assert "s3:PutObject" not in page and "agent:payments-copilot" not in page
     # Even with a valid CSRF token from a page she may act on, the server refuses.
     csrf = csrf_from(page_text(client.get(f"/approve/{link_token(broker, delete, 'carol')}")))
     response = client.post(

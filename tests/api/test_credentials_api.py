@@ -113,9 +113,7 @@ def test_unknown_names_are_404_naming_the_field(broker: Broker) -> None:
 def test_a_mistyped_service_suggests_only_a_scope_the_agent_may_request(broker: Broker) -> None:
     response = broker.post("/v1/credentials", {**READ_PAYMENTS, "service": "paymnets"})
     assert response.status_code == 404
-    assert response.json["message"] == (
-        "no scope for service 'paymnets'; did you mean 'payments'?"
-    )
+    assert response.json["message"] == ("no scope for service 'paymnets'; did you mean 'payments'?")
     # 'ledgr' is close to ledger, a scope payments-copilot may not request: not revealed.
     hidden = broker.post("/v1/credentials", {**READ_PAYMENTS, "service": "ledgr"})
     assert hidden.status_code == 404

@@ -15,9 +15,11 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, quote, urlsplit
 
+import flask
 import pytest
 import requests
 from flask.testing import FlaskClient
+from flask_wtf.csrf import generate_csrf
 from selenium.webdriver.chrome.webdriver import WebDriver
 from selenium.webdriver.common.by import By
 from selenium.webdriver.support import expected_conditions
@@ -526,8 +528,12 @@ def test_the_requester_cannot_approve_its_own_request(
         request_id = open_request(made, WRITE_PAYMENTS)
         oidc_provider.user = User(sub="agent:payments-copilot")
         client = made.client
-        assert sign_in(client).status_code == 200
-        csrf = csrf_from(text(client.get(f"/requests/{request_id}")))
+        signed_in = sign_in(client)
+        assert signed_in.status_code == 200
+        page = client.get(f"/requests/{request_id}")  # the requester never sees Approve
+        assert page.status_code == 403 and 'id="approve"' not in text(page)
+        assert WRITE_PAYMENTS["justification"] not in text(page)
+        csrf = csrf_from(text(signed_in))
         refused = client.post(
             f"/requests/{request_id}", data={"decision": "approve", "csrf_token": csrf}
         )
@@ -538,7 +544,7 @@ def test_the_requester_cannot_approve_its_own_request(
         made.services.close()
 
 
-def test_an_approver_not_listed_for_the_tier_sees_but_cannot_decide(
+def test_an_approver_not_listed_for_the_tier_sees_nothing_and_cannot_decide(
     signin: Broker, oidc_provider: OidcProvider
 ) -> None:
     write = open_request(signin, WRITE_PAYMENTS)
@@ -546,18 +552,22 @@ def test_an_approver_not_listed_for_the_tier_sees_but_cannot_decide(
     oidc_provider.user = User(sub="00u-carol", email="carol@example.com")
     client = signin.client
     sign_in(client)
-    page = text(client.get(f"/requests/{write}"))
+    shown = client.get(f"/requests/{write}")
+    page = text(shown)
+    assert shown.status_code == 403
     assert "carol is not an approver for tier write of payments" in page
-    assert 'id="decide"' not in page
+    assert 'id="decide"' not in page and WRITE_PAYMENTS["justification"] not in page
     csrf = csrf_from(text(client.get(f"/requests/{delete}")))  # a page she may act on
     refused = client.post(f"/requests/{write}", data={"decision": "approve", "csrf_token": csrf})
     assert refused.status_code == 403
     assert "carol is not an approver for tier write of payments" in error_message(refused)
     assert status(signin, write)["approvals_received"] == 0
     # Where she is listed, she counts once, however often she clicks.
-    for _ in range(2):
-        ok = client.post(f"/requests/{delete}", data={"decision": "approve", "csrf_token": csrf})
-        assert ok.status_code == 200
+    ok = client.post(f"/requests/{delete}", data={"decision": "approve", "csrf_token": csrf})
+    assert ok.status_code == 200
+    again = client.post(f"/requests/{delete}", data={"decision": "approve", "csrf_token": csrf})
+    assert again.status_code == 409
+    assert error_message(again).startswith("already approved, not counted again (carol")
     assert status(signin, delete, LEDGER_AGENT)["approvals_received"] == 1
 
 
@@ -569,11 +579,12 @@ def test_one_approver_per_browser(signin: Broker, oidc_provider: OidcProvider) -
     daves = link_token(signin, request_id, "dave")
     refused = client.get(f"/approve/{daves}")
     assert refused.status_code == 403 and "signed in as carol" in error_message(refused)
-    # A browser that acted through dave's link cannot sign in as carol either.
+    # A browser that acted through bob's link (a write) cannot sign in as carol either.
+    write = open_request(signin, WRITE_PAYMENTS)
     other = signin.app.test_client()
-    assert approve_via_page(other, daves).status_code == 200
+    assert approve_via_page(other, link_token(signin, write, "bob")).status_code == 200
     refused = sign_in(other)
-    assert refused.status_code == 403 and "this browser acted as dave" in error_message(refused)
+    assert refused.status_code == 403 and "this browser acted as bob" in error_message(refused)
 
 
 # -- sessions -------------------------------------------------------------------------
@@ -857,3 +868,66 @@ def test_the_approver_claim_is_one_users_cannot_edit(tmp_path: Path) -> None:
     )
     with pytest.raises(InvalidFileError, match="approver_claim 'preferred_username' is invalid"):
         load_settings(config, environ={"BROKER_OIDC_CLIENT_SECRET": "s" * 32})
+
+
+# -- a delete needs people, not links ---------------------------------------------------
+
+
+def _csrf_for(made: Broker, client: FlaskClient) -> str:
+    """A valid CSRF token in ``client``'s session, without any page binding it to anyone
+    (the form a leaked link's holder could forge)."""
+    with made.app.test_request_context("/approve/x"):
+        token = generate_csrf()
+        secret = flask.session["csrf_token"]
+    with client.session_transaction("/approve/x") as session:
+        session["csrf_token"] = secret
+    return str(token)
+
+
+def test_a_delete_link_works_only_for_its_approver_signed_in(
+    signin: Broker, oidc_provider: OidcProvider
+) -> None:
+    """Possession of carol's link is not enough: whoever holds it sees nothing and decides
+    nothing until they sign in as carol."""
+    request_id = open_request(signin, DELETE_LEDGER, agent=LEDGER_AGENT)
+    token = link_token(signin, request_id, "carol")
+    client = signin.client
+    shown = client.get(f"/approve/{token}")
+    page = text(shown)
+    assert shown.status_code == 401 and "Sign in as Carol to use this link" in page
+    assert DELETE_LEDGER["justification"] not in page and 'id="decide"' not in page
+    assert f"next=%2Fapprove%2F{token}" in page or f"next=/approve/{token}" in page
+    forged = client.post(
+        f"/approve/{token}", data={"csrf_token": _csrf_for(signin, client), "decision": "approve"}
+    )
+    assert forged.status_code == 401
+    assert error_message(forged).startswith("a delete needs carol signed in")
+    assert status(signin, request_id, LEDGER_AGENT)["approvals_received"] == 0
+    assert not signin.services.store.token_used(signin.services.links.parse(token).jti)
+    # Signed in as dave, the link of carol is still not his.
+    oidc_provider.user = User(sub="00u-dave", email="dave@example.com")
+    other = signin.app.test_client()
+    sign_in(other)
+    refused = other.get(f"/approve/{token}")
+    assert refused.status_code == 403 and "signed in as dave" in error_message(refused)
+    # carol signs in through the link's page, comes back to it, and decides.
+    oidc_provider.user = User(sub="00u-carol", email="carol@example.com")
+    back = sign_in(client, f"/approve/{token}")
+    assert back.status_code == 303 and back.headers["Location"].endswith(f"/approve/{token}")
+    assert approve_via_page(client, token).status_code == 200
+    assert status(signin, request_id, LEDGER_AGENT)["approvals_received"] == 1
+
+
+def test_a_write_link_still_works_alone(signin: Broker) -> None:
+    request_id = open_request(signin, WRITE_PAYMENTS)
+    assert approve_via_page(signin.client, link_token(signin, request_id, "bob")).status_code == 200
+
+
+def test_without_sign_in_the_delete_page_says_the_link_is_the_only_proof(broker: Broker) -> None:
+    request_id = open_request(broker, DELETE_LEDGER, agent=LEDGER_AGENT)
+    page = text(broker.client.get(f"/approve/{link_token(broker, request_id, 'carol')}"))
+    assert 'id="possession-only"' in page and "This link alone approves a delete." in page
+    write = open_request(broker, WRITE_PAYMENTS)
+    assert 'id="possession-only"' not in text(
+        broker.client.get(f"/approve/{link_token(broker, write, 'bob')}")
+    )

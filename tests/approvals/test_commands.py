@@ -7,7 +7,13 @@ from typing import Any
 
 import pytest
 
-from tests.approvals.flows import WRITE_PAYMENTS, approve_via_page, open_request
+from tests.approvals.flows import (
+    DELETE_LEDGER,
+    LEDGER_AGENT,
+    WRITE_PAYMENTS,
+    approve_via_page,
+    open_request,
+)
 from tests.fixtures.broker import Broker, make_broker
 from tests.fixtures.cli import run_cli
 
@@ -55,7 +61,7 @@ def test_the_printed_link_opens_the_page_and_decides(
     [
         ("req_" + "a" * 26, "bob", "no request req_"),
         ("REQUEST", "bob", "malformed request id"),
-        (None, "zed", "'zed' is not a configured approver"),
+        (None, "zed", "'zed' is not an approver in "),
     ],
 )
 def test_refusals_are_one_line_errors(
@@ -100,3 +106,38 @@ def test_no_link_for_a_closed_request(
         str(config),
     )
     assert code == 1 and out == "" and "is already denied" in err
+
+
+def _link(capsys: pytest.CaptureFixture[str], request_id: str, approver: str, *more: str) -> Any:
+    return run_cli(
+        capsys, "approvals", "link", "--request", request_id, "--approver", approver, *more
+    )
+
+
+def test_no_link_for_someone_who_cannot_approve_that_tier(
+    setup: tuple[Broker, Path], capsys: pytest.CaptureFixture[str]
+) -> None:
+    """alice approves payments' writes, not the ledger's deletes (group dba): a link would
+    be a capability she must not hold."""
+    made, config = setup
+    request_id = open_request(made, DELETE_LEDGER, agent=LEDGER_AGENT)
+    code, out, err = _link(capsys, request_id, "alice", "--config", str(config))
+    assert code == 1 and out == ""
+    assert "no link minted: alice is not an approver for tier delete of ledger" in err
+    assert not [
+        r for r in made.services.store.audit_records(request_id=request_id) if r.action == "link"
+    ]
+    code, out, _ = _link(capsys, request_id, "carol", "--config", str(config))
+    assert code == 0 and "/approve/" in out
+
+
+def test_without_a_config_nobody_is_blamed(
+    setup: tuple[Broker, Path], capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    made, _ = setup
+    monkeypatch.delenv("BROKER_CONFIG", raising=False)
+    request_id = open_request(made, WRITE_PAYMENTS)
+    code, out, err = _link(capsys, request_id, "carol")
+    assert code == 1 and out == ""
+    assert "no broker config was given" in err and "--config" in err
+    assert "carol" not in err

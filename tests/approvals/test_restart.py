@@ -174,7 +174,7 @@ def test_a_pending_request_its_approvals_and_its_links_survive_kill_9(
     replay = carol.post(carol_link, data={"csrf_token": carol_csrf, "decision": "deny"}, timeout=30)
     assert replay.status_code == 410 and "already used" in replay.text
     again = carol.get(carol_link, timeout=30)
-    assert "You already decided: approve" in again.text
+    assert "You already approved it" in again.text
     # The delete tier's delay runs from the second approval: not collectable yet.
     early = requests.post(f"{url}/v1/requests/{request_id}/credentials", headers=agent, timeout=30)
     assert early.status_code == 409 and "mandatory delay" in early.json()["message"]

@@ -149,7 +149,11 @@ def test_delete_needs_two_distinct_approvers_and_then_the_delay(broker: Broker) 
     request_id = open_request(broker, DELETE_LEDGER, agent=LEDGER_AGENT)
     approvals = broker.services.approvals
     assert approvals.decide(request_id, "carol", "approve", "link").record.status == "pending"
-    again = approvals.decide(request_id, "carol", "approve", "link")  # a double click
+    with pytest.raises(Conflict, match=r"^already approved, not counted again \(carol approved"):
+        approvals.decide(request_id, "carol", "approve", "link")  # a double click
+    with pytest.raises(Conflict, match="^already approved, not counted again"):
+        approvals.decide(request_id, "carol", "deny", "link")  # the first ballot stands
+    again = approvals.view(approvals.get(request_id))
     assert again.approvals_received == 1 and again.record.status == "pending"
     done = approvals.decide(request_id, "dave", "approve", "link")
     assert done.record.status == "approved" and done.approvals_received == 2

@@ -41,6 +41,18 @@ def test_config_check_accepts_a_valid_file(
 ) -> None:
     code, out, _ = run(["config", "check", str(write_config(tmp_path))], capsys)
     assert code == 0 and out.startswith("OK:") and "1 approvers" in out
+    # Without sign-in, say plainly what approving a delete rests on.
+    assert "WARNING: no approver sign-in is configured" in out
+    assert "possession of the link is the only proof" in out
+
+
+def test_config_check_with_sign_in_has_no_possession_warning(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("BROKER_OIDC_CLIENT_SECRET", "s" * 32)
+    extra = "approvals:\n  oidc:\n    issuer: https://sso.example.com\n    client_id: broker\n"
+    code, out, _ = run(["config", "check", str(write_config(tmp_path, extra))], capsys)
+    assert code == 0 and out.startswith("OK:") and "WARNING" not in out
 
 
 def test_config_check_reports_every_problem_with_its_position(
