@@ -121,7 +121,7 @@ def list_scopes() -> Response:
                 "name": tier.name,
                 "ttl_seconds": tier.ttl_seconds,
                 "approval_required": tier.approval is not None,
-                "approvals": tier.approval.required if tier.approval else 0,
+                "approvals": tier.approval.total_required if tier.approval else 0,
                 "delay_seconds": tier.approval.delay_seconds if tier.approval else 0,
                 "max_resources": tier.max_resources,
             }

@@ -30,6 +30,7 @@ from broker.approvals.pending import RequestView
 from broker.approvals.service import Decision
 from broker.config import Approver
 from broker.errors import BadRequest, BrokerError, Forbidden
+from broker.policy import quorum
 from broker.policy.decision import OPEN_STATES, not_an_approver_of, not_eligible
 from broker.scopes.model import VaultKv
 from broker.store.records import RequestRecord
@@ -129,6 +130,8 @@ class PageModel:
     decided: tuple[Decided, ...]
     still_needed: int
     eligible_approvers: tuple[str, ...]
+    rule_sets: str  # "1 of payments-leads and 1 of sre-oncall" ('' for one set)
+    sets_missing: tuple[str, ...]  # "1 more of sre-oncall"
     history: list[Mapping[str, Any]]
     may_approve: bool
     may_deny: bool
@@ -147,7 +150,8 @@ def page_model(request_id: str, approver: Approver, link_jti: str | None = None)
     """
     svc = services()
     record = svc.approvals.get(request_id)
-    outsider = not_an_approver_of(record, approver, svc.approvals.rule_in_force(record))
+    rule = svc.approvals.rule_in_force(record)
+    outsider = not_an_approver_of(record, approver, rule)
     if outsider is not None:
         svc.audit.request_event(
             "view", "refused", f"approver:{approver.name}", record, reason=outsider.reason
@@ -178,8 +182,14 @@ def page_model(request_id: str, approver: Approver, link_jti: str | None = None)
         claims=record.agent_claims,
         adds=adds,
         decided=decided,
-        still_needed=max(0, record.approvals_required - view.approvals_received),
+        still_needed=max(
+            record.approvals_required - view.approvals_received,
+            quorum.short(rule.sets, view.approvers) if rule else 0,
+            0,
+        ),
         eligible_approvers=tuple(sorted(eligible)),
+        rule_sets=rule.rule.describe_sets() if rule and len(rule.sets) > 1 else "",
+        sets_missing=tuple(quorum.missing(rule.sets, view.approvers)) if rule else (),
         history=[
             {**entry, "when": iso(entry["at"])}
             for entry in recent_history(svc.store, record.agent_subject, exclude=record.id)

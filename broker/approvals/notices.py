@@ -8,8 +8,9 @@ already issued, must not turn into an error because a message was not delivered.
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 from broker.approvals.difference import permission_difference
 from broker.approvals.intent_view import intent_view
@@ -19,23 +20,34 @@ from broker.notify.base import ApprovalNotice, NotificationFailed, Notifier, fai
 from broker.policy.iam_actions import IamDatabase
 from broker.scopes.holder import ScopeHolder
 from broker.scopes.model import Approval, Scope
-from broker.store.base import RequestStore
+from broker.store.base import ApprovalStore, RequestStore
 from broker.store.records import RequestRecord
 
 log = logging.getLogger(__name__)
 
 
-def status_detail(record: RequestRecord, approvals: int) -> str:
-    """One line on the request's state, for the message approvers already have."""
+def _names(people: Sequence[str]) -> str:
+    return people[0] if len(people) == 1 else ", ".join(people[:-1]) + " and " + people[-1]
+
+
+def status_detail(record: RequestRecord, approvals: int, approvers: Sequence[str] = ()) -> str:
+    """One line on the request's state, for the message approvers already have: who
+    decided it, once it is decided."""
+    by = f" by {_names(approvers)}" if approvers else ""
     return {
-        "pending": f"{approvals} of {record.approvals_required} approvals so far",
-        "approved": "approved"
+        "pending": f"{approvals} of {record.approvals_required} approvals so far"
+        + (f" ({_names(approvers)})" if approvers else ""),
+        "approved": f"approved{by}"
         + (f"; collectable after a {record.delay_seconds}s delay" if record.delay_seconds else ""),
         "denied": record.reason or "denied",
         "expired": "expired before anyone decided",
-        "collected": "credentials collected by the agent",
+        "collected": (f"approved{by}; " if by else "") + "credentials collected by the agent",
         "cancelled": record.reason or "cancelled",
     }.get(record.status, record.status)
+
+
+class NoticeStore(RequestStore, ApprovalStore, Protocol):
+    """Where a request's message handle is kept, and who has approved it."""
 
 
 @dataclass(eq=False, repr=False)  # a service: no generated equality or repr
@@ -43,14 +55,14 @@ class Notices:
     settings: Settings
     scopes: ScopeHolder
     iam: IamDatabase
-    store: RequestStore
+    store: NoticeStore
     audit: AuditRecorder
     notifier: Notifier
 
     def notice(
         self, record: RequestRecord, scope: Scope, rule: Approval, approvals_received: int
     ) -> ApprovalNotice:
-        approvers = self.settings.approvers_for(rule.approvers, rule.groups)
+        approvers = self.settings.approvers_for(rule.named_approvers, rule.named_groups)
         direct = tuple(
             a.slack_user_id
             for name in sorted(approvers)
@@ -112,7 +124,10 @@ class Notices:
         if scope is None or tier is None or tier.approval is None:
             return
         notice = self.notice(record, scope, tier.approval, approvals)
-        detail = status_detail(record, approvals)
+        approvers = [
+            a.approver for a in self.store.approvals_for(record.id) if a.decision == "approve"
+        ]
+        detail = status_detail(record, approvals, approvers)
         try:
             self.notifier.request_updated(notice, record.status, detail, record.notification)
         except Exception as e:  # noqa: BLE001 - notifications are best effort

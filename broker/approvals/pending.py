@@ -65,7 +65,9 @@ def pending_record(
         status="pending",
         created_at=now,
         expires_at=now + rule.pending_expiry_seconds,
-        approvals_required=rule.required if approvals_required is None else approvals_required,
+        approvals_required=rule.total_required
+        if approvals_required is None
+        else approvals_required,
         delay_seconds=rule.delay_seconds if delay_seconds is None else delay_seconds,
         break_glass=break_glass,
         # Only the canonical form: the plan as sent may hold sensitive values in clear.

@@ -38,6 +38,7 @@ from broker.identity.model import AgentIdentity
 from broker.intake import ResolvedRequest, resolve
 from broker.issuance import IssuanceService, Issued
 from broker.metrics import Metrics
+from broker.policy import quorum
 from broker.policy.decision import (
     ALREADY_COLLECTED,
     NO_SUCH_REQUEST,
@@ -48,6 +49,7 @@ from broker.policy.decision import (
     Deny,
     Refuse,
     RuleInForce,
+    approvals_complete,
     collection_window_refusal,
     decide_approval,
     decide_collection,
@@ -79,8 +81,9 @@ def rule_in_force(
     if scope is None or tier is None or tier.approval is None:
         return None
     rule = tier.approval
-    eligible = settings.approvers_for(rule.approvers, rule.groups)
-    return RuleInForce(scope, rule, frozenset(eligible))
+    sets = quorum.resolve(rule, settings.approvers_for)
+    eligible = frozenset().union(*(s.members for s in sets))
+    return RuleInForce(scope, rule, eligible, sets)
 
 
 class RequestsStore(RequestStore, ApprovalStore, RequestChanges, Protocol):
@@ -133,7 +136,7 @@ class ApprovalService:
             **request.audit_fields(),
             resources=list(request.resources),
             justification=request.justification[:500],
-            approvals_required=rule.required,
+            approvals_required=rule.total_required,
             delay=rule.delay_seconds,
             **intent_audit(resolved),
             grant=record.grant,
@@ -237,9 +240,10 @@ class ApprovalService:
         # earlier approvals of people who may no longer approve, which do not count.
         earlier = self.view(record).approvers
         needs = rule_now(record, in_force, earlier)
-        not_counted = len(set(earlier)) - needs.counted
 
-        def apply(current: RequestRecord, approvals: int, counted: bool) -> dict[str, Any]:
+        def apply(
+            current: RequestRecord, approvers: tuple[str, ...], counted: bool
+        ) -> dict[str, Any]:
             if not counted:
                 return {}  # this approver already decided: a double click changes nothing
             late = late_ballot(current, decision)
@@ -256,7 +260,7 @@ class ApprovalService:
                 stricter["approvals_required"] = needs.required
             if needs.delay_seconds != current.delay_seconds:
                 stricter["delay_seconds"] = needs.delay_seconds
-            if current.status == "pending" and approvals - not_counted >= needs.required:
+            if current.status == "pending" and approvals_complete(needs, in_force, approvers):
                 return {
                     **stricter,
                     "status": "approved",

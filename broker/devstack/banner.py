@@ -74,7 +74,7 @@ def demo_requests(
     approver = None
     if write is not None and write_tier is not None and write_tier.approval is not None:
         rule = write_tier.approval
-        eligible = sorted(approvers_for(rule.approvers, rule.groups))
+        eligible = sorted(approvers_for(rule.named_approvers, rule.named_groups))
         approver = eligible[0] if eligible else None
         write["justification"] = "a change the demo agent was asked to make"
     return DemoRequests({**base, "tier": "read"}, write, approver)

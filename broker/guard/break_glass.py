@@ -250,7 +250,7 @@ class BreakGlass:
             resolved,
             now,
             break_glass=True,
-            approvals_required=max(REQUIRED_APPROVERS, rule.required),
+            approvals_required=max(REQUIRED_APPROVERS, rule.total_required),
             delay_seconds=0,
         )
         self._check_eligible(record, approver)

@@ -40,6 +40,8 @@ ACTION_DENY = "broker_deny"
 ACTION_REVIEW = "broker_review"
 ACTION_OPEN_PAGE = "broker_open_page"  # a URL button: Slack still reports the click
 CLOSED_STATUSES = frozenset({"approved", "denied", "expired", "collected", "cancelled"})
+# A decision (or its absence) each approver told directly is told of again, as a new message.
+DECIDED_STATUSES = frozenset({"approved", "denied", "expired", "cancelled"})
 TIMEOUT_SECONDS = 10
 
 # Block Kit limits (with room to spare): section text 3000, a field 2000, header 150.
@@ -396,6 +398,21 @@ class SlackNotifier:
                 self._update(channel, ts, text, blocks)
             except NotificationFailed as e:
                 failures.append(e)
+        if status in DECIDED_STATUSES:
+            # An edited message notifies nobody: each approver messaged directly gets a new
+            # one saying what happened and who decided.
+            said = fallback_text(notice, status)
+            for message in handle.get("direct", ()):
+                if isinstance(message, Mapping) and message.get("channel"):
+                    try:
+                        self._post(
+                            "chat.postMessage",
+                            str(message["channel"]),
+                            said,
+                            [status_block(status, detail)],
+                        )
+                    except NotificationFailed as e:
+                        failures.append(e)
         if failures:
             raise failures[0]
 

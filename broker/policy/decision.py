@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Literal
 
@@ -38,6 +38,8 @@ from broker.errors import (
 from broker.guard.windows import active_window, describe_window
 from broker.identity.model import AgentIdentity
 from broker.intake import ResolvedRequest
+from broker.policy import quorum
+from broker.policy.quorum import PeopleSet
 from broker.scopes.model import Approval, RateLimit, Scope
 from broker.store.records import ApprovalRecord, FreezeRecord, RequestRecord
 from broker.yamldoc import format_duration
@@ -128,11 +130,13 @@ class Counters:
 
 @dataclass(frozen=True)
 class RuleInForce:
-    """A request's approval rule as the scopes say now, and who may decide it now."""
+    """A request's approval rule as the scopes say now, and who may decide it now: its sets
+    of people resolved (members named directly or through groups, each set's count)."""
 
     scope: Scope
     rule: Approval
     eligible: frozenset[str]
+    sets: tuple[PeopleSet, ...] = ()
 
 
 # -- an agent's request ---------------------------------------------------------------
@@ -319,6 +323,14 @@ def decide_approval(
     return Accept()
 
 
+def approvals_complete(needs: RuleNow, rule: RuleInForce, approvers: Sequence[str]) -> bool:
+    """Do ``approvers`` approve under ``rule``: as many people who may still approve as the
+    rule now needs (never fewer than when it was opened), and every set of the rule in
+    force met by distinct people."""
+    counted = {name for name in approvers if name in rule.eligible}
+    return len(counted) >= needs.required and quorum.met(rule.sets, approvers)
+
+
 def late_ballot(current: RequestRecord, ballot: Ballot) -> Refuse | None:
     """A ballot that arrives after the request left the state it may change (checked again
     with the request locked: another replica may have counted the last approval)."""
@@ -358,7 +370,7 @@ def rule_now(record: RequestRecord, rule: RuleInForce, approved_by: Iterable[str
     so that too few approvals count, tighten it. Break-glass keeps its own delay (none):
     it bypasses the tier's.
     """
-    required = max(record.approvals_required, rule.rule.required)
+    required = max(record.approvals_required, rule.rule.total_required)
     delay = record.delay_seconds
     if not record.break_glass:
         delay = max(delay, rule.rule.delay_seconds)

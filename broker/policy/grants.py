@@ -18,7 +18,7 @@ from broker.policy.compiler import (
     vault_policy,
 )
 from broker.policy.iam_actions import IamDatabase
-from broker.scopes.model import Environment, Scope, TierName
+from broker.scopes.model import Approval, Environment, Scope, TierName
 from broker.yamldoc import format_duration
 
 TierKey = tuple[str, str, str]  # service, environment, tier
@@ -97,12 +97,7 @@ def tier_facts(scope: Scope, env: Environment, tier: TierName, iam: IamDatabase)
         if tier in env.aws.roles:
             settings["role"] = env.aws.roles[tier]
     if spec.approval is not None:
-        settings["approval"] = describe_approval(
-            spec.approval.required,
-            spec.approval.approvers,
-            spec.approval.groups,
-            spec.approval.delay_seconds,
-        )
+        settings["approval"] = describe_approval(spec.approval)
     else:
         settings["approval"] = "none: granted at once"
     if spec.max_resources is not None:
@@ -125,13 +120,19 @@ def tier_facts(scope: Scope, env: Environment, tier: TierName, iam: IamDatabase)
     return TierFacts(frozenset(grants), settings)
 
 
-def describe_approval(
-    required: int, approvers: Iterable[str], groups: Iterable[str], delay: int
-) -> str:
-    who = ", ".join([*approvers, *(f"group {g}" for g in groups)])
-    text = f"{required} distinct approval{'s' if required != 1 else ''} from {who}"
-    if delay:
-        text += f", then a {format_duration(delay)} delay"
+def describe_approval(approval: Approval) -> str:
+    """'2 distinct approvals from group sre-oncall, then a 10m delay'; several sets are
+    joined by 'and', each set's approvals from people counted for no other set."""
+    parts = []
+    for people in approval.sets:
+        who = ", ".join([*people.approvers, *(f"group {g}" for g in people.groups)])
+        many = "s" if people.required != 1 else ""
+        parts.append(f"{people.required} distinct approval{many} from {who}")
+    text = " and ".join(parts)
+    if len(parts) > 1:
+        text += " (each by a different person)"
+    if approval.delay_seconds:
+        text += f", then a {format_duration(approval.delay_seconds)} delay"
     return text
 
 

@@ -12,12 +12,13 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from broker.errors import Problem
+from broker.policy import quorum
 from broker.policy.destructive import destructive_reason, is_destructive
 from broker.policy.globs import covers, overlaps, substitute
 from broker.policy.iam_actions import READ_LEVELS, IamDatabase, is_wildcard
 from broker.policy.resources import names_everything
 from broker.scopes.loader import LoadedScope
-from broker.scopes.model import TierName
+from broker.scopes.model import Approval, TierName
 from broker.suggest import closest, did_you_mean
 
 STS_MIN_SECONDS = 900
@@ -243,12 +244,13 @@ def delete_approvals(loaded: LoadedScope, ctx: LintContext) -> Iterator[Problem]
     tier = loaded.scope.tiers.get("delete")
     if tier is None or tier.approval is None:
         return
-    if tier.approval.required < MIN_DELETE_APPROVALS and not tier.approval.unsafe_single_approver:
+    required = tier.approval.total_required
+    if required < MIN_DELETE_APPROVALS and not tier.approval.unsafe_single_approver:
         yield _problem(
             loaded,
-            ("tiers", "delete", "approval", "required"),
+            ("tiers", "delete", "approval", "all_of" if tier.approval.all_of else "required"),
             "delete-approvals",
-            f"tier delete requires {tier.approval.required} approval; at least "
+            f"tier delete requires {required} approval; at least "
             f"{MIN_DELETE_APPROVALS} distinct approvers are required unless "
             "'unsafe_single_approver: <reason>' says why not",
         )
@@ -268,37 +270,57 @@ def destructive_cap_needs_intent(loaded: LoadedScope, ctx: LintContext) -> Itera
             )
 
 
+def _set_keys(approval: Approval, name: str, index: int) -> tuple[object, ...]:
+    """Where a set of an approval rule was written (the block itself for the simple form)."""
+    if approval.all_of:
+        return ("tiers", name, "approval", "all_of", index)
+    return ("tiers", name, "approval")
+
+
 def approvals_satisfiable(loaded: LoadedScope, ctx: LintContext) -> Iterator[Problem]:
-    """Approvers and groups exist in the broker config, enough of them (given a config)."""
+    """Approvers and groups exist in the broker config, enough of them (given a config):
+    every set of the rule can be met at once, each approval by a different person."""
     if ctx.directory is None:
         return
     for name, tier in loaded.scope.tiers.items():
         if tier.approval is None:
             continue
-        for approver in tier.approval.approvers:
-            if not ctx.directory.has_approver(approver):
-                yield _problem(
-                    loaded,
-                    ("tiers", name, "approval", "approvers", approver),
-                    "unknown-approver",
-                    f"approver '{approver}' is not defined in the broker config",
-                )
-        for group in tier.approval.groups:
-            if not ctx.directory.has_group(group):
-                yield _problem(
-                    loaded,
-                    ("tiers", name, "approval", "groups", group),
-                    "unknown-group",
-                    f"group '{group}' is not defined in the broker config",
-                )
-        eligible = ctx.directory.approvers_for(tier.approval.approvers, tier.approval.groups)
-        if len(eligible) < tier.approval.required:
+        for index, people in enumerate(tier.approval.sets):
+            at = _set_keys(tier.approval, name, index)
+            for a_index, approver in enumerate(people.approvers):
+                if not ctx.directory.has_approver(approver):
+                    yield _problem(
+                        loaded,
+                        (*at, "approvers", a_index if tier.approval.all_of else approver),
+                        "unknown-approver",
+                        f"approver '{approver}' is not defined in the broker config",
+                    )
+            for g_index, group in enumerate(people.groups):
+                if not ctx.directory.has_group(group):
+                    yield _problem(
+                        loaded,
+                        (*at, "groups", g_index if tier.approval.all_of else group),
+                        "unknown-group",
+                        f"group '{group}' is not defined in the broker config",
+                    )
+        sets = quorum.resolve(tier.approval, ctx.directory.approvers_for)
+        everyone = frozenset().union(*(s.members for s in sets))
+        if not tier.approval.all_of and len(everyone) < tier.approval.required:
             yield _problem(
                 loaded,
                 ("tiers", name, "approval"),
                 "unsatisfiable-approval",
                 f"tier {name} requires {tier.approval.required} distinct approvals but only "
-                f"{len(eligible)} approver(s) are eligible",
+                f"{len(everyone)} approver(s) are eligible",
+            )
+        elif not quorum.met(sets, everyone):
+            short = "; ".join(quorum.missing(sets, everyone))
+            yield _problem(
+                loaded,
+                ("tiers", name, "approval", "all_of"),
+                "unsatisfiable-approval",
+                f"tier {name} requires {tier.approval.describe_sets()}, each approval by a "
+                f"different person, which the people eligible cannot meet (short: {short})",
             )
 
 

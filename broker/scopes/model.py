@@ -102,12 +102,35 @@ class AwsStatement(Declared):
 
 
 @dataclass(frozen=True)
-class Approval(Declared):
-    """Who may approve an escalation to a tier, how many must, and how long to wait."""
+class ApproverSet(Declared):
+    """Some people (named, or by group) and how many distinct ones of them must approve."""
 
     approvers: Annotated[tuple[str, ...], Entries()] = ()
     groups: Annotated[tuple[str, ...], Entries()] = ()
     required: Annotated[int, Integer(1, 10)] = 1
+
+    def problems(self) -> Iterator[InitErrorDetails]:
+        if not self.approvers and not self.groups:
+            yield problem("must name approvers or groups")
+
+    def describe(self) -> str:
+        names = [*self.groups, *self.approvers]
+        return f"{self.required} of {' or '.join(names)}"
+
+
+@dataclass(frozen=True)
+class Approval(Declared):
+    """Who may approve an escalation to a tier, how many must, and how long to wait.
+
+    Either one set of people (``approvers``/``groups`` and ``required``), or ``all_of``:
+    several sets that must all be satisfied at once, each by its own distinct people ("1
+    of payments-leads AND 1 of sre-oncall": one person in both groups counts for one).
+    """
+
+    approvers: Annotated[tuple[str, ...], Entries()] = ()
+    groups: Annotated[tuple[str, ...], Entries()] = ()
+    required: Annotated[int, Integer(1, 10)] = 1
+    all_of: Annotated[tuple[ApproverSet, ...], Entries(unique=False)] = ()
     delay_seconds: Annotated[int, alias("delay"), Seconds] = 0
     allow_slack_approval: Annotated[bool, Flag] = True
     pending_expiry_seconds: Annotated[int, alias("pending_expiry"), Duration(60, 7 * 86400)] = 1800
@@ -115,9 +138,45 @@ class Approval(Declared):
     # A delete tier with fewer than 2 approvals is refused unless this states why.
     unsafe_single_approver: Annotated[str | None, Text(), AfterValidator(a_sentence)] = None
 
+    @classmethod
+    def prepare(cls, data: dict[str, Any]) -> Iterator[InitErrorDetails]:
+        if "all_of" in data:
+            for key in ("approvers", "groups", "required"):
+                if key in data:
+                    yield problem(
+                        f"'{key}' goes inside each entry of all_of, not beside it", key, key=True
+                    )
+                    del data[key]
+
     def problems(self) -> Iterator[InitErrorDetails]:
-        if not self.approvers and not self.groups:
-            yield problem("must name approvers or groups")
+        if not self.all_of and not self.approvers and not self.groups:
+            yield problem("must name approvers or groups (or all_of)")
+        if sum(s.required for s in self.all_of) > 10:
+            yield problem("requires more than 10 approvals in all", "all_of")
+
+    @property
+    def sets(self) -> tuple[ApproverSet, ...]:
+        """The sets of people that must all approve (one for the simple form)."""
+        if self.all_of:
+            return self.all_of
+        return (ApproverSet(self.approvers, self.groups, self.required),)
+
+    @property
+    def total_required(self) -> int:
+        """Distinct approvals needed in all."""
+        return sum(s.required for s in self.sets)
+
+    @property
+    def named_approvers(self) -> tuple[str, ...]:
+        return tuple(dict.fromkeys(a for s in self.sets for a in s.approvers))
+
+    @property
+    def named_groups(self) -> tuple[str, ...]:
+        return tuple(dict.fromkeys(g for s in self.sets for g in s.groups))
+
+    def describe_sets(self) -> str:
+        """'2 of sre-oncall', or '1 of payments-leads and 1 of sre-oncall'."""
+        return " and ".join(s.describe() for s in self.sets)
 
 
 # What a delete tier's approval is unless it says otherwise: two people, a delay, no Slack.
@@ -171,7 +230,10 @@ class Tier(Declared):
                 f"{where} needs an 'approval' block (who may approve, how many)", sentence=True
             )
         if name == "delete" and isinstance(data.get("approval"), dict):
-            data["approval"] = {**DELETE_APPROVAL_DEFAULTS, **data["approval"]}
+            defaults = dict(DELETE_APPROVAL_DEFAULTS)
+            if "all_of" in data["approval"]:
+                del defaults["required"]  # each set says how many of its people
+            data["approval"] = {**defaults, **data["approval"]}
 
 
 @dataclass(frozen=True)

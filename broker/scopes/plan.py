@@ -42,8 +42,7 @@ def render_plan(scopes: Sequence[Scope], iam: IamDatabase) -> str:
                 if tier.approval is None:
                     gate = "granted at once"
                 else:
-                    a = tier.approval
-                    gate = describe_approval(a.required, a.approvers, a.groups, a.delay_seconds)
+                    gate = describe_approval(tier.approval)
                 lines.append(f"    {tier_name}  ttl {format_duration(tier.ttl_seconds)}, {gate}")
                 limits = []
                 if tier.max_resources:

@@ -79,9 +79,10 @@ class ApprovalStore(Protocol):
         self,
         request_id: str,
         approval: ApprovalRecord,
-        decide: Callable[[RequestRecord, int, bool], dict[str, Any]],
+        decide: Callable[[RequestRecord, tuple[str, ...], bool], dict[str, Any]],
     ) -> DecisionResult:
-        """Record ``approval``; ``decide(request, approvals, counted)`` says what changes."""
+        """Record ``approval``; ``decide(request, approvers, counted)`` says what changes
+        (``approvers``: who has approved so far)."""
         ...
 
     def approvals_for(self, request_id: str) -> list[ApprovalRecord]: ...

@@ -153,13 +153,14 @@ class SqlApprovals:
         self,
         request_id: str,
         approval: ApprovalRecord,
-        decide: Callable[[RequestRecord, int, bool], dict[str, Any]],
+        decide: Callable[[RequestRecord, tuple[str, ...], bool], dict[str, Any]],
     ) -> DecisionResult:
         """Record one approver's decision and let ``decide`` update the request, atomically.
 
         The request row is locked for the whole transaction, so two approvals arriving at
-        once on two replicas are counted one after the other. ``decide(request, approvals,
-        counted)`` returns the column changes (status, approved_at...) to apply.
+        once on two replicas are counted one after the other. ``decide(request, approvers,
+        counted)`` (``approvers``: who has approved so far, this ballot included) returns the
+        column changes (status, approved_at...) to apply.
         """
         with self.db.tx() as connection:
             row = (
@@ -178,16 +179,20 @@ class SqlApprovals:
                     connection.execute(insert(t.approvals).values(**asdict(approval)))
             except IntegrityError:
                 counted = False  # this approver already decided: a double click
-            approvals = connection.execute(
-                select(func.count())
-                .select_from(t.approvals)
-                .where(
-                    and_(
-                        t.approvals.c.request_id == request_id, t.approvals.c.decision == "approve"
+            approvers = tuple(
+                connection.execute(
+                    select(t.approvals.c.approver)
+                    .where(
+                        and_(
+                            t.approvals.c.request_id == request_id,
+                            t.approvals.c.decision == "approve",
+                        )
                     )
-                )
-            ).scalar_one()
-            changes = decide(request, int(approvals), counted)
+                    .order_by(t.approvals.c.id)
+                ).scalars()
+            )
+            approvals = len(approvers)
+            changes = decide(request, approvers, counted)
             if changes:
                 connection.execute(
                     update(t.requests).where(t.requests.c.id == request_id).values(**changes)

@@ -19,7 +19,9 @@ REQUEST = "req_" + "a" * 26
 
 
 def approve(store: SqlStore, approver: str) -> None:
-    def one_is_enough(request: RequestRecord, approvals: int, counted: bool) -> dict[str, object]:
+    def one_is_enough(
+        request: RequestRecord, approvers: tuple[str, ...], counted: bool
+    ) -> dict[str, object]:
         return {"status": "approved", "approved_at": 10.0}
 
     store.record_decision(

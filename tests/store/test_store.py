@@ -87,8 +87,10 @@ def test_transitions_are_compare_and_set(store: SqlStore) -> None:
 def test_decisions_count_distinct_approvers_once(store: SqlStore) -> None:
     store.create_request(request_record())
 
-    def approve_at_two(request: RequestRecord, approvals: int, counted: bool) -> dict[str, object]:
-        return {"status": "approved", "approved_at": 10.0} if approvals >= 2 else {}
+    def approve_at_two(
+        request: RequestRecord, approvers: tuple[str, ...], counted: bool
+    ) -> dict[str, object]:
+        return {"status": "approved", "approved_at": 10.0} if len(approvers) >= 2 else {}
 
     def decide(approver: str) -> int:
         result = store.record_decision(
