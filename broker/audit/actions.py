@@ -46,7 +46,12 @@ CATALOGUE: tuple[Action, ...] = (
         ("denied", "pending", "approved", "expired", "cancelled"),
     ),
     Action(NOTIFY, "approvers were told about a request (or could not be)", ("sent", "failed")),
-    Action(VIEW, "an approver opened a request's approval page", ("viewed",)),
+    Action(
+        VIEW,
+        "an approver opened a request's approval page (refused: not one of its approvers, "
+        "or a delete's link without its approver signed in)",
+        ("viewed", "refused"),
+    ),
     Action(
         LINK,
         "a personal approval link was minted by an operator or sent to an approver in Slack",
@@ -106,6 +111,7 @@ VERBS: dict[tuple[str, str], str] = {
     (NOTIFY, "sent"): "notified",
     (NOTIFY, "failed"): "notify failed",
     (VIEW, "viewed"): "viewed",
+    (VIEW, "refused"): "view refused",
     (LINK, "minted"): "link minted",
     (LINK, "sent"): "link sent",
     (SLACK, "refused"): "slack refused",

@@ -109,6 +109,8 @@ def test_freezes_and_the_breaker_keep_issuers_apart(
         headers=broker.headers("ops"),
     )
     assert lifted.status_code == 200 and lifted.get_json()["lifted"] == 1
+    # The lift takes effect once the AWS revocation cut-off has passed.
+    broker.clock.advance(max(0.0, lifted.get_json()["effective_at"] - broker.clock.now) + 1)
     broker.services.guard.forget_freezes()
     revoked = broker.client.post(
         "/v1/revoke", json={"agent": VICTIM, "reason": "drill"}, headers=broker.headers("ops")
