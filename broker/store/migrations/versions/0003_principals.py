@@ -10,8 +10,8 @@ same subject of every other issuer it was seen from (in requests or issued crede
 a freeze never lets go of an agent it stopped before. Audit records are not rewritten
 (the hash chain covers them): older ones name such agents by their subject.
 
-Revision ID: 0002
-Revises: 0001
+Revision ID: 0003_principals
+Revises: 0002_request_intent
 """
 
 from __future__ import annotations
@@ -21,8 +21,8 @@ from typing import Any
 import sqlalchemy as sa
 from alembic import op
 
-revision = "0002"
-down_revision = "0001"
+revision = "0003_principals"
+down_revision = "0002_request_intent"
 branch_labels = None
 depends_on = None
 
