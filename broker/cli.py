@@ -61,10 +61,10 @@ def cli() -> None:
 def _scopes_context(config: Path | None) -> tuple[object, object]:
     from broker.config import load_settings
     from broker.policy.iam_actions import iam_database
-    from broker.scopes.lint import LintContext
+    from broker.scopes.lint_base import context_for
 
     settings = load_settings(config) if config else None
-    return settings, LintContext(iam=iam_database(), directory=settings)
+    return settings, context_for(iam_database(), settings)
 
 
 @cli.group()
@@ -119,7 +119,10 @@ def scopes_plan(path: Path, as_json: bool, against: str | None, config: Path | N
     iam = ctx.iam  # type: ignore[attr-defined]
     if against is None:
         click.echo(
-            render_json(scopes_now, iam) if as_json else render_plan(scopes_now, iam), nl=False
+            render_json(scopes_now, iam)
+            if as_json
+            else _red_exceptions(render_plan(scopes_now, iam)),
+            nl=False,
         )
         return
     with checkout(against, path) as old_path:
@@ -134,7 +137,17 @@ def scopes_plan(path: Path, as_json: bool, against: str | None, config: Path | N
         scope_facts(old.scope_set.scopes.values(), iam),
         scope_facts(scopes_now, iam),
     )
-    click.echo(render_changes(changes), nl=False)
+    click.echo(_red_exceptions(render_changes(changes)), nl=False)
+
+
+def _red_exceptions(text: str) -> str:
+    """Escalation exceptions stand out in red (on a terminal; click drops the color else)."""
+    from broker.policy.grants import ESCALATION_MARK
+
+    return "".join(
+        click.style(line.rstrip("\n"), fg="red") + "\n" if ESCALATION_MARK in line else line
+        for line in text.splitlines(keepends=True)
+    )
 
 
 @scopes.command("apply")
@@ -157,12 +170,12 @@ def scopes_apply(path: Path | None, config_path: Path | None, yes: bool, check: 
     from broker.apply.upstreams import HvacVaultManager
     from broker.config import load_settings
     from broker.policy.iam_actions import iam_database
-    from broker.scopes.lint import LintContext
+    from broker.scopes.lint_base import context_for
     from broker.scopes.registry import default_workers, load_scope_set
     from broker.wiring import build_accounts, build_sts, build_vault_client
 
     settings = load_settings(config_path)
-    ctx = LintContext(iam=iam_database(), directory=settings)
+    ctx = context_for(iam_database(), settings)
     result = load_scope_set(path or settings.scopes_dir, ctx, workers=default_workers())
     if result.problems:
         for problem in result.problems:

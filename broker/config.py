@@ -237,6 +237,8 @@ class ApprovalSettings(Declared):
     collect_window_seconds: Annotated[int, alias("collect_window"), Seconds] = 15 * 60
     # Break-glass credentials live the lesser of this and the tier's TTL.
     break_glass_ttl_seconds: Annotated[int, alias("break_glass_ttl"), Duration(60, 3600)] = 15 * 60
+    # The least delay a delete tier may declare between its last approval and collection.
+    min_delete_delay_seconds: Annotated[int, alias("min_delete_delay"), Duration(1, 86400)] = 60
     oidc: OidcSignIn | None = None
 
 

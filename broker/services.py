@@ -38,7 +38,7 @@ from broker.metrics import Metrics
 from broker.notify.base import LogNotifier, Notifier
 from broker.policy.iam_actions import IamDatabase, iam_database
 from broker.scopes.holder import ReloadOutcome, ScopeHolder
-from broker.scopes.lint import LintContext
+from broker.scopes.lint_base import context_for
 from broker.store.base import Store
 from broker.store.sql import SqlStore
 
@@ -155,7 +155,7 @@ def build_services(
     if settings.audit_stream:
         store.subscribe_audit(AuditStream(settings.audit_stream))
     metrics = Metrics()
-    scopes = ScopeHolder(settings.scopes_dir, LintContext(iam=iam, directory=settings))
+    scopes = ScopeHolder(settings.scopes_dir, context_for(iam, settings))
     audit = AuditRecorder(store, clock)
     if notifier is None:
         notifier = build_notifier(settings) if build_notifier else LogNotifier()

@@ -32,7 +32,8 @@ from broker.config import Approver
 from broker.errors import BadRequest, BrokerError, Forbidden
 from broker.policy import quorum
 from broker.policy.decision import OPEN_STATES, not_an_approver_of, not_eligible
-from broker.scopes.model import VaultKv
+from broker.policy.grants import describe_exception
+from broker.scopes.model import TIERS, Scope, VaultKv
 from broker.store.records import RequestRecord
 
 SESSION_APPROVER = "approver"  # the approver this browser acted as (link or sign-in)
@@ -131,6 +132,7 @@ class PageModel:
     still_needed: int
     eligible_approvers: tuple[str, ...]
     rule_sets: str  # "1 of payments-leads and 1 of sre-oncall" ('' for one set)
+    exceptions: tuple[str, ...]  # escalation actions this tier grants on purpose (in red)
     sets_missing: tuple[str, ...]  # "1 more of sre-oncall"
     history: list[Mapping[str, Any]]
     may_approve: bool
@@ -189,6 +191,7 @@ def page_model(request_id: str, approver: Approver, link_jti: str | None = None)
         ),
         eligible_approvers=tuple(sorted(eligible)),
         rule_sets=rule.rule.describe_sets() if rule and len(rule.sets) > 1 else "",
+        exceptions=escalation_exceptions(rule.scope, record.tier) if rule else (),
         sets_missing=tuple(quorum.missing(rule.sets, view.approvers)) if rule else (),
         history=[
             {**entry, "when": iso(entry["at"])}
@@ -208,6 +211,16 @@ def _kv(record: RequestRecord) -> VaultKv | None:
     scope = services().scopes.current.get(record.service)
     env = scope.environments.get(record.environment) if scope else None
     return env.vault if env else None
+
+
+def escalation_exceptions(scope: Scope, tier: str) -> tuple[str, ...]:
+    """The escalation actions granted on purpose up to ``tier`` (tiers are cumulative)."""
+    return tuple(
+        describe_exception(exception)
+        for name in TIERS[: TIERS.index(tier) + 1]
+        if name in scope.tiers
+        for exception in scope.tiers[name].escalation_exceptions
+    )
 
 
 def _buttons(

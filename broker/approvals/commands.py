@@ -25,7 +25,7 @@ from broker.ids import looks_like_request_id
 from broker.keys import load_keys
 from broker.policy.decision import OPEN_STATES, not_an_approver_of
 from broker.policy.iam_actions import iam_database
-from broker.scopes.lint import LintContext
+from broker.scopes.lint_base import context_for
 from broker.scopes.registry import load_scope_set
 from broker.store.sql import SqlStore
 
@@ -62,7 +62,7 @@ def link(request_id: str, approver: str, config_path: Path | None) -> None:
         if record.status == "pending" and now >= record.expires_at:
             raise Gone(f"request {request_id} has expired")
         scopes = load_scope_set(
-            settings.scopes_dir, LintContext(iam=iam_database(), directory=settings)
+            settings.scopes_dir, context_for(iam_database(), settings)
         ).scope_set
         outsider = not_an_approver_of(
             record, settings.approvers[approver], rule_in_force(scopes, settings, record)

@@ -18,7 +18,7 @@ from broker.policy.compiler import (
     vault_policy,
 )
 from broker.policy.iam_actions import IamDatabase
-from broker.scopes.model import Approval, Environment, Scope, TierName
+from broker.scopes.model import Approval, Environment, EscalationException, Scope, TierName
 from broker.yamldoc import format_duration
 
 TierKey = tuple[str, str, str]  # service, environment, tier
@@ -100,6 +100,10 @@ def tier_facts(scope: Scope, env: Environment, tier: TierName, iam: IamDatabase)
         settings["approval"] = describe_approval(spec.approval)
     else:
         settings["approval"] = "none: granted at once"
+    if spec.escalation_exceptions:
+        settings["escalation_exceptions"] = "; ".join(
+            describe_exception(e) for e in spec.escalation_exceptions
+        )
     if spec.max_resources is not None:
         settings["max_resources"] = str(spec.max_resources)
     if spec.rate_limit is not None:
@@ -118,6 +122,17 @@ def tier_facts(scope: Scope, env: Environment, tier: TierName, iam: IamDatabase)
         if spec.approval.unsafe_single_approver:
             settings["unsafe_single_approver"] = spec.approval.unsafe_single_approver
     return TierFacts(frozenset(grants), settings)
+
+
+ESCALATION_MARK = "ESCALATION EXCEPTION"  # `broker scopes plan` shows such lines in red
+
+
+def describe_exception(exception: EscalationException) -> str:
+    """An escalation action granted on purpose, in words (shown in red)."""
+    return (
+        f"{ESCALATION_MARK} {exception.action}: {exception.reason} "
+        f"(reviewed by {exception.reviewed_by})"
+    )
 
 
 def describe_approval(approval: Approval) -> str:

@@ -68,13 +68,24 @@ _SECONDS_PER_UNIT = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 _TIME_OF_DAY = re.compile(r"([01][0-9]|2[0-3]):([0-5][0-9])|24:00")
 
 
+def _unknown_placeholder(name: str, known: str) -> str:
+    if ":" in name:  # ${aws:username}, ${s3:prefix}, ${saml:sub}...: IAM's, not ours
+        return (
+            f"'${{{name}}}' is an IAM policy variable: AWS would evaluate it against the role "
+            "session the broker issues, never the agent (a role session has no aws:username "
+            "at all), and the broker names each request's exact resources instead; write the "
+            f"resource without it, with the broker's placeholders ({known}) where they fit"
+        )
+    return f"unknown placeholder '${{{name}}}' (known: {known})"
+
+
 def placeholders(*allowed: str) -> AfterValidator:
     """An entry's ${...} placeholders must be among ``allowed``."""
     known = ", ".join("${" + p + "}" for p in allowed)
 
     def check(value: str) -> str:
         errors = [
-            problem(f"unknown placeholder '${{{name}}}' (known: {known})", key=True)
+            problem(_unknown_placeholder(name, known), key=True)
             for name in placeholders_in(value)
             if name not in allowed
         ]

@@ -7,58 +7,29 @@ would grant more than it says on its face.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass
-from typing import Protocol
+from collections.abc import Iterable, Iterator
 
 from broker.errors import Problem
 from broker.policy import quorum
 from broker.policy.destructive import destructive_reason, is_destructive
-from broker.policy.globs import covers, overlaps, substitute
-from broker.policy.iam_actions import READ_LEVELS, IamDatabase, is_wildcard
+from broker.policy.iam_actions import READ_LEVELS, is_wildcard
 from broker.policy.resources import names_everything
+from broker.scopes.lint_base import ApproverDirectory as ApproverDirectory
+from broker.scopes.lint_base import LintContext as LintContext
+from broker.scopes.lint_base import Rule as Rule
+from broker.scopes.lint_base import actions_of as _actions
+from broker.scopes.lint_base import problem_at as _problem
+from broker.scopes.lint_escalation import delete_delay as delete_delay
+from broker.scopes.lint_escalation import escalation_actions as escalation_actions
+from broker.scopes.lint_overlap import environment_overlap as environment_overlap
 from broker.scopes.loader import LoadedScope
-from broker.scopes.model import Approval, TierName
+from broker.scopes.model import Approval
 from broker.suggest import closest, did_you_mean
 
 STS_MIN_SECONDS = 900
 STS_MAX_SECONDS = 12 * 3600  # AssumeRole's ceiling (the role's MaxSessionDuration may be lower)
 VAULT_MAX_SECONDS = 768 * 3600  # Vault's default max_lease_ttl
 MIN_DELETE_APPROVALS = 2
-
-
-class ApproverDirectory(Protocol):
-    """What the lint needs to know of the broker config's approvers and groups."""
-
-    def has_approver(self, name: str) -> bool: ...
-
-    def has_group(self, name: str) -> bool: ...
-
-    def has_issuer(self, name: str) -> bool: ...
-
-    def approvers_for(self, names: tuple[str, ...], groups: tuple[str, ...]) -> set[str]: ...
-
-
-@dataclass(frozen=True)
-class LintContext:
-    iam: IamDatabase
-    directory: ApproverDirectory | None = None
-
-
-Rule = Callable[[LoadedScope, LintContext], Iterator[Problem]]
-
-
-def _problem(loaded: LoadedScope, key: tuple[object, ...], rule: str, reason: str) -> Problem:
-    position = loaded.position(*key)
-    return Problem(position.path, position.line, position.column, f"{reason} [{rule}]")
-
-
-def _actions(loaded: LoadedScope) -> Iterator[tuple[TierName, int, int, str, tuple[str, ...]]]:
-    """(tier, statement index, action index, action, statement resources) for every action."""
-    for tier_name, tier in loaded.scope.tiers.items():
-        for s_index, statement in enumerate(tier.aws):
-            for a_index, action in enumerate(statement.actions):
-                yield tier_name, s_index, a_index, action, statement.resources
 
 
 def known_actions(loaded: LoadedScope, ctx: LintContext) -> Iterator[Problem]:
@@ -168,61 +139,6 @@ def destructive_outside_delete(loaded: LoadedScope, ctx: LintContext) -> Iterato
                 "they belong in tier delete"
             )
         yield _problem(loaded, key, "destructive-outside-delete", message)
-
-
-def environment_overlap(loaded: LoadedScope, ctx: LintContext) -> Iterator[Problem]:
-    """No resource pattern of one environment matches another environment's resources."""
-    scope = loaded.scope
-    # environment -> concrete resource -> the first pattern (its key) that produced it
-    expanded: dict[str, dict[str, tuple[object, ...]]] = {}
-    for env in scope.environments.values():
-        regions = env.aws.regions if env.aws else (None,)
-        rows = expanded.setdefault(env.name, {})
-        for tier_name, tier in scope.tiers.items():
-            for s_index, statement in enumerate(tier.aws):
-                for r_index, pattern in enumerate(statement.resources):
-                    key = ("tiers", tier_name, "aws", s_index, "resources", r_index)
-                    for region in regions:
-                        try:
-                            resource = substitute(pattern, env.placeholders(region))
-                        except KeyError:
-                            continue  # a placeholder this environment lacks: see placeholders rule
-                        rows.setdefault(resource, key)
-    names = sorted(expanded)
-    reported: set[tuple[object, ...]] = set()
-    for i, first in enumerate(names):
-        for second in names[i + 1 :]:
-            for resource_a, key_a in expanded[first].items():
-                for resource_b, key_b in expanded[second].items():
-                    if "*" in (resource_a, resource_b) or not overlaps(resource_a, resource_b):
-                        continue  # a bare '*' is only allowed for actions without resources
-                    # Blame the broader pattern: it is the one reaching across environments.
-                    if covers(resource_b, resource_a) and not covers(resource_a, resource_b):
-                        blamed, broad, broad_env, other, other_env = (
-                            key_b,
-                            resource_b,
-                            second,
-                            resource_a,
-                            first,
-                        )
-                    else:
-                        blamed, broad, broad_env, other, other_env = (
-                            key_a,
-                            resource_a,
-                            first,
-                            resource_b,
-                            second,
-                        )
-                    if blamed in reported:
-                        continue
-                    reported.add(blamed)
-                    yield _problem(
-                        loaded,
-                        blamed,
-                        "environment-overlap",
-                        f"'{broad}' ({broad_env}) also matches '{other}' ({other_env}); "
-                        "use ${env} or the account to keep environments apart",
-                    )
 
 
 def ttl_bounds(loaded: LoadedScope, ctx: LintContext) -> Iterator[Problem]:
@@ -405,10 +321,12 @@ RULES: tuple[Rule, ...] = (
     wildcard_actions,
     wildcard_resources,
     destructive_outside_delete,
+    escalation_actions,
     environment_overlap,
     ttl_bounds,
     delete_approvals,
     destructive_cap_needs_intent,
+    delete_delay,
     approvals_satisfiable,
     requester_issuers,
     backends_complete,

@@ -179,6 +179,17 @@ class Approval(Declared):
         return " and ".join(s.describe() for s in self.sets)
 
 
+@dataclass(frozen=True)
+class EscalationException(Declared):
+    """An action that opens an escalation path (:mod:`broker.policy.escalation`), granted
+    on purpose: named exactly, why, and who reviewed it. Shown in red by ``broker scopes
+    plan`` and on the approval page."""
+
+    action: Annotated[str, Text(r"[a-z0-9-]+:[A-Za-z0-9]+", "one action, e.g. iam:PassRole")]
+    reason: Annotated[str, Text(), AfterValidator(a_sentence)]
+    reviewed_by: Annotated[str, Text(max_length=200)]
+
+
 # What a delete tier's approval is unless it says otherwise: two people, a delay, no Slack.
 DELETE_APPROVAL_DEFAULTS = {"required": 2, "delay": 600, "allow_slack_approval": False}
 
@@ -196,6 +207,10 @@ class Tier(Declared):
     intent: Annotated[IntentRule, Text("required|optional", "required or optional")] = "optional"
     # At most this many destructive operations (and destroying changes) in one intent.
     max_destructive: Annotated[int | None, Integer(0, 10_000)] = None
+    # Actions opening an escalation path granted on purpose (lint escalation-action).
+    escalation_exceptions: Annotated[
+        tuple[EscalationException, ...], Entries(allow_empty=True, unique=False)
+    ] = ()
 
     def problems(self) -> Iterator[InitErrorDetails]:
         if self.name == "read" and self.intent == "required":

@@ -13,7 +13,13 @@ from pathlib import Path
 
 from broker.errors import BrokerError
 from broker.policy.compiler import compile_scope, role_policy, vault_policy
-from broker.policy.grants import Change, database_grants, describe_approval, vault_grants
+from broker.policy.grants import (
+    Change,
+    database_grants,
+    describe_approval,
+    describe_exception,
+    vault_grants,
+)
 from broker.policy.iam_actions import IamDatabase
 from broker.scopes.model import TIERS, Scope, TierName
 from broker.yamldoc import format_duration
@@ -44,6 +50,7 @@ def render_plan(scopes: Sequence[Scope], iam: IamDatabase) -> str:
                 else:
                     gate = describe_approval(tier.approval)
                 lines.append(f"    {tier_name}  ttl {format_duration(tier.ttl_seconds)}, {gate}")
+                lines.extend(f"      {describe_exception(e)}" for e in tier.escalation_exceptions)
                 limits = []
                 if tier.max_resources:
                     limits.append(f"at most {tier.max_resources} resource(s) per request")

@@ -447,3 +447,29 @@ def test_a_browser_without_the_form_cannot_decide(served: Broker, browser: WebDr
     )
     assert "security token" in wait_for(browser, "error")
     assert status(served, request_id)["approvals_received"] == 0
+
+
+def test_escalation_exceptions_are_shown_in_red(broker: Broker) -> None:
+    """A tier granting an escalation action on purpose says so on the page, in red."""
+    path = broker.services.settings.scopes_dir / "payments.yaml"
+    text = path.read_text()
+    old = "    approval:\n      groups: [payments-leads]\n"
+    new = (
+        "      - actions: [iam:PassRole]\n"
+        '        resources: ["arn:aws:iam::${account}:role/payments-${env}-task"]\n'
+        "    escalation_exceptions:\n"
+        "      - action: iam:PassRole\n"
+        "        reason: The job hands the invoices task role to ECS, and no other role.\n"
+        "        reviewed_by: security review SEC-1234\n" + old
+    )
+    path.write_text(text.replace(old, new, 1))
+    assert broker.services.scopes.reload().applied
+    request_id = open_request(broker, WRITE_PAYMENTS)
+    page = page_text(broker.client.get(f"/approve/{link_token(broker, request_id, 'alice')}"))
+    assert 'class="warning" id="escalation-exceptions"' in page
+    assert "ESCALATION EXCEPTION iam:PassRole: The job hands the invoices task role" in page
+    assert "(reviewed by security review SEC-1234)" in page
+    plain = open_request(broker, {**WRITE_PAYMENTS, "justification": "another"})
+    assert "escalation-exceptions" in page_text(
+        broker.client.get(f"/approve/{link_token(broker, plain, 'bob')}")
+    )

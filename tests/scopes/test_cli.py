@@ -36,12 +36,13 @@ def test_validate_prints_every_problem_as_file_line_column(
     assert code == 1
     lines = out.splitlines()
     # read access level and destructive in read; wildcard in write, and s3:Put* reaches
-    # s3:PutBucketVersioning, which is destructive.
-    assert len(lines) == 4
+    # s3:PutBucketVersioning, which is destructive, and s3:PutBucketPolicy, which changes
+    # permissions (an escalation path).
+    assert len(lines) == 5
     for line in lines:
         file, line_no, column, reason = line.split(":", 3)
         assert file == str(path) and line_no.isdigit() and column.isdigit() and reason
-    assert "4 problem(s) in 1 file(s)" in err
+    assert "5 problem(s) in 1 file(s)" in err
 
 
 def test_validate_with_config_checks_approvers(
