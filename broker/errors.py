@@ -131,6 +131,23 @@ class Conflict(BrokerError):
     code = "conflict"
 
 
+class ScopeInvalid(Conflict):
+    """The scope's file is broken on disk: the scope is not served (not even its last good
+    version) until the file is fixed."""
+
+    code = "scope_invalid"
+
+    def __init__(self, service: str, problems: list[str]) -> None:
+        first = problems[0] if problems else "its file has problems"
+        super().__init__(
+            f"scope {service} is invalid and not served until its file is fixed: {first}"
+        )
+        self.problems = problems[:10]
+
+    def body(self) -> dict[str, object]:
+        return {"problems": self.problems}
+
+
 class RequestNotReady(Conflict):
     """Credentials of an escalation cannot be collected yet (pending, delay running...)."""
 

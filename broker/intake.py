@@ -17,6 +17,7 @@ from broker.errors import (
     Forbidden,
     NotFound,
     ResourcesRequired,
+    ScopeInvalid,
 )
 from broker.identity.model import AgentIdentity
 from broker.identity.requesters import may_request
@@ -179,6 +180,9 @@ def resolve(
 ) -> ResolvedRequest:
     """Check a request against the scopes in force; the result is exactly what is granted."""
     scope = scopes.get(request.service)
+    broken = scopes.invalid.get(request.service)
+    if scope is None and broken:
+        raise ScopeInvalid(request.service, [str(p) for p in broken])
     if scope is None:
         # Suggest only among scopes this agent may request: no others are revealed.
         mine = [s.service for s in scopes.scopes.values() if may_request(s, identity)]

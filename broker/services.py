@@ -7,6 +7,7 @@ the settings. Nothing here runs at import.
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import threading
 import time
@@ -26,7 +27,7 @@ from broker.audit.recorder import AuditRecorder, AuditStream
 from broker.cache import CredentialCache
 from broker.config import Settings
 from broker.credentials import CredentialService
-from broker.errors import BrokerError
+from broker.errors import BrokerError, Problem
 from broker.guard.guard import FREEZE_CACHE_SECONDS, Guard
 from broker.guard.revocation import KillSwitch
 from broker.identity.verifier import TokenVerifier
@@ -35,7 +36,7 @@ from broker.issuers.aws_accounts import AwsAccounts
 from broker.issuers.base import Issuer
 from broker.keys import BrokerKeys, load_keys
 from broker.metrics import Metrics
-from broker.notify.base import LogNotifier, Notifier
+from broker.notify.base import LogNotifier, Notifier, failure_reason
 from broker.policy.iam_actions import IamDatabase, iam_database
 from broker.scopes.holder import ReloadOutcome, ScopeHolder
 from broker.scopes.lint_base import context_for
@@ -80,7 +81,7 @@ class Services:
                 return checks
         checks = {}
         current = self.scopes.current
-        # A refused reload keeps the last good scopes in force: still ready.
+        # Scopes broken on disk are not served (listed by /readyz), the others are: ready.
         checks["scopes"] = "ok" if current.scopes else "no valid scopes loaded"
         try:
             self.store.ping()
@@ -99,18 +100,44 @@ class Services:
 
     def on_scope_reload(self, outcome: ReloadOutcome) -> None:
         evicted = self.cache.evict_services(outcome.changed)
+        invalid = self.scopes.current.invalid
         self.audit.record(
             "scope_reload",
             "applied" if outcome.applied else "partial",
             "broker",
-            reason=""
+            reason=outcome.describe()
             if outcome.applied
-            else f"{len(outcome.problems)} problem(s): scopes "
-            "with problems keep their previous version",
+            else f"{len(outcome.problems)} problem(s); not served until fixed: "
+            + (", ".join(sorted(invalid)) or "(no scope that was served)"),
             changed=sorted(outcome.changed),
+            added=sorted(outcome.added) or None,
+            removed=sorted(outcome.removed) or None,
+            invalid=sorted(invalid) or None,
             evicted=evicted,
             problems=[str(p) for p in outcome.problems[:20]] or None,
         )
+        for service in sorted(outcome.invalid):
+            self._alert_invalid(service, invalid[service])
+
+    def _alert_invalid(self, service: str, problems: tuple[Problem, ...]) -> None:
+        """Tell the approvers a scope is out of service, once across replicas (every replica
+        reloads the same files)."""
+        mark = hashlib.sha256(
+            "\n".join([service, self.scopes.current.fingerprint, *map(str, problems)]).encode()
+        ).hexdigest()[:48]
+        now = self.clock()
+        if not self.store.use_token(f"scope-invalid:{mark}", "scope-alert", now + 86400, now):
+            return
+        try:
+            self.notifier.alert(
+                f"Scope {service} is invalid on disk and is not served until its file is "
+                f"fixed: its requests are refused (409 scope_invalid). {problems[0]}",
+                [str(p) for p in problems[:10]],
+            )
+        except Exception as e:  # noqa: BLE001 - an alert that fails must not undo the reload
+            self.audit.record(
+                "notify", "failed", "broker", reason=failure_reason(e), service=service
+            )
 
     def start_background(self) -> None:
         """Watch the scope files and expire overdue requests (in `broker serve`)."""

@@ -33,7 +33,7 @@ from broker.approvals.pending import (
 )
 from broker.audit.recorder import AuditRecorder
 from broker.config import Approver, Settings
-from broker.errors import BrokerError
+from broker.errors import BrokerError, ScopeInvalid
 from broker.identity.model import AgentIdentity
 from broker.intake import ResolvedRequest, resolve
 from broker.issuance import IssuanceService, Issued
@@ -230,6 +230,10 @@ class ApprovalService:
         if approver is None:
             self._refuse(not_an_approver(approver_name), approver_name, record, decision, via)
         self._refuse_second_ballot(record, approver.name, decision, via)
+        broken = self.scopes.current.invalid.get(record.service)
+        if broken:  # its scope is out of service: nobody approves under a broken file
+            invalid = ScopeInvalid(record.service, [str(p) for p in broken])
+            self._refuse(Refuse("conflict", invalid.message), approver.name, record, decision, via)
         in_force = self.rule_in_force(record)
         verdict = decide_approval(record, approver, decision, via, in_force, now)
         if isinstance(verdict, Refuse):

@@ -89,7 +89,12 @@ CATALOGUE: tuple[Action, ...] = (
         "an emergency request bypassed the normal approval rule (planned)",
         ("requested", "issued", "refused"),
     ),
-    Action(SCOPE_RELOAD, "the scope files were reloaded", ("applied", "partial")),
+    Action(
+        SCOPE_RELOAD,
+        "the scope files were reloaded (partial: some files have problems; the scopes of "
+        "those files are not served)",
+        ("applied", "partial"),
+    ),
     Action(
         SCOPE_APPLY,
         "a scope change was applied by `broker scopes apply` (planned)",

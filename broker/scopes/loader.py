@@ -100,6 +100,19 @@ def schema() -> TypeAdapter[Scope]:
     return TypeAdapter(Scope)
 
 
+def declared_service(path: Path) -> str | None:
+    """The service a scope file names (``metadata.service``), read as leniently as it can
+    be: for a file with problems, which service it would be (None when it cannot be told)."""
+    try:
+        document = read_document(path)
+    except (DocumentError, OSError):
+        return None
+    data = document.data
+    metadata = data.get("metadata") if isinstance(data, dict) else None
+    service = metadata.get("service") if isinstance(metadata, dict) else None
+    return service if isinstance(service, str) and service else None
+
+
 def load_scope_file(path: Path) -> tuple[LoadedScope | None, list[Problem]]:
     """Read and structurally check one file; never raises for bad content."""
     name = str(path)

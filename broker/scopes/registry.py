@@ -34,6 +34,8 @@ class ScopeSet:
     loaded: Mapping[str, LoadedScope] = field(default_factory=dict)
     compiled: Mapping[str, dict[str, Any]] = field(default_factory=dict)
     fingerprint: str = ""
+    # Services whose file is broken on disk: not served, with where the file is broken.
+    invalid: Mapping[str, tuple[Problem, ...]] = field(default_factory=dict)
 
     def get(self, service: str) -> Scope | None:
         return self.scopes.get(service)
