@@ -21,6 +21,7 @@ from urllib.parse import urlsplit
 from pydantic import AfterValidator, PlainValidator, TypeAdapter
 from pydantic_core import InitErrorDetails
 
+from broker.audit.anchor_settings import AnchorSettings
 from broker.errors import ConfigError, InvalidFileError, Problem
 from broker.guard.fanout import DEFAULT_CONCURRENCY
 from broker.identity.fetch import secure_url
@@ -323,6 +324,8 @@ class Settings(Declared):
         int, Integer(1, 128), section("limits", "revocation_concurrency")
     ] = DEFAULT_CONCURRENCY
     audit_stream: Annotated[str | None, Text(), section("audit", "stream")] = None  # "-": stdout
+    # Where the chain's head is anchored (S3 with Object Lock); none: no anchor.
+    audit_anchor: Annotated[AnchorSettings | None, section("audit", "anchor")] = None
     # A bearer token GET /metrics requires (BROKER_METRICS_TOKEN only); none: open.
     metrics_token: Annotated[str | None, Text(), section("metrics", "token")] = None
     source: Annotated[str, alias(NOT_IN_FILE)] = "<defaults>"

@@ -23,13 +23,14 @@ from broker.approvals.links import LinkSigner
 from broker.approvals.notices import Notices
 from broker.approvals.read_access import ReadAccess
 from broker.approvals.service import ApprovalService
+from broker.audit.anchor import Anchorer, AnchorStore
 from broker.audit.recorder import AuditRecorder, AuditStream
 from broker.cache import CredentialCache
 from broker.config import Settings
 from broker.credentials import CredentialService
 from broker.errors import BrokerError, Problem
 from broker.guard.guard import FREEZE_CACHE_SECONDS, Guard
-from broker.guard.revocation import KillSwitch
+from broker.guard.revocation import KillSwitch, RevocationReport, RevokeTarget
 from broker.identity.verifier import TokenVerifier
 from broker.issuance import IssuanceService
 from broker.issuers.aws_accounts import AwsAccounts
@@ -68,6 +69,7 @@ class Services:
     approvals: ApprovalService
     credentials: CredentialService
     kill_switch: KillSwitch
+    anchorer: Anchorer | None = None  # the audit chain's outside anchor, when configured
     blueprints: list[Blueprint] = field(default_factory=list)
     _readiness: tuple[float, dict[str, str]] = (float("-inf"), {})
     _readiness_lock: threading.Lock = field(default_factory=threading.Lock)
@@ -94,6 +96,8 @@ class Services:
                 checks[name] = "ok"
             except BrokerError as e:
                 checks[name] = e.message
+        if self.anchorer is not None:
+            checks["audit_anchor"] = self.anchorer.status
         with self._readiness_lock:
             self._readiness = (now, checks)
         return checks
@@ -139,11 +143,44 @@ class Services:
                 "notify", "failed", "broker", reason=failure_reason(e), service=service
             )
 
+    def revoke(self, target: RevokeTarget, actor: str, reason: str) -> RevocationReport:
+        """The kill switch, then the audit chain anchored at once (its records included)."""
+        report = self.kill_switch.revoke(target, actor, reason)
+        self.anchor("kill switch")
+        return report
+
+    def anchor(self, reason: str) -> list[str]:
+        """Anchor the audit chain now (when configured); a failure is logged and audited,
+        never raised: the chain is still in the store, and the next anchor covers it."""
+        if self.anchorer is None:
+            return []
+        try:
+            written = self.anchorer.anchor(reason)
+        except Exception as e:  # noqa: BLE001 - S3 down must not break the kill switch
+            log.warning("audit anchor failed: %s", type(e).__name__)
+            message = e.message if isinstance(e, BrokerError) else type(e).__name__
+            self.audit.record("audit_anchor", "failed", "broker", reason=message)
+            return []
+        for where in written:
+            log.info("audit chain anchored", extra={"anchor": where, "why": reason})
+        return written
+
     def start_background(self) -> None:
-        """Watch the scope files and expire overdue requests (in `broker serve`)."""
+        """Watch the scope files, expire overdue requests and anchor the audit chain
+        (in `broker serve`)."""
         from broker.scopes.holder import ScopeWatcher
 
         ScopeWatcher(self.scopes).start()
+        anchor = self.settings.audit_anchor
+        if self.anchorer is not None and anchor is not None:
+            every = anchor.interval_seconds
+
+            def anchoring() -> None:
+                while True:
+                    time.sleep(every)
+                    self.anchor("periodic")
+
+            threading.Thread(target=anchoring, name="audit-anchor", daemon=True).start()
 
         def sweep() -> None:
             while True:
@@ -171,6 +208,8 @@ def build_services(
     accounts: AwsAccounts | None = None,
     build_accounts: Callable[[Settings, Mapping[str, Issuer]], AwsAccounts | None] | None = None,
     run_impact: Callable[[Callable[[], None]], None] | None = None,
+    anchors: AnchorStore | None = None,
+    build_anchors: Callable[[Settings], AnchorStore | None] | None = None,
     **_: Any,
 ) -> Services:
     """Everything the broker needs, wired once."""
@@ -272,5 +311,9 @@ def build_services(
         credentials=credentials,
         kill_switch=kill_switch,
     )
+    if anchors is None and build_anchors is not None:
+        anchors = build_anchors(settings)
+    if anchors is not None:
+        services.anchorer = Anchorer(store, anchors, clock)
     scopes.on_reload(services.on_scope_reload)
     return services

@@ -8,6 +8,7 @@ from typing import Any
 import boto3
 import hvac
 
+from broker.audit.s3_anchors import S3Anchors
 from broker.config import Settings
 from broker.issuers.aws_accounts import AwsAccounts
 from broker.issuers.aws_sts import StsIssuer
@@ -97,9 +98,21 @@ def build_notifier(settings: Settings) -> Notifier:
     return SlackNotifier(settings, signer)
 
 
+def build_anchors(settings: Settings) -> S3Anchors | None:
+    """The audit anchor's bucket, with the broker's own AWS credentials, when configured."""
+    anchor = settings.audit_anchor
+    if anchor is None:
+        return None
+    client = boto3.Session(region_name=anchor.region or settings.aws.default_region).client(
+        "s3", endpoint_url=settings.aws.endpoint_url
+    )
+    return S3Anchors(client, anchor.bucket, anchor.prefix, anchor.retention_days)
+
+
 def backend_factories() -> dict[str, Any]:
     return {
         "build_issuers": build_issuers,
         "build_notifier": build_notifier,
         "build_accounts": accounts_for,
+        "build_anchors": build_anchors,
     }

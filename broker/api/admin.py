@@ -57,7 +57,7 @@ def revoke() -> tuple[Response, int]:
     """
     admin = _admin()
     target, reason = _target(json_body())
-    report = services().kill_switch.revoke(target, f"admin:{admin.principal}", reason)
+    report = services().revoke(target, f"admin:{admin.principal}", reason)
     return jsonify(report.as_dict()), 200 if report.ok else 207
 
 

@@ -90,6 +90,12 @@ CATALOGUE: tuple[Action, ...] = (
         ("requested", "issued", "refused"),
     ),
     Action(
+        "audit_anchor",
+        "the audit chain's head could not be written to its outside anchor (the next "
+        "anchor covers what this one would have)",
+        ("failed",),
+    ),
+    Action(
         SCOPE_RELOAD,
         "the scope files were reloaded (partial: some files have problems; the scopes of "
         "those files are not served)",

@@ -18,6 +18,7 @@ from typing import Any
 
 import click
 
+from broker.audit.anchor import verify_anchors
 from broker.audit.chain import ChainReport
 from broker.audit.copy import compare_with_copy, copy_entries
 from broker.audit.export import parse_since, records_since, write_jsonl
@@ -97,14 +98,40 @@ def describe_problem(report: ChainReport) -> list[str]:
     help="Also compare with a copy kept elsewhere (a stream file or an export): catches "
     "a chain rewritten whole in the database.",
 )
-def verify_command(config_path: Path | None, batch: int, against: Path | None) -> None:
-    """Walk the hash chain; name the first edited, removed or reordered record (exit 1)."""
+@click.option(
+    "--no-anchors",
+    is_flag=True,
+    help="Do not compare with the anchors in audit.anchor's bucket (checked by default).",
+)
+def verify_command(
+    config_path: Path | None, batch: int, against: Path | None, no_anchors: bool
+) -> None:
+    """Walk the hash chain; name the first edited, removed or reordered record (exit 1).
+
+    With audit.anchor configured, also compare the chain with every anchor written to the
+    bucket: a chain rewritten whole in the database is caught at its first anchored record.
+    """
+    from broker.config import load_settings
+    from broker.wiring import build_anchors
+
+    settings = load_settings(config_path)
+    anchors = None if no_anchors else build_anchors(settings)
     with open_store(config_path) as store:
         report = verify_store(store, batch)
         if not report.ok:
             for line in describe_problem(report):
                 click.echo(line)
             sys.exit(EXIT_TAMPERED)
+        anchored = None
+        if anchors is not None:
+            anchored = verify_anchors(store, anchors.anchors(), store.audit_head())
+            if not anchored.ok:
+                click.echo(f"TAMPERED: {anchored.problem}")
+                click.echo(
+                    f"  {anchored.records} anchored record(s) compared, in {anchored.anchors} "
+                    f"anchor(s) of {anchors.where(anchors.prefix)}."
+                )
+                sys.exit(EXIT_TAMPERED)
         copy = None
         if against is not None:
             with against.open(encoding="utf-8", errors="replace") as lines:
@@ -114,6 +141,11 @@ def verify_command(config_path: Path | None, batch: int, against: Path | None) -
         click.echo(f"  {copy.compared} record(s) matched {against} before that.")
         sys.exit(EXIT_TAMPERED)
     click.echo(f"OK: {report.records} audit record(s); the hash chain is intact.")
+    if anchored is not None and anchors is not None:
+        click.echo(
+            f"OK: {anchored.records} anchored record(s) match {anchored.anchors} anchor(s) in "
+            f"{anchors.where(anchors.prefix)}."
+        )
     if copy is not None:
         click.echo(f"OK: {copy.compared} record(s) match the copy in {against}.")
 

@@ -10,26 +10,29 @@ import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
 
 from broker.cli_options import config_option
-from broker.guard.revocation import KillSwitch, RevokeTarget
+from broker.guard.revocation import RevokeTarget
+
+if TYPE_CHECKING:
+    from broker.services import Services
 
 EXIT_PARTIAL = 2
 T = TypeVar("T")
 
 
-def _with_kill_switch(config_path: Path | None, act: Callable[[KillSwitch], T]) -> T:
-    """Build the services from the config, run ``act`` on the kill switch, close them."""
+def _with_services(config_path: Path | None, act: Callable[[Services], T]) -> T:
+    """Build the services from the config, run ``act`` on them, close them."""
     from broker.config import load_settings
     from broker.services import build_services
     from broker.wiring import backend_factories
 
     services = build_services(load_settings(config_path), **backend_factories())
     try:
-        return act(services.kill_switch)
+        return act(services)
     finally:
         services.close()
 
@@ -86,7 +89,7 @@ def revoke_command(reason: str, config_path: Path | None, **target: Any) -> None
     Exits 0 when every backend confirmed, 2 when some could not be reached (run it again).
     """
     chosen = RevokeTarget(**target)
-    report = _with_kill_switch(config_path, lambda k: k.revoke(chosen, _operator(), reason))
+    report = _with_services(config_path, lambda s: s.revoke(chosen, _operator(), reason))
     for line in report.lines():
         click.echo(line)
     if not report.ok:
@@ -100,7 +103,9 @@ def unfreeze_command(reason: str, config_path: Path | None, **target: Any) -> No
     new credentials again. Revoked credentials stay revoked. `broker freezes` lists the
     freezes in force."""
     chosen = RevokeTarget(**target)
-    done = _with_kill_switch(config_path, lambda k: k.unfreeze(chosen, _operator(), reason))
+    done = _with_services(
+        config_path, lambda s: s.kill_switch.unfreeze(chosen, _operator(), reason)
+    )
     if not done.lifted:
         click.echo(f"{chosen.describe()} was not frozen.")
         return

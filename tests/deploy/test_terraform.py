@@ -160,4 +160,15 @@ def test_broker_policy_module_matches_the_plain_document() -> None:
         s["Sid"]: set(s["Action"] if isinstance(s["Action"], list) else [s["Action"]])
         for s in plain["Statement"]
     }
+    # The example runs without an audit anchor; the module adds it for a given bucket, and
+    # never anything that could delete or unlock an anchor.
+    anchor = rendered.pop("AuditAnchor")
+    assert anchor == {
+        "s3:GetBucketObjectLockConfiguration",
+        "s3:GetObject",
+        "s3:GetObjectVersion",
+        "s3:ListBucket",
+        "s3:ListBucketVersions",
+        "s3:PutObject",
+    }
     assert rendered == expected

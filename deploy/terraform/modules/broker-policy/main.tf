@@ -2,7 +2,9 @@
 # - assume the tier roles, tag the sessions and set their SourceIdentity;
 # - the kill switch: write, read and delete an inline policy (deny sessions issued before
 #   now) on the tier roles of its own account, and assume the kill-switch role of each other
-#   account to do the same there.
+#   account to do the same there;
+# - the audit anchor (audit.anchor in broker.yaml), when a bucket is given: add anchors and
+#   read them back. Never delete: the bucket's Object Lock (compliance mode) forbids it anyway.
 # The same document, rendered for the example scopes, is deploy/iam/broker-policy.json.
 
 data "aws_iam_policy_document" "broker" {
@@ -39,6 +41,23 @@ data "aws_iam_policy_document" "broker" {
       effect    = "Allow"
       actions   = ["iam:GetRolePolicy"]
       resources = var.own_account_tier_role_arns
+    }
+  }
+
+  dynamic "statement" {
+    for_each = var.audit_anchor_bucket == null ? [] : [var.audit_anchor_bucket]
+    content {
+      sid    = "AuditAnchor"
+      effect = "Allow"
+      actions = [
+        "s3:GetBucketObjectLockConfiguration",
+        "s3:GetObject",
+        "s3:GetObjectVersion",
+        "s3:ListBucket",
+        "s3:ListBucketVersions",
+        "s3:PutObject",
+      ]
+      resources = ["arn:aws:s3:::${statement.value}", "arn:aws:s3:::${statement.value}/*"]
     }
   }
 

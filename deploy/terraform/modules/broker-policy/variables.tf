@@ -37,3 +37,9 @@ variable "policy_name" {
   type        = string
   default     = "credential-broker"
 }
+
+variable "audit_anchor_bucket" {
+  description = "The audit anchor's bucket (audit.anchor.bucket in broker.yaml), created with Object Lock enabled; null: no anchor statement."
+  type        = string
+  default     = null
+}
