@@ -41,9 +41,9 @@ from broker.notify.slack import (
     ACTION_DENY,
     ACTION_OPEN_PAGE,
     ACTION_REVIEW,
-    SlackResponder,
     escape,
 )
+from broker.notify.slack_responder import SlackResponder
 from broker.policy.decision import OPEN_STATES
 from broker.scopes.model import Approval
 

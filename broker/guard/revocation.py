@@ -43,7 +43,8 @@ from broker.guard.revocation_policy import (
     cutoff_for,
 )
 from broker.guard.role_denials import RoleDenials
-from broker.identity.model import LOCAL_ISSUER, parse_principal, principal_of
+from broker.identity.model import parse_principal
+from broker.identity.requesters import may_be_requested_by
 from broker.issuers.aws_accounts import AwsAccounts, failure_reason
 from broker.issuers.aws_sts import source_identity
 from broker.issuers.base import Issuer
@@ -51,7 +52,6 @@ from broker.metrics import Metrics
 from broker.notify.base import NotificationFailed, Notifier
 from broker.policy.globs import substitute
 from broker.scopes.holder import ScopeHolder
-from broker.scopes.model import Scope
 from broker.store.base import FreezeStore, IssuedStore, LockStore
 from broker.store.records import AuditRecord, FreezeRecord, IssuedRecord
 
@@ -491,13 +491,3 @@ def _deny(denials: RoleDenials, arn: str, denial: Denial, now: float) -> Compact
         return failure_reason(e)
     except (BotoCoreError, BrokerError) as e:
         return failure_reason(e)
-
-
-def may_be_requested_by(scope: Scope, principal: str) -> bool:
-    """Could the agent ``principal`` (issuer and subject) hold credentials of ``scope``? A
-    requester names it, or matches by claims (unknown here: counted as yes, to fail
-    closed)."""
-    return any(
-        r.subject is None or principal_of(r.issuer or LOCAL_ISSUER, r.subject) == principal
-        for r in scope.requesters
-    )

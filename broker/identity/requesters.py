@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from fnmatch import fnmatchcase
 
-from broker.identity.model import LOCAL_ISSUER, AgentIdentity
+from broker.identity.model import LOCAL_ISSUER, AgentIdentity, principal_of
 from broker.scopes.model import Requester, Scope
 
 
@@ -42,3 +42,13 @@ def requester_matches(requester: Requester, identity: AgentIdentity) -> bool:
 
 def may_request(scope: Scope, identity: AgentIdentity) -> bool:
     return any(requester_matches(r, identity) for r in scope.requesters)
+
+
+def may_be_requested_by(scope: Scope, principal: str) -> bool:
+    """Could the agent ``principal`` (issuer and subject) hold credentials of ``scope``? A
+    requester names it, or matches by claims (unknown here: counted as yes, to fail
+    closed)."""
+    return any(
+        r.subject is None or principal_of(r.issuer or LOCAL_ISSUER, r.subject) == principal
+        for r in scope.requesters
+    )

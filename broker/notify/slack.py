@@ -23,7 +23,6 @@ import re
 import time
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
-from urllib.parse import urlsplit
 
 from slack_sdk.errors import SlackApiError
 from slack_sdk.web import WebClient
@@ -287,14 +286,14 @@ def message_blocks(
 # -- the notifier (I/O) ---------------------------------------------------------------
 
 
-def _quiet_logger() -> logging.Logger:
+def quiet_logger() -> logging.Logger:
     """slack_sdk logs whole request bodies at DEBUG (DMs carry personal links): never."""
     logger = logging.getLogger("broker.notify.slack.sdk")
     logger.setLevel(logging.WARNING)
     return logger
 
 
-def _failure(what: str, error: Exception) -> NotificationFailed:
+def slack_failure(what: str, error: Exception) -> NotificationFailed:
     """A secret-free reason: Slack's error code or the exception's type, nothing else."""
     if isinstance(error, SlackApiError):
         code = error.response.get("error") if error.response is not None else None
@@ -322,11 +321,11 @@ class SlackNotifier:
                     token=slack.bot_token,
                     base_url=slack.api_base_url,
                     timeout=TIMEOUT_SECONDS,
-                    logger=_quiet_logger(),
+                    logger=quiet_logger(),
                 )
             elif slack.webhook_url:
                 webhook = WebhookClient(
-                    slack.webhook_url, timeout=TIMEOUT_SECONDS, logger=_quiet_logger()
+                    slack.webhook_url, timeout=TIMEOUT_SECONDS, logger=quiet_logger()
                 )
             else:
                 raise ValueError("SlackNotifier needs a bot token or an incoming-webhook URL")
@@ -460,7 +459,7 @@ class SlackNotifier:
         try:
             return action()
         except Exception as e:  # noqa: BLE001 - every failure becomes one safe reason
-            raise _failure(what, e) from None  # no chain: it may hold the request's token
+            raise slack_failure(what, e) from None  # no chain: it may hold the request's token
 
     def _send_webhook(self, what: str, text: str, blocks: list[dict[str, Any]]) -> None:
         webhook = self.webhook
@@ -471,38 +470,3 @@ class SlackNotifier:
         )
         if response.status_code != 200:
             raise NotificationFailed(f"slack {what} failed: HTTP {response.status_code}")
-
-
-class SlackResponder:
-    """Answers one interaction through its ``response_url`` (ephemeral: only the clicker sees).
-
-    The URL comes from a signed payload; it is still checked to point at Slack (or at the
-    configured API origin, a local stand-in in development), so the broker never posts a
-    personal link anywhere else.
-    """
-
-    def __init__(self, settings: Settings) -> None:
-        api = urlsplit(settings.slack.api_base_url)
-        self.origins = {HOOKS_ORIGIN, f"{api.scheme}://{api.netloc}"}
-
-    def allowed(self, response_url: str) -> bool:
-        url = urlsplit(response_url)
-        return f"{url.scheme}://{url.netloc}" in self.origins and url.scheme in ("https", "http")
-
-    def reply(
-        self, response_url: str, text: str, blocks: list[dict[str, Any]] | None = None
-    ) -> None:
-        if not self.allowed(response_url):
-            raise NotificationFailed("slack response_url is not a Slack address")
-        client = WebhookClient(response_url, timeout=TIMEOUT_SECONDS, logger=_quiet_logger())
-        try:
-            response = client.send(
-                text=text,
-                blocks=blocks,
-                response_type="ephemeral",
-                replace_original=False,
-            )
-        except Exception as e:  # noqa: BLE001
-            raise _failure("response", e) from None
-        if response.status_code != 200:
-            raise NotificationFailed(f"slack response failed: HTTP {response.status_code}")
