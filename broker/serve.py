@@ -12,6 +12,8 @@ from gunicorn.app.base import BaseApplication
 from broker.config import Settings
 from broker.logs import configure_logging
 
+GUNICORN_DEFAULT_FIELD_SIZE = 8190
+
 
 class BrokerServer(BaseApplication):  # type: ignore[misc]
     """Gunicorn with the broker's settings; each worker builds its own app and services."""
@@ -23,13 +25,17 @@ class BrokerServer(BaseApplication):  # type: ignore[misc]
         self.options = {
             "bind": bind or settings.listen,
             "workers": workers or settings.workers,
-            "worker_class": "gthread",
+            # gthread, answering gunicorn's own refusals (a header too large...) in JSON
+            "worker_class": "broker.serve_errors.JsonErrorWorker",
             "threads": settings.threads,
             "timeout": 60,  # long-polls last at most 30 s
             "graceful_timeout": 20,
             "keepalive": 5,
             "limit_request_line": 8190,
             "limit_request_fields": 64,
+            # A header may hold a token of identity.max_token_bytes (the Authorization line
+            # has room to spare): the broker, not gunicorn, refuses larger tokens (401).
+            "limit_request_field_size": header_limit(settings),
             "accesslog": None,
             "proc_name": "credential-broker",
             # gunicorn's control socket is an unauthenticated admin interface in $HOME, shared
@@ -52,6 +58,12 @@ class BrokerServer(BaseApplication):  # type: ignore[misc]
         app = create_app(services=services)
         app.config["BROKER_SERVICES_START"] = services.start_background
         return app
+
+
+def header_limit(settings: Settings) -> int:
+    """gunicorn's limit on one header line: room for ``Authorization: Bearer`` and the
+    largest token the broker accepts, and never below gunicorn's default."""
+    return max(GUNICORN_DEFAULT_FIELD_SIZE, settings.identity.max_token_bytes + 1024)
 
 
 def _post_worker_init(worker: Any) -> None:
