@@ -23,7 +23,7 @@ import hvac
 import psycopg
 from hvac import exceptions as vault_errors
 
-from broker.devstack.servers import MOTO_ACCOUNT
+from broker.devstack.servers import DEV_ANCHOR_BUCKET, MOTO_ACCOUNT
 from broker.policy.globs import substitute
 from broker.scopes.registry import ScopeSet
 
@@ -83,6 +83,7 @@ def moto_bootstrap(scope_set: ScopeSet, broker_arn: str) -> Callable[[Callable[.
             "Version": "2012-10-17",
             "Statement": [{"Effect": "Allow", "Action": ["iam:*"], "Resource": "*"}],
         }
+        root("s3").create_bucket(Bucket=DEV_ANCHOR_BUCKET, ObjectLockEnabledForBucket=True)
         for account, demo in sorted(targets.items()):
             credentials = None
             if account != MOTO_ACCOUNT:
@@ -126,7 +127,7 @@ def moto_bootstrap(scope_set: ScopeSet, broker_arn: str) -> Callable[[Callable[.
 def budget_for(scope_set: ScopeSet) -> int:
     """Unchecked moto calls the bootstrap needs (users, roles, buckets, tables), with slack."""
     targets = demo_resources(scope_set)
-    return 10 + sum(4 + demo.calls() for demo in targets.values())
+    return 11 + sum(4 + demo.calls() for demo in targets.values())
 
 
 def _database_objects(scope_set: ScopeSet) -> tuple[set[str], dict[str, str | None]]:

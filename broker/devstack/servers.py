@@ -34,6 +34,7 @@ from broker.devstack.processes import ServerProcess, free_port
 MOTO_ACCOUNT = "123456789012"  # moto's default account: where the broker's user lives
 # A made-up key: accepted while moto is not enforcing, refused once it is.
 ROOT_KEY = {"aws_access_key_id": "dev-bootstrap-key", "aws_secret_access_key": "root-secret"}
+DEV_ANCHOR_BUCKET = "broker-dev-audit-anchors"  # Object Lock on: the audit anchor
 BROKER_USER_POLICY = {
     "Version": "2012-10-17",
     "Statement": [
@@ -48,6 +49,22 @@ BROKER_USER_POLICY = {
             "Resource": "*",
         },
         {"Effect": "Allow", "Action": ["iam:*"], "Resource": "*"},
+        {
+            # The audit anchor (docs/audit.md): add anchors and read them, never delete.
+            "Effect": "Allow",
+            "Action": [
+                "s3:PutObject",
+                "s3:GetObject",
+                "s3:GetObjectVersion",
+                "s3:ListBucket",
+                "s3:ListBucketVersions",
+                "s3:GetBucketObjectLockConfiguration",
+            ],
+            "Resource": [
+                f"arn:aws:s3:::{DEV_ANCHOR_BUCKET}",
+                f"arn:aws:s3:::{DEV_ANCHOR_BUCKET}/*",
+            ],
+        },
     ],
 }
 ADMIN_POLICY = {

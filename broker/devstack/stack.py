@@ -40,7 +40,14 @@ from broker.devstack.seed import (
     seed_vault_databases,
     seed_vault_kv,
 )
-from broker.devstack.servers import MOTO_ACCOUNT, Moto, OpenBao, start_moto, start_openbao
+from broker.devstack.servers import (
+    DEV_ANCHOR_BUCKET,
+    MOTO_ACCOUNT,
+    Moto,
+    OpenBao,
+    start_moto,
+    start_openbao,
+)
 from broker.errors import BrokerError
 from broker.identity.mint import mint_agent_token
 from broker.keys import load_keys
@@ -156,6 +163,8 @@ def write_config(
             "admin_role_arn": f"arn:aws:iam::${{account}}:role/{ADMIN_ROLE}",
         },
         "vault": {"url": bao.url},
+        # moto's Object Lock keeps the anchors as S3 would (docs/audit.md, "The anchor").
+        "audit": {"anchor": {"bucket": DEV_ANCHOR_BUCKET, "interval": "1m", "retention_days": 1}},
     }
     path = state_dir / "broker.yaml"
     path.unlink(missing_ok=True)

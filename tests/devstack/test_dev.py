@@ -367,6 +367,10 @@ def test_dev_stack_enforces_narrowing_and_the_kill_switch(tmp_path: Path) -> Non
         # The kill switch ends the payments sessions; after `broker unfreeze`, new ones work.
         reason = ["--reason", "dev stack test"]
         _cli(state, "revoke", "--service", "payments", "--environment", "prod", *reason)
+        # The kill switch anchored the audit chain in moto's Object Lock bucket.
+        verified = _cli(state, "audit", "verify", "--config", config)
+        assert "the hash chain is intact" in verified and "anchored record(s) match" in verified
+        assert " 0 anchor(s)" not in verified
         assert denied(lambda: s3.get_object(Bucket=bucket, Key="README.txt"))
         assert denied(lambda: write.put_object(Bucket=bucket, Key="2026/y", Body=b"y"))
         frozen = agent.post(
