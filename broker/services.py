@@ -176,9 +176,17 @@ class Services:
             every = anchor.interval_seconds
 
             def anchoring() -> None:
+                # Every worker of every replica runs this; one per interval anchors (the
+                # first to claim the interval in the shared store), at once after a start.
                 while True:
-                    time.sleep(every)
-                    self.anchor("periodic")
+                    now = self.clock()
+                    try:
+                        claim = f"audit-anchor:{int(now // every)}"
+                        if self.store.use_token(claim, "audit-anchor", now + 2 * every, now):
+                            self.anchor("periodic")
+                    except Exception:  # noqa: BLE001 - the store down: try the next interval
+                        log.exception("audit anchoring failed")
+                    time.sleep(every - now % every + 0.5)
 
             threading.Thread(target=anchoring, name="audit-anchor", daemon=True).start()
 

@@ -194,3 +194,32 @@ def test_the_kill_switch_anchors_the_chain(tmp_path: Path, moto: Moto, bucket: s
         assert broker.services.readiness()["audit_anchor"] == "ok"
     finally:
         broker.services.close()
+
+
+def test_replicas_anchor_once_per_interval(tmp_path: Path, moto: Moto, bucket: str) -> None:
+    """Every worker of every replica runs the anchoring loop; the first to claim the
+    interval anchors (at once after a start), the others find it claimed."""
+    import time
+
+    from broker.services import build_services
+
+    first = make_broker(
+        tmp_path / "a", audit_anchor=AnchorSettings(bucket=bucket, interval_seconds=60)
+    )
+    anchors = _anchors(moto, bucket)
+    second = build_services(
+        first.services.settings, store=first.services.store, anchors=anchors, issuers={}
+    )
+    try:
+        first.services.anchorer = Anchorer(first.services.store, anchors)
+        assert first.post("/v1/credentials", READ_PAYMENTS).status_code == 200
+        first.services.start_background()
+        second.start_background()
+        deadline = time.monotonic() + 10
+        while not list(anchors.anchors()) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        time.sleep(1)
+        (anchor,) = list(anchors.anchors())
+        assert anchor.reason == "periodic" and anchor.first_seq == 1
+    finally:
+        first.services.close()

@@ -294,6 +294,9 @@ def test_a_database_login_for_one_table_cannot_write_another_and_lives_as_asked(
     lease = backends.vault_client.sys.read_lease(lease_id=credentials["lease_id"])["data"]
     assert 100 <= lease["ttl"] <= 120
     assert issued.credential.expires_at - time.time() <= 121
-    assert not backends.vault_client.sys.renew_lease(
-        lease_id=credentials["lease_id"], increment=3600
-    )["lease_duration"] > 120
+    assert (
+        not backends.vault_client.sys.renew_lease(lease_id=credentials["lease_id"], increment=3600)[
+            "lease_duration"
+        ]
+        > 120
+    )
