@@ -165,6 +165,15 @@ def test_token_mint_prints_a_token_the_broker_accepts(
         ["token", "mint", "--config", str(config), "--agent", "x", "--ttl", "forever"], capsys
     )
     assert code == 1 and "--ttl 'forever' is not a duration" in err
+    # The subject's own form, as revoke, unfreeze and scopes write it, names the same agent.
+    code, out, _ = run(
+        ["token", "mint", "--config", str(config), "--agent", "agent:reports-bot"], capsys
+    )
+    assert code == 0
+    verifier = TokenVerifier(settings.identity, load_keys(settings.state_dir))
+    assert verifier.verify(out.strip()).subject == "agent:reports-bot"
+    code, _, err = run(["token", "mint", "--config", str(config), "--agent", "agent:"], capsys)
+    assert code == 1 and "agent names are letters, digits" in err
 
 
 def test_store_upgrade(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
