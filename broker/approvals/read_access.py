@@ -103,7 +103,7 @@ class ReadAccess:
         """The read tier's credential for the request's backend, recorded like any other."""
         request = resolved.request
         scope, env = resolved.scope, resolved.environment
-        freeze = self.frozen(identity.subject, scope.service, env.name)
+        freeze = self.frozen(identity.principal, scope.service, env.name)
         if freeze is not None:
             raise Frozen(f"nothing is issued while {freeze.describe()} is frozen")
         read = IssueRequest(

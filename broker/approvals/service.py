@@ -380,7 +380,7 @@ class ApprovalService:
                 raise issuable.error()
         except BrokerError as e:
             self.audit.request_event(
-                "collect", "refused", identity.subject, record, reason=e.message
+                "collect", "refused", identity.principal, record, reason=e.message
             )
             raise
         claimed = self.store.transition(
