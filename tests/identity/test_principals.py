@@ -141,7 +141,7 @@ def test_the_migration_names_agents_by_issuer_and_keeps_freezes(tmp_path: Path) 
     """Rows written before principals: another issuer's subjects gain their issuer, and a
     freeze of a subject still stops every agent it was seen as."""
     engine = create_engine(f"sqlite:///{tmp_path / 'old.db'}")
-    upgrade(engine, "0002_request_intent")  # the revision before principals
+    upgrade(engine, "0003_request_grant")  # the revision before principals
     request = {
         "agent_claims": "{}",
         "service": "payments",

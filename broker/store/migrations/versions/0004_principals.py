@@ -10,8 +10,8 @@ same subject of every other issuer it was seen from (in requests or issued crede
 a freeze never lets go of an agent it stopped before. Audit records are not rewritten
 (the hash chain covers them): older ones name such agents by their subject.
 
-Revision ID: 0003_principals
-Revises: 0002_request_intent
+Revision ID: 0004_principals
+Revises: 0003_request_grant
 """
 
 from __future__ import annotations
@@ -21,8 +21,8 @@ from typing import Any
 import sqlalchemy as sa
 from alembic import op
 
-revision = "0003_principals"
-down_revision = "0002_request_intent"
+revision = "0004_principals"
+down_revision = "0003_request_grant"
 branch_labels = None
 depends_on = None
 
