@@ -16,7 +16,7 @@ from pathlib import Path
 import click
 
 from broker.approvals.links import LinkSigner
-from broker.approvals.service import rule_in_force
+from broker.approvals.rules import rule_in_force
 from broker.audit.recorder import AuditRecorder
 from broker.cli_options import config_option
 from broker.config import load_settings

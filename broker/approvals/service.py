@@ -31,6 +31,7 @@ from broker.approvals.pending import (
     pending_record,
     requested,
 )
+from broker.approvals.rules import rule_in_force
 from broker.audit.recorder import AuditRecorder
 from broker.config import Approver, Settings
 from broker.errors import BrokerError, ScopeInvalid
@@ -38,7 +39,6 @@ from broker.identity.model import AgentIdentity
 from broker.intake import ResolvedRequest, resolve
 from broker.issuance import IssuanceService, Issued
 from broker.metrics import Metrics
-from broker.policy import quorum
 from broker.policy.decision import (
     ALREADY_COLLECTED,
     NO_SUCH_REQUEST,
@@ -63,27 +63,11 @@ from broker.policy.decision import (
 from broker.policy.iam_actions import IamDatabase
 from broker.scopes.holder import ScopeHolder
 from broker.scopes.model import Approval, Scope
-from broker.scopes.registry import ScopeSet
 from broker.store.base import ApprovalStore, RequestChanges, RequestStore
 from broker.store.records import ApprovalRecord, FreezeRecord, RequestRecord
 
 Decision = Ballot
 MAX_WAIT_SECONDS = 30
-
-
-def rule_in_force(
-    scopes: ScopeSet, settings: Settings, record: RequestRecord
-) -> RuleInForce | None:
-    """The scope and approval rule in force for ``record`` in ``scopes``, and who may
-    decide it (None when its scope or tier is gone)."""
-    scope = scopes.get(record.service)
-    tier = scope.tiers.get(record.tier) if scope else None  # type: ignore[call-overload]
-    if scope is None or tier is None or tier.approval is None:
-        return None
-    rule = tier.approval
-    sets = quorum.resolve(rule, settings.approvers_for)
-    eligible = frozenset().union(*(s.members for s in sets))
-    return RuleInForce(scope, rule, eligible, sets)
 
 
 class RequestsStore(RequestStore, ApprovalStore, RequestChanges, Protocol):
