@@ -12,9 +12,7 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
-from sqlalchemy import Connection, insert, select
-from sqlalchemy.dialects.postgresql import insert as pg_insert
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy import select
 
 from broker.audit.chain import GENESIS, record_hash
 from broker.store import tables as t
@@ -24,27 +22,28 @@ from broker.store.records import AuditRecord, IssuedRecord
 
 _Write = tuple[IssuedRecord | None, AuditRecord | None]
 
-# Statements of the hot path, built once: SQLAlchemy then reuses their compiled form, which
-# costs a fraction of building and caching a new statement object on every request.
-_INSERT_ISSUED = insert(t.issued)
-
-
 @dataclass(frozen=True)
 class AuditSql:
-    """The three statements of every audit append, as the driver's own SQL.
+    """The statements of every audit append and issuance record, as the driver's own SQL,
+    run on the driver's own connection (:meth:`Database.driver_tx`).
 
-    Every request appends to the chain; going straight to the driver for these statements
-    skips SQLAlchemy's per-statement machinery, which cost as much as the writes themselves.
+    Every request appends to the chain; going straight to the driver skips SQLAlchemy's
+    per-transaction and per-statement machinery, which cost more than the writes themselves
+    (on SQLite, 170 of 250 microseconds per issuance).
     The text is fixed and parameters are always bound, never formatted in.
     """
 
     select_head: str
     insert_rows: str
     move_head: str
+    create_head: str  # once, by whichever replica writes first
+    issued_columns: tuple[str, ...]
+    insert_issued: str  # returning the new row's id
 
     @classmethod
     def for_dialect(cls, postgres: bool) -> AuditSql:
         names = [column.name for column in t.audit_log.columns]
+        issued = [column.name for column in t.issued.columns if column.name != "id"]
 
         def bind(name: str) -> str:
             return f"%({name})s" if postgres else f":{name}"
@@ -56,6 +55,11 @@ class AuditSql:
             f"VALUES ({', '.join(bind(c) for c in names)})",
             move_head=f"UPDATE audit_head SET seq = {bind('new_seq')}, hash = {bind('new_hash')} "
             "WHERE id = 1",
+            create_head="INSERT INTO audit_head (id, seq, hash) VALUES (1, 0, "
+            f"{bind('genesis')}) ON CONFLICT DO NOTHING",
+            issued_columns=tuple(issued),
+            insert_issued=f"INSERT INTO issued ({', '.join(issued)}) "
+            f"VALUES ({', '.join(bind(c) for c in issued)}) RETURNING id",
         )
 
 
@@ -83,16 +87,18 @@ class Journal:
         self._committer.close()
 
     def _write_batch(self, items: list[_Write]) -> list[_Write]:
+        sql = self._sql
         issued_out: list[IssuedRecord | None] = []
-        with self.db.tx() as connection:
+        with self.db.driver_tx() as cursor:
             for issued, _ in items:
                 if issued is None:
                     issued_out.append(None)
                     continue
-                key = connection.execute(_INSERT_ISSUED, columns(issued)).inserted_primary_key
-                issued_out.append(replace(issued, id=int(key[0]) if key else None))
+                values = columns(issued)
+                cursor.execute(sql.insert_issued, {c: values.get(c) for c in sql.issued_columns})
+                issued_out.append(replace(issued, id=int(cursor.fetchone()[0])))
             audits = [audit for _, audit in items if audit is not None]
-            chained = iter(self._chain(connection, audits))
+            chained = iter(self._chain(cursor, audits))
         written = [
             (stored_issued, next(chained) if audit is not None else None)
             for stored_issued, (_, audit) in zip(issued_out, items, strict=True)
@@ -103,22 +109,19 @@ class Journal:
                     listener(stored)
         return written
 
-    def _chain(self, connection: Connection, records: list[AuditRecord]) -> list[AuditRecord]:
+    def _chain(self, cursor: Any, records: list[AuditRecord]) -> list[AuditRecord]:
         """Chain ``records`` in order inside the caller's transaction: the head is read and
         locked once, the rows are inserted in one statement, the head moves once."""
         sql = self._sql
-        head = connection.exec_driver_sql(sql.select_head).mappings().first()
+        cursor.execute(sql.select_head)
+        head = cursor.fetchone()
         if head is None:
             # Two replicas may both find no head: the second waits, then inserts nothing.
-            dialect_insert = pg_insert if self.db.is_postgres else sqlite_insert
-            connection.execute(
-                dialect_insert(t.audit_head)
-                .values(id=1, seq=0, hash=GENESIS)
-                .on_conflict_do_nothing()
-            )
-            head = connection.exec_driver_sql(sql.select_head).mappings().one()
-        seq = int(head["seq"])
-        prev = str(head["hash"])
+            cursor.execute(sql.create_head, {"genesis": GENESIS})
+            cursor.execute(sql.select_head)
+            head = cursor.fetchone()
+        seq = int(head[0])
+        prev = str(head[1])
         rows: list[dict[str, Any]] = []
         chained: list[AuditRecord] = []
         for record in records:
@@ -130,8 +133,8 @@ class Journal:
             chained.append(replace(record, seq=seq, prev_hash=prev, hash=digest))
             prev = digest
         if rows:
-            connection.exec_driver_sql(sql.insert_rows, rows)
-            connection.exec_driver_sql(sql.move_head, {"new_seq": seq, "new_hash": prev})
+            cursor.executemany(sql.insert_rows, rows)
+            cursor.execute(sql.move_head, {"new_seq": seq, "new_hash": prev})
         return chained
 
 

@@ -170,6 +170,35 @@ class Database:
         except SQLAlchemyError as e:
             raise unavailable(e) from e
 
+    @contextmanager
+    def driver_tx(self) -> Iterator[Any]:
+        """:meth:`tx` on the driver's own connection, yielding its cursor: for the one hot
+        path (the audit chain and issuance records, every request), where SQLAlchemy's work
+        per transaction and per statement cost more than the database's own. Statements use
+        the driver's parameter style; the lock and the error translation are :meth:`tx`'s."""
+        driver_errors = self.engine.dialect.loaded_dbapi.Error
+        try:
+            with self._writers:
+                connection = self.engine.raw_connection()
+                try:
+                    cursor = connection.cursor()
+                    if not self.is_postgres:
+                        cursor.execute("BEGIN IMMEDIATE")
+                    try:
+                        yield cursor
+                    except BaseException:
+                        connection.rollback()
+                        raise
+                    connection.commit()
+                finally:
+                    connection.close()  # back to the pool
+        except driver_errors as e:
+            raise StoreUnavailable(
+                f"the broker's store is unavailable ({type(e).__name__})"
+            ) from e
+        except SQLAlchemyError as e:
+            raise unavailable(e) from e
+
     def ping(self) -> None:
         with self.tx() as connection:
             connection.execute(select(1))

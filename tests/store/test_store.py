@@ -272,3 +272,43 @@ def test_locks_of_different_names_are_held_at_the_same_time(store_url: str) -> N
         holder.join(10)
         first.close()
         second.close()
+
+
+def test_a_failed_audit_write_stores_neither_record_and_is_a_store_error(tmp_path: Path) -> None:
+    """The issuance record and its audit record commit together or not at all, and the
+    driver's error reaches the caller as the broker's own (no driver message)."""
+    import sqlite3
+
+    from broker.errors import StoreUnavailable
+
+    path = tmp_path / "broker.db"
+    store = SqlStore.from_url(f"sqlite:///{path}")
+    try:
+        refuse = sqlite3.connect(path)
+        refuse.execute(
+            "CREATE TRIGGER refuse BEFORE INSERT ON audit_log "
+            "BEGIN SELECT RAISE(ABORT, 'disk says no'); END"
+        )
+        refuse.commit()
+        refuse.close()
+        issued = IssuedRecord(
+            request_id="req_x",
+            agent_key="k",
+            agent_subject="agent:x",
+            service="payments",
+            environment="prod",
+            region=None,
+            tier="read",
+            backend="vault",
+            issued_at=1.0,
+            expires_at=9e9,
+            vault_accessor="acc",
+        )
+        audit = AuditRecord(at=1.0, actor="agent:x", action="issue", outcome="issued")
+        with pytest.raises(StoreUnavailable) as raised:
+            store.record_issued(issued, audit)
+        assert "disk says no" not in str(raised.value)
+        assert store.active_issued(2.0) == []
+        assert store.audit_head() == 0
+    finally:
+        store.close()
