@@ -34,6 +34,7 @@ LAZY_COMMANDS = {
     "creds": "broker.agent_cli:creds_command",
     "freezes": "broker.guard.commands:freezes_command",
     "mcp": "broker.agent_cli:mcp_command",
+    "reconcile": "broker.guard.commands:reconcile_command",
     "revoke": "broker.guard.commands:revoke_command",
     "unfreeze": "broker.guard.commands:unfreeze_command",
 }

@@ -323,6 +323,11 @@ class Settings(Declared):
     revocation_concurrency: Annotated[
         int, Integer(1, 128), section("limits", "revocation_concurrency")
     ] = DEFAULT_CONCURRENCY
+    # How often each replica's reconciler looks for credentials minted without a record and
+    # for request documents (Vault policies, database roles) whose credential ended.
+    reconcile_interval_seconds: Annotated[
+        float, Duration(1, 3600), section("limits", "reconcile_interval")
+    ] = 60.0
     audit_stream: Annotated[str | None, Text(), section("audit", "stream")] = None  # "-": stdout
     # Where the chain's head is anchored (S3 with Object Lock); none: no anchor.
     audit_anchor: Annotated[AnchorSettings | None, section("audit", "anchor")] = None

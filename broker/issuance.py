@@ -7,16 +7,21 @@ fully decided (scope resolved, duration clamped, session policy compiled); this 
 decides nothing about whether it may be, it only makes it so and leaves a trace:
 
 1. the per-replica cache, for read requests (never for a request the kill switch revoked);
-2. the issuer of the backend: the upstream call, its failure audited;
-3. the store's issuance record (what revocation needs) and its audit record, together;
-4. the cache again, with what was minted.
-
-Steps that must surround every upstream call (a record written before it, a check of the
-freezes after it) belong in :meth:`IssuanceService.mint`, between these.
+2. the write-ahead: the issuance record in state ``minting``, committed before the upstream
+   call (for a collection, in the transaction that claims the request), so that nothing the
+   broker mints goes unrecorded, whatever happens next (the reconciler,
+   :mod:`broker.reconciler`, revokes what was minted under a record never completed);
+3. the issuer of the backend: the upstream call, its failure audited;
+4. the record completed with the credential's ids, and its audit record, in one
+   transaction that also reads whether the kill switch reached the record meanwhile and the
+   freezes in force now (not a replica's cached view): a credential minted for a target
+   frozen or revoked while it was in flight is revoked at once and never handed out;
+5. the cache again, with what was minted.
 """
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
@@ -24,13 +29,19 @@ from typing import Any, Protocol
 
 from broker.audit.recorder import AuditRecorder
 from broker.cache import CacheKey, CredentialCache
-from broker.errors import UpstreamUnavailable
+from broker.errors import BrokerError, Frozen, UpstreamUnavailable
 from broker.identity.model import AgentIdentity
 from broker.ids import new_request_id
 from broker.intake import ResolvedRequest
 from broker.issuers.base import IssuedCredential, Issuer, IssueRequest, issued_record
 from broker.metrics import Metrics
+from broker.policy.decision import matching_freeze
 from broker.store.base import IssuedStore
+from broker.store.records import Completion, IssuedRecord
+
+log = logging.getLogger(__name__)
+
+Begin = Callable[[IssuedRecord], IssuedRecord]
 
 
 @dataclass(frozen=True)
@@ -71,6 +82,25 @@ def issue_request(
     )
 
 
+def write_ahead(request: IssueRequest, at: float, longest_call: float) -> IssuedRecord:
+    """The record written before the upstream call: who, what, under which request, and the
+    longest the credential could live (the call may end ``longest_call`` seconds later)."""
+    return IssuedRecord(
+        request_id=request.request_id,
+        agent_key=request.identity.key,
+        agent_subject=request.identity.subject,
+        service=request.scope.service,
+        environment=request.environment.name,
+        region=request.region,
+        tier=request.tier,
+        backend=request.backend,
+        issued_at=at,
+        expires_at=at + longest_call + request.duration_seconds,
+        role_arn=request.grant.role_arn,
+        state="minting",
+    )
+
+
 def cache_key(request: IssueRequest) -> CacheKey:
     """Same agent, same grant, same lifetime: the same credentials may be handed out again."""
     return CacheKey(
@@ -107,6 +137,9 @@ class IssuanceService:
     revocations: Revocations
     metrics: Metrics
     clock: Callable[[], float] = time.time
+    # How long an upstream call may take: a credential written ahead may live this much
+    # longer than its duration from the write (limits.upstream_deadline).
+    longest_call_seconds: float = 10.0
 
     def issue(
         self,
@@ -114,8 +147,10 @@ class IssuanceService:
         resolved: ResolvedRequest,
         request_id: str | None,
         use_cache: bool,
+        begin: Begin | None = None,
     ) -> Issued:
-        """Mint what ``resolved`` grants (or hand out the cached copy when ``use_cache``)."""
+        """Mint what ``resolved`` grants (or hand out the cached copy when ``use_cache``);
+        ``begin`` writes the write-ahead (a collection claims its request with it)."""
         # The id is drawn only on a miss: a cache hit keeps the id it was first issued under.
         probe = issue_request(identity, resolved, request_id or "")
         if use_cache:
@@ -123,22 +158,71 @@ class IssuanceService:
             if cached is not None:
                 return cached
         request = issue_request(identity, resolved, request_id or new_request_id(self.clock()))
-        issued = self.mint(request, cache=use_cache)
+        issued = self.mint(request, cache=use_cache, begin=begin)
         return replace(issued, intent=resolved.intent.answer()) if resolved.intent else issued
 
-    def mint(self, request: IssueRequest, cache: bool = False) -> Issued:
-        """Call the backend's issuer, record and audit the credential; cache it if asked."""
+    def mint(
+        self, request: IssueRequest, cache: bool = False, begin: Begin | None = None
+    ) -> Issued:
+        """Write ahead, call the backend's issuer, record and audit the credential (or
+        revoke it when the kill switch got there first); cache it if asked."""
         issuer = self.issuers.get(request.backend)
         if issuer is None:
             raise UpstreamUnavailable(
                 f"no {request.backend} backend is configured", request.backend
             )
         issued_at = self.clock()
+        intent = (begin or self.store.begin_issue)(
+            write_ahead(request, issued_at, self.longest_call_seconds)
+        )
         credential = self._call_upstream(issuer, request)
-        self._record(request, credential, issued_at)
+        record = replace(issued_record(request, credential, issued_at), id=intent.id)
+        try:
+            done = self._record(request, credential, record)
+        except BrokerError:
+            # Not recorded: nothing is handed out. Revoke it now if this replica still can;
+            # the reconciler does it otherwise (the write-ahead stays).
+            self._withdraw(issuer, record, "its record could not be written")
+            raise
+        stopped = self._stopped(request, done)
+        if stopped is not None:
+            if self._withdraw(issuer, done.record, stopped) and done.record.id is not None:
+                self.store.mark_revoked([done.record.id], self.clock())
+            raise Frozen(f"{stopped}; nothing was handed out")
         if cache:
             self.cache.put(cache_key(request), request.request_id, credential, issued_at)
         return Issued(request.request_id, credential)
+
+    def _stopped(self, request: IssueRequest, done: Completion) -> str | None:
+        """Why what was just minted must not be handed out: the kill switch revoked its
+        record, or froze its agent or scope, while it was in flight."""
+        if done.record.revoked_at is not None:
+            return "revoked by the kill switch while it was being issued"
+        freeze = matching_freeze(
+            done.freezes, request.identity.subject, request.scope.service, request.environment.name
+        )
+        if freeze is not None:
+            return f"frozen while it was being issued: {freeze.describe()} ({freeze.reason})"
+        return None
+
+    def _withdraw(self, issuer: Issuer, record: IssuedRecord, why: str) -> bool:
+        """Revoke a credential that is not handed out (AWS: the kill switch's cut-off covers
+        sessions in flight; a record never completed is the reconciler's); True when it was
+        revoked upstream."""
+        outcome, reason = "withdrawn", why
+        if record.backend != "aws":
+            try:
+                issuer.revoke(record)
+            except BrokerError as e:
+                outcome, reason = "failed", f"{why}; revoking it failed: {e.message}"
+                log.warning(
+                    "could not withdraw a credential", extra={"request_id": record.request_id}
+                )
+        try:
+            self.audit.credential_event("issue", outcome, "broker", record, reason=reason)
+        except BrokerError:
+            pass  # the store is what failed: the reconciler will find the write-ahead
+        return outcome == "withdrawn" and record.backend != "aws"
 
     def _cached(self, request: IssueRequest) -> Issued | None:
         entry = self.cache.get(cache_key(request))
@@ -172,7 +256,9 @@ class IssuanceService:
             )
             raise
 
-    def _record(self, request: IssueRequest, credential: IssuedCredential, at: float) -> None:
+    def _record(
+        self, request: IssueRequest, credential: IssuedCredential, record: IssuedRecord
+    ) -> Completion:
         """The record revocation needs and its audit record, in one transaction."""
         audit = self.audit.build(
             "issue",
@@ -186,7 +272,8 @@ class IssuanceService:
             grant_sha256=request.grant.sha256,
             **correlation_ids(credential),
         )
-        self.store.record_issued(issued_record(request, credential, at), audit)
+        done = self.store.complete_issue(record, audit)
         self.metrics.issued.labels(
             backend=request.backend, tier=request.tier, source="upstream"
         ).inc()
+        return done

@@ -39,6 +39,7 @@ from broker.keys import BrokerKeys, load_keys
 from broker.metrics import Metrics
 from broker.notify.base import LogNotifier, Notifier, failure_reason
 from broker.policy.iam_actions import IamDatabase, iam_database
+from broker.reconciler import Reconciler
 from broker.scopes.holder import ReloadOutcome, ScopeHolder
 from broker.scopes.lint_base import context_for
 from broker.store.base import Store
@@ -69,6 +70,7 @@ class Services:
     approvals: ApprovalService
     credentials: CredentialService
     kill_switch: KillSwitch
+    reconciler: Reconciler
     anchorer: Anchorer | None = None  # the audit chain's outside anchor, when configured
     blueprints: list[Blueprint] = field(default_factory=list)
     _readiness: tuple[float, dict[str, str]] = (float("-inf"), {})
@@ -166,8 +168,8 @@ class Services:
         return written
 
     def start_background(self) -> None:
-        """Watch the scope files, expire overdue requests and anchor the audit chain
-        (in `broker serve`)."""
+        """Watch the scope files, expire overdue requests, reconcile what was minted with
+        what was recorded and anchor the audit chain (in `broker serve`)."""
         from broker.scopes.holder import ScopeWatcher
 
         ScopeWatcher(self.scopes).start()
@@ -199,6 +201,16 @@ class Services:
                     log.exception("request sweep failed")
 
         threading.Thread(target=sweep, name="request-sweeper", daemon=True).start()
+
+        def reconcile() -> None:
+            while True:
+                try:
+                    self.reconciler.run()
+                except Exception:  # noqa: BLE001 - a pass failing must not stop the next
+                    log.exception("reconciler pass failed")
+                time.sleep(self.settings.reconcile_interval_seconds)
+
+        threading.Thread(target=reconcile, name="reconciler", daemon=True).start()
 
     def close(self) -> None:
         self.store.close()
@@ -246,6 +258,7 @@ def build_services(
         revocations=guard,
         metrics=metrics,
         clock=clock,
+        longest_call_seconds=settings.upstream_deadline_seconds,
     )
     approvals = ApprovalService(
         settings=settings,
@@ -299,6 +312,15 @@ def build_services(
         concurrency=settings.revocation_concurrency,
         in_flight_seconds=FREEZE_CACHE_SECONDS + settings.upstream_deadline_seconds + 1.0,
     )
+    reconciler = Reconciler(
+        store=store,
+        issuers=issuers,
+        accounts=accounts,
+        scopes=scopes,
+        audit=audit,
+        in_flight_seconds=settings.upstream_deadline_seconds + 5.0,
+        clock=clock,
+    )
     services = Services(
         settings=settings,
         clock=clock,
@@ -318,6 +340,7 @@ def build_services(
         approvals=approvals,
         credentials=credentials,
         kill_switch=kill_switch,
+        reconciler=reconciler,
     )
     if anchors is None and build_anchors is not None:
         anchors = build_anchors(settings)

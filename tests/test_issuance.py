@@ -33,7 +33,21 @@ def test_only_the_issuance_step_calls_an_issuer_or_stores_an_issuance() -> None:
         issues = [r for r in calls(path, "issue") if "issuance" not in r]
         if issues:
             minted[name] = issues
-        if calls(path, "record_issued"):
-            recorded[name] = calls(path, "record_issued")
+        if name.startswith("store/"):
+            continue  # the repositories themselves
+        for method in ("record_issued", "begin_issue", "complete_issue", "claim"):
+            if calls(path, method):
+                recorded.setdefault(name, []).extend(f"{r}.{method}" for r in calls(path, method))
     assert minted == {"issuance.py": ["issuer"]}
-    assert recorded == {"issuance.py": ["self.store"]}
+    # The write-ahead, then the record: the issuance step's own; a collection writes its
+    # write-ahead with its claim, in the hook the issuance step calls (begin=...).
+    assert recorded == {
+        "issuance.py": ["self.store.complete_issue"],
+        "approvals/collect.py": ["svc.store.claim"],
+    }
+    writers = [
+        str(p.relative_to(PACKAGE))
+        for p in PACKAGE.rglob("*.py")
+        if ".begin_issue" in p.read_text() and not str(p.relative_to(PACKAGE)).startswith("store/")
+    ]
+    assert writers == ["issuance.py"]

@@ -114,19 +114,18 @@ class RuleKeeper:
     ) -> NoReturn:
         expiry = in_force.rule.pending_expiry_seconds
         changes, told = fallback_changes(record, needs, now, expiry, self.collect_window_seconds)
-        updated = self.store.transition(record.id, ["approved"], **changes)
-        if updated is None:
-            raise Deny("conflict", "the request changed meanwhile; ask for its state again").error()
-        self.audit.request_event(
+        audit = self.audit.build_request_event(
             "request",
-            updated.status,
+            changes["status"],
             "broker",
-            updated,
+            record,
             reason=changes["reason"],
             approvals=needs.counted,
             required=needs.required,
             delay=needs.delay_seconds,
-            grant_sha256=record.grant_sha256,
         )
+        updated = self.store.transition(record.id, ["approved"], audit=audit, **changes)
+        if updated is None:
+            raise Deny("conflict", "the request changed meanwhile; ask for its state again").error()
         self.notices.updated(updated, needs.counted)
         raise told.error()

@@ -22,49 +22,47 @@ from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import Any, NoReturn, Protocol
 
-from broker.approvals.collection import RuleKeeper, issuable_grant
+from broker.approvals.collect import Collector
 from broker.approvals.notices import Notices
 from broker.approvals.pending import (
     Pending,
     RequestView,
     intent_audit,
     pending_record,
-    requested,
 )
 from broker.approvals.rules import rule_in_force
 from broker.audit.recorder import AuditRecorder
 from broker.config import Approver, Settings
-from broker.errors import BrokerError, ScopeInvalid
+from broker.errors import ScopeInvalid
 from broker.identity.model import AgentIdentity
-from broker.intake import ResolvedRequest, resolve
+from broker.intake import ResolvedRequest
 from broker.issuance import IssuanceService, Issued
 from broker.metrics import Metrics
 from broker.policy.decision import (
-    ALREADY_COLLECTED,
     NO_SUCH_REQUEST,
-    NOT_THE_REQUESTER,
     OPEN_STATES,
     RULE_GONE,
     Ballot,
-    Deny,
     Refuse,
     RuleInForce,
     approvals_complete,
-    collection_window_refusal,
     decide_approval,
-    decide_collection,
-    intent_tier_changed,
     late_ballot,
     not_an_approver,
     rule_now,
-    scope_changed,
     second_ballot,
 )
 from broker.policy.iam_actions import IamDatabase
 from broker.scopes.holder import ScopeHolder
 from broker.scopes.model import Approval, Scope
 from broker.store.base import ApprovalStore, RequestChanges, RequestStore
-from broker.store.records import ApprovalRecord, FreezeRecord, RequestRecord
+from broker.store.records import (
+    ApprovalRecord,
+    AuditRecord,
+    DecisionResult,
+    FreezeRecord,
+    RequestRecord,
+)
 
 Decision = Ballot
 MAX_WAIT_SECONDS = 30
@@ -111,8 +109,7 @@ class ApprovalService:
         """Create a pending request and tell its approvers. (Escalations protocol.)"""
         record = pending_record(identity, resolved, now)
         request = resolved.request
-        self.store.create_request(record)
-        self.audit.record(
+        audit = self.audit.build(
             "request",
             "pending",
             identity.principal,
@@ -126,6 +123,7 @@ class ApprovalService:
             grant=record.grant,
             grant_sha256=record.grant_sha256,
         )
+        self.store.create_request(record, audit)
         self.notices.opened(record, resolved.scope, rule)
         if self.impact is not None:
             self.impact.start(identity, resolved, record)
@@ -257,17 +255,11 @@ class ApprovalService:
                 }
             return stricter
 
-        ballot = ApprovalRecord(record.id, approver.name, decision, via, now)
-        try:
-            result = self.store.record_decision(record.id, ballot, apply)
-        except _Late as late:
-            self._refuse(late.refusal, approver.name, record, decision, via)
-        if not result.counted:  # a double click that raced the first one
-            self._refuse_second_ballot(record, approver.name, decision, via)
-        updated = result.request
-        if result.counted:
-            self.metrics.approvals.labels(decision=decision).inc()
-            self.audit.request_event(
+        def audited(result: DecisionResult) -> list[AuditRecord]:
+            """The ballot's record and, if it changed the status, that change's."""
+            if not result.counted:
+                return []
+            recorded = self.audit.build_request_event(
                 decision,
                 "recorded",
                 f"approver:{approver.name}",
@@ -275,11 +267,24 @@ class ApprovalService:
                 reason=reason[:500],
                 via=via,
                 approvals=result.approvals,
-                required=updated.approvals_required,
-                grant_sha256=record.grant_sha256,
+                required=result.request.approvals_required,
             )
+            if result.request.status == record.status:
+                return [recorded]
+            return [recorded, self._status_record(result.request, result.approvals)]
+
+        ballot = ApprovalRecord(record.id, approver.name, decision, via, now)
+        try:
+            result = self.store.record_decision(record.id, ballot, apply, audited)
+        except _Late as late:
+            self._refuse(late.refusal, approver.name, record, decision, via)
+        if not result.counted:  # a double click that raced the first one
+            self._refuse_second_ballot(record, approver.name, decision, via)
+        updated = result.request
+        if result.counted:
+            self.metrics.approvals.labels(decision=decision).inc()
             if updated.status != record.status:
-                self._status_changed(updated, result.approvals)
+                self._status_told(updated, result.approvals)
             else:
                 # Still waiting: show the approvals so far on the Slack message.
                 self.notices.updated(updated, result.approvals)
@@ -308,12 +313,9 @@ class ApprovalService:
         )
         raise refusal.error()
 
-    def _status_changed(self, record: RequestRecord, approvals: int) -> None:
-        if record.status == "approved":
-            self.metrics.approval_latency.observe(
-                max(0.0, (record.approved_at or 0) - record.created_at)
-            )
-        self.audit.request_event(
+    def _status_record(self, record: RequestRecord, approvals: int) -> AuditRecord:
+        """The audit record of ``record``'s new status, committed with the change."""
+        return self.audit.build_request_event(
             "request",
             record.status,
             "broker",
@@ -322,101 +324,25 @@ class ApprovalService:
             approvals=approvals,
             collectable_at=record.collectable_at,
             collect_deadline=record.collect_deadline,
-            grant_sha256=record.grant_sha256,
         )
+
+    def _status_told(self, record: RequestRecord, approvals: int) -> None:
+        """After a status change committed: its metric, and the approvers' message."""
+        if record.status == "approved":
+            self.metrics.approval_latency.observe(
+                max(0.0, (record.approved_at or 0) - record.created_at)
+            )
         self.notices.updated(record, approvals)
 
     # -- collecting -------------------------------------------------------------------
 
     def collect(self, request_id: str, identity: AgentIdentity) -> Issued:
         """Hand the approved credentials to the requesting agent, once."""
-        now = self.clock()
-        record = self.store.get_request(request_id)
-        if record is None:
-            raise NO_SUCH_REQUEST.error()
-        if record.agent_key != identity.key:
-            self.audit.record(
-                "collect",
-                "refused",
-                identity.principal,
-                reason="not the requesting agent",
-                request_id=record.id,
-            )
-            raise NOT_THE_REQUESTER.error()
-        record = self._expire_if_due(record, now)
-        approvals = self.view(record).approvals_received if record.status == "pending" else 0
-        # Only an approved request gets as far as the freezes: read them for that one.
-        freeze = (
-            self.frozen(identity.principal, record.service, record.environment)
-            if record.status == "approved"
-            else None
-        )
-        verdict = decide_collection(record, approvals, freeze, now)
-        if isinstance(verdict, Deny):
-            raise verdict.error()
-        resolved = self._resolve_again(record, identity, now)
-        try:
-            if self.intent_check is not None:
-                self.intent_check.verify(identity, resolved)
-            self._hold_to_the_rule(record, now)
-            issuable = issuable_grant(record, resolved.grant)
-            if isinstance(issuable, Deny):
-                raise issuable.error()
-        except BrokerError as e:
-            self.audit.request_event(
-                "collect", "refused", identity.principal, record, reason=e.message
-            )
-            raise
-        claimed = self.store.transition(
-            record.id, ["approved"], status="collected", collected_at=now
-        )
-        if claimed is None:
-            raise ALREADY_COLLECTED.error()
-        granted = replace(resolved, grant=issuable.grant)
-        try:
-            issued = self.issuance.issue(identity, granted, record.id, use_cache=False)
-        except BrokerError:
-            # Nothing was handed out: give the agent another chance within the window.
-            self.store.transition(record.id, ["collected"], status="approved", collected_at=None)
-            raise
-        self.audit.request_event(
-            "collect",
-            "collected",
-            identity.principal,
-            record,
-            grant_sha256=record.grant_sha256,
-            issued_sha256=issuable.grant.sha256,
-            narrowed=issuable.narrowed or None,
-        )
-        self.notices.updated(claimed, self.view(claimed).approvals_received)
-        return issued
+        return Collector(self).collect(request_id, identity)
 
-    def _hold_to_the_rule(self, record: RequestRecord, now: float) -> None:
-        """An approved request meets the scope's rule in force now, or goes back under it
-        (pending, or approved again with its delay starting over) and the agent is told."""
-        in_force = self.rule_in_force(record)
-        if in_force is None:
-            raise RULE_GONE.error()
-        window = self.settings.approvals.collect_window_seconds
-        keeper = RuleKeeper(self.store, self.audit, self.notices, window)
-        keeper.hold(record, in_force, self.view(record).approvers, now)
-
-    def _resolve_again(
-        self, record: RequestRecord, identity: AgentIdentity, now: float
-    ) -> ResolvedRequest:
-        """Exactly what was approved, checked against the scope in force now."""
-        try:
-            resolved = resolve(requested(record), self.scopes.current, identity, self.iam)
-        except BrokerError as e:
-            raise scope_changed(e).error() from e
-        if resolved.request.tier != record.tier:
-            # The intent's grant now needs another tier (the scope moved an action): what
-            # was approved under one rule is not issued under another.
-            raise intent_tier_changed(record.tier, resolved.request.tier).error()
-        refused = collection_window_refusal(resolved, record, now)
-        if refused is not None:
-            raise refused.error()
-        return resolved
+    def expire_if_due(self, record: RequestRecord, now: float) -> RequestRecord:
+        """``record``, expired first when it is overdue (pending or approved)."""
+        return self._expire_if_due(record, now)
 
     # -- expiry and cancellation ------------------------------------------------------
 
@@ -428,12 +354,14 @@ class ApprovalService:
         )
         if not due:
             return record
+        approvals = self.view(record).approvals_received
+        audit = self._status_record(replace(record, status="expired", decided_at=now), approvals)
         expired = self.store.transition(
-            record.id, [record.status], status="expired", decided_at=now
+            record.id, [record.status], audit=audit, status="expired", decided_at=now
         )
         if expired is None:
             return self.store.get_request(record.id) or record
-        self._status_changed(expired, self.view(expired).approvals_received)
+        self._status_told(expired, approvals)
         return expired
 
     def sweep(self) -> int:
@@ -471,19 +399,15 @@ class ApprovalService:
             updated = self.store.transition(
                 record.id,
                 list(OPEN_STATES),
+                audit=self.audit.build_request_event(
+                    "request", "cancelled", actor, record, reason=reason
+                ),
                 status="cancelled",
                 decided_at=self.clock(),
                 reason=reason,
             )
             if updated is not None:
                 cancelled.append(updated)
-                self.audit.request_event(
-                    "request",
-                    "cancelled",
-                    actor,
-                    updated,
-                    reason=reason,
-                )
                 self.notices.updated(updated, self.view(updated).approvals_received)
         return cancelled
 

@@ -36,6 +36,7 @@ BREAKER_TRIP = "breaker_trip"
 BREAK_GLASS = "break_glass"
 SCOPE_RELOAD = "scope_reload"
 SCOPE_APPLY = "scope_apply"
+RECONCILE = "reconcile"
 
 CATALOGUE: tuple[Action, ...] = (
     Action(AUTHENTICATE, "a caller's token was refused", ("denied",)),
@@ -72,8 +73,10 @@ CATALOGUE: tuple[Action, ...] = (
     ),
     Action(
         ISSUE,
-        "credentials were issued upstream, served from the cache, or failed",
-        ("issued", "cached", "failed"),
+        "credentials were issued upstream, served from the cache, or failed; withdrawn: "
+        "revoked as soon as minted, never handed out (the kill switch reached it in flight, "
+        "or its record could not be written)",
+        ("issued", "cached", "failed", "withdrawn"),
     ),
     Action(
         REVOKE,
@@ -100,6 +103,13 @@ CATALOGUE: tuple[Action, ...] = (
         "the scope files were reloaded (partial: some files have problems; the scopes of "
         "those files are not served)",
         ("applied", "partial"),
+    ),
+    Action(
+        RECONCILE,
+        "the reconciler revoked a credential minted under a record never completed (a "
+        "replica died or its store failed mid-issuance), or deleted a request's own Vault "
+        "policy or database role once its credential ended; or could not",
+        ("revoked", "cleaned", "failed"),
     ),
     Action(
         SCOPE_APPLY,
@@ -135,6 +145,8 @@ VERBS: dict[tuple[str, str], str] = {
     (ISSUE, "issued"): "issued",
     (ISSUE, "cached"): "issued (cache)",
     (ISSUE, "failed"): "issue failed",
+    (ISSUE, "withdrawn"): "withdrawn",
+    (RECONCILE, "revoked"): "orphan revoked",
     (REVOKE, "revoked"): "revoked",
     (REVOKE, "failed"): "revoke failed",
     (REVOKE, "complete"): "kill switch",

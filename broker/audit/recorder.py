@@ -160,13 +160,23 @@ class AuditRecorder:
         self, action: str, outcome: str, actor: str, request: RequestRecord, **fields: Any
     ) -> AuditRecord:
         """A record about one escalated request, named by its id, service, environment, tier
-        (and the hash of its intent, when it has one: what every decision on it is about)."""
+        (and the hashes of its grant and intent: what every decision on it is about)."""
+        record = self.build_request_event(action, outcome, actor, request, **fields)
+        return self.store.append_audit(record)
+
+    def build_request_event(
+        self, action: str, outcome: str, actor: str, request: RequestRecord, **fields: Any
+    ) -> AuditRecord:
+        """The record :meth:`request_event` would append, for a caller whose store
+        transaction commits it with the change it records."""
         named: dict[str, Any] = _named(
             request.service, request.environment, request.tier, request.id
         )
+        if request.grant_sha256:
+            named["grant_sha256"] = request.grant_sha256
         if request.intent_sha256:
             named["intent_sha256"] = request.intent_sha256
-        return self.record(action, outcome, actor, **{**named, **fields})
+        return self.build(action, outcome, actor, **{**named, **fields})
 
 
 def _named(service: str, environment: str, tier: str, request_id: str) -> dict[str, str]:

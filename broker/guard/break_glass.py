@@ -254,17 +254,29 @@ class BreakGlass:
             delay_seconds=0,
         )
         self._check_eligible(record, approver)
-        self.store.create_request(record)
+        opened = self.audit.build_request_event(
+            "request",
+            "pending",
+            f"approver:{approver}",
+            record,
+            break_glass=True,
+            approvals_required=record.approvals_required,
+        )
+        self.store.create_request(record, opened)
         self._claim(record.id, operator, now)
         try:
             view = self.approvals.decide(record.id, approver, "approve", VIA, ask.reason.strip())
         except BrokerError as e:
+            why = f"break-glass refused: {e.message}"
             self.store.transition(
                 record.id,
                 ["pending"],
+                audit=self.audit.build_request_event(
+                    "request", "cancelled", "broker", record, reason=why
+                ),
                 status="cancelled",
                 decided_at=now,
-                reason=f"break-glass refused: {e.message}",
+                reason=why,
             )
             raise
         return self._recorded(view, approver, operator, ask.reason.strip(), opened=True)

@@ -1,5 +1,5 @@
 """`broker revoke`, `broker unfreeze` and `broker freezes`: the kill switch on the command
-line, and what is frozen now."""
+line, and what is frozen now; `broker reconcile`: one pass of the reconciler, now."""
 
 from __future__ import annotations
 
@@ -149,3 +149,20 @@ def freezes_command(config_path: Path | None, as_json: bool) -> None:
         return
     for line in render(listing, now):
         click.echo(line)
+
+
+@click.command("reconcile")
+@config_option()
+def reconcile_command(config_path: Path | None) -> None:
+    """Revoke what was minted under a record never completed (a replica died mid-issuance)
+    and delete request documents whose credential ended; `broker serve` does this at start
+    and every limits.reconcile_interval. Exits 2 when something could not be reached."""
+    report = _with_services(config_path, lambda services: services.reconciler.run())
+    click.echo(f"orphans revoked: {len(report.orphans_revoked)}")
+    for request_id in report.orphans_revoked:
+        click.echo(f"  {request_id}")
+    click.echo(f"request documents deleted: {len(report.cleaned)}")
+    for error in report.errors:
+        click.echo(f"  UNREACHED: {error}")
+    if report.errors:
+        sys.exit(EXIT_PARTIAL)

@@ -142,21 +142,11 @@ class Guard:
         # The freeze's reason names its cause (the 403 `frozen` quotes it); the alert already
         # says "by the circuit breaker", so it gives only the events.
         reason = f"circuit breaker: {events}"
-        self.store.add_freeze(
-            FreezeRecord(
-                kind="agent",
-                target=principal,
-                reason=reason,
-                created_by="circuit-breaker",
-                created_at=now,
-            )
-        )
-        self.forget_freezes()
         evidence = [
             f"{r.action} {r.outcome}: {r.reason or r.request_id or ''}"[:200]
             for r in self.store.recent_audit(actor=principal, limit=10)
         ]
-        self.audit.record(
+        tripped = self.audit.build(
             "breaker_trip",
             "frozen",
             "circuit-breaker",
@@ -166,6 +156,15 @@ class Guard:
             count=count,
             evidence=evidence,
         )
+        freeze = FreezeRecord(
+            kind="agent",
+            target=principal,
+            reason=reason,
+            created_by="circuit-breaker",
+            created_at=now,
+        )
+        self.store.add_freeze(freeze, tripped)
+        self.forget_freezes()
         log.warning("circuit breaker froze %s", principal, extra={"kind": kind, "count": count})
         try:
             self.notifier.alert(

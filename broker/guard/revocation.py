@@ -23,7 +23,7 @@ import logging
 import time
 from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Protocol
 
 from botocore.exceptions import BotoCoreError, ClientError
@@ -42,6 +42,7 @@ from broker.guard.revocation_policy import (
     Denial,
     cutoff_for,
 )
+from broker.guard.revocation_report import BackendOutcome, RevocationReport
 from broker.guard.role_denials import RoleDenials
 from broker.identity.model import parse_principal
 from broker.identity.requesters import may_be_requested_by
@@ -57,7 +58,13 @@ from broker.store.records import AuditRecord, FreezeRecord, IssuedRecord
 
 log = logging.getLogger(__name__)
 
-__all__ = ["REVOCATION_POLICY_NAME", "KillSwitch", "RevokeTarget", "Unfrozen"]
+__all__ = [
+    "REVOCATION_POLICY_NAME",
+    "KillSwitch",
+    "RevocationReport",
+    "RevokeTarget",
+    "Unfrozen",
+]
 
 
 @dataclass(frozen=True)
@@ -101,76 +108,6 @@ class RevokeTarget:
         if self.everything:
             return FreezeRecord("all", "*", reason, actor, now)
         return None  # a single request: its credentials go, the agent may go on
-
-
-@dataclass
-class BackendOutcome:
-    revoked: int = 0
-    failed: int = 0
-    errors: list[str] = field(default_factory=list)
-    roles: list[str] = field(default_factory=list)
-    collateral: list[str] = field(default_factory=list)  # what compaction denies beyond
-
-    @property
-    def ok(self) -> bool:
-        return not self.failed and not self.errors
-
-
-@dataclass
-class RevocationReport:
-    target: str
-    frozen: str | None
-    backends: dict[str, BackendOutcome]
-    cache_evicted: int
-    cancelled: int
-    alert: str
-
-    @property
-    def ok(self) -> bool:
-        return all(outcome.ok for outcome in self.backends.values())
-
-    def lines(self) -> list[str]:
-        lines = [f"Revoked {self.target}."]
-        lines.append(f"  frozen:     {self.frozen or 'no (a single request)'}")
-        for backend, outcome in sorted(self.backends.items()):
-            detail = f"{outcome.revoked} revoked"
-            if backend == "aws":
-                detail += f", revocation policy on {len(outcome.roles)} role(s)"
-            if outcome.failed:
-                detail += f", {outcome.failed} FAILED"
-            lines.append(f"  {backend + ':':11} {detail}")
-            lines.extend(f"      UNREACHED: {error}" for error in outcome.errors)
-            lines.extend(f"      role {role}" for role in outcome.roles)
-            lines.extend(f"      COARSENED: {text}" for text in outcome.collateral)
-        lines.append(f"  cache:      {self.cache_evicted} cached credential(s) evicted here")
-        lines.append(f"  requests:   {self.cancelled} pending request(s) cancelled")
-        lines.append(f"  alert:      {self.alert}")
-        if not self.ok:
-            lines.append(
-                "NOT COMPLETE: some backends could not be reached; run it again "
-                "when they answer (the freeze is in place)."
-            )
-        return lines
-
-    def as_dict(self) -> dict[str, Any]:
-        return {
-            "target": self.target,
-            "frozen": self.frozen,
-            "complete": self.ok,
-            "backends": {
-                name: {
-                    "revoked": o.revoked,
-                    "failed": o.failed,
-                    "errors": o.errors,
-                    "roles": o.roles,
-                    "collateral": o.collateral,
-                }
-                for name, o in self.backends.items()
-            },
-            "cache_evicted": self.cache_evicted,
-            "cancelled": self.cancelled,
-            "alert": self.alert,
-        }
 
 
 def denial_for(target: RevokeTarget, cutoff: int) -> Denial:
@@ -221,17 +158,20 @@ class KillSwitch:
         now = self.clock()
         freeze = target.freeze(reason, actor, now)
         if freeze is not None:
-            self.store.add_freeze(freeze)
-            self.guard.forget_freezes()
-            self.audit.record(
+            frozen = self.audit.build(
                 "freeze", "frozen", actor, reason=reason, kind=freeze.kind, target=freeze.target
             )
-        records = self.store.active_issued(
+            self.store.add_freeze(freeze, frozen)
+            self.guard.forget_freezes()
+        records = self._settle_in_flight(
+            self.store.active_issued(
+                now,
+                agent_subject=target.agent,
+                service=target.service,
+                environment=target.environment,
+                request_id=target.request_id,
+            ),
             now,
-            agent_subject=target.agent,
-            service=target.service,
-            environment=target.environment,
-            request_id=target.request_id,
         )
         # AWS's role policies and Vault's tokens and leases are revoked at the same time
         # (in the caller's context: an HTTP request's id reaches the audit records).
@@ -304,6 +244,18 @@ class KillSwitch:
         return self.audit.build_credential_event(
             "revoke", outcome, actor, record, reason=error or reason, took_ms=took
         )
+
+    def _settle_in_flight(self, records: list[IssuedRecord], now: float) -> list[IssuedRecord]:
+        """Credentials being minted (written ahead, not yet recorded) are marked revoked
+        first: their completion sees it, revokes what it minted and hands nothing out. One
+        that completed in between is read again and revoked here like any other."""
+        minting = [r.id for r in records if r.state == "minting" and r.id is not None]
+        if not minting:
+            return records
+        stopped = set(self.store.stop_in_flight(minting, now))
+        completed = [r for r in self.store.issued_by_ids(minting) if r.id not in stopped]
+        kept = [r for r in records if r.state != "minting" or r.id in stopped]
+        return kept + [r for r in completed if r.revoked_at is None]
 
     def _revoke_each(
         self, records: list[IssuedRecord], now: float, actor: str, reason: str
@@ -465,18 +417,22 @@ class KillSwitch:
             if f.kind == freeze.kind and f.target == freeze.target
         ]
         effective_at = max([now, *(cutoff_for(b, self.in_flight_seconds) for b in began)])
-        lifted = self.store.lift_freezes(freeze.kind, freeze.target, effective_at)
-        self.guard.forget_freezes()
-        self.audit.record(
-            "unfreeze",
-            "lifted" if lifted else "nothing",
-            actor,
-            reason=reason,
-            kind=freeze.kind,
-            target=freeze.target,
-            lifted=lifted,
-            effective_at=effective_at if effective_at > now else None,
+        lifted = self.store.lift_freezes(
+            freeze.kind,
+            freeze.target,
+            effective_at,
+            self.audit.build(
+                "unfreeze",
+                "lifted" if began else "nothing",
+                actor,
+                reason=reason,
+                kind=freeze.kind,
+                target=freeze.target,
+                lifted=len(began),
+                effective_at=effective_at if effective_at > now else None,
+            ),
         )
+        self.guard.forget_freezes()
         return Unfrozen(lifted, effective_at)
 
 

@@ -17,10 +17,12 @@ from collections.abc import Callable
 from typing import Any
 from urllib.parse import urlsplit
 
+from hvac import exceptions as vault_errors
+
 from broker.errors import UpstreamUnavailable
 from broker.issuers.base import IssuedCredential, IssueRequest
 from broker.issuers.vault_common import VaultCaller, json_answer
-from broker.policy.grant import request_artifact
+from broker.policy.grant import REQUEST_PREFIX, request_artifact
 from broker.store.records import IssuedRecord
 
 BACKEND = "database"
@@ -126,6 +128,26 @@ class DatabaseIssuer:
         self.caller(revoke)
         mount = lease_id.split("/creds/", 1)[0]
         self.delete_role(mount, record.request_id)
+
+    def revoke_orphan(self, mount: str, request_id: str) -> None:
+        """Revoke every lease under the role made for ``request_id`` (a login minted but
+        never recorded), then delete the role. ``sudo`` on sys/leases/revoke-prefix."""
+        prefix = f"{mount}/creds/{request_artifact(request_id)}"
+        self.caller(lambda client: client.sys.revoke_prefix(prefix=prefix))
+        self.delete_role(mount, request_id)
+
+    def request_artifacts(self, mount: str) -> list[str]:
+        """Request ids whose own role (broker-req-<id>) exists on ``mount``."""
+
+        def listed(client: Any) -> Any:
+            try:
+                return client.secrets.database.list_roles(mount_point=mount)
+            except vault_errors.InvalidPath:
+                return {}  # no role at all
+
+        answer = json_answer(self.caller(listed), BACKEND)
+        names = (answer.get("data") or {}).get("keys") or []
+        return [n.removeprefix(REQUEST_PREFIX) for n in names if n.startswith(REQUEST_PREFIX)]
 
     def delete_role(self, mount: str, request_id: str) -> None:
         """Delete the role made for ``request_id`` (nothing happens when there is none)."""

@@ -23,7 +23,7 @@ from hvac import exceptions as vault_errors
 from broker.errors import UpstreamUnavailable
 from broker.issuers.base import IssuedCredential, IssueRequest
 from broker.issuers.vault_common import VaultCaller, json_answer
-from broker.policy.grant import request_artifact
+from broker.policy.grant import REQUEST_PREFIX, request_artifact
 from broker.store.records import IssuedRecord
 
 BACKEND = "vault"
@@ -127,6 +127,42 @@ class VaultTokenIssuer:
         if accessor:
             self.caller(revoke)
         self.delete_policy(record.request_id)
+
+    def revoke_orphans(self, request_ids: set[str], scan_limit: int = 50_000) -> set[str]:
+        """Revoke tokens minted for ``request_ids`` but never recorded (found by the
+        ``request_id`` of their metadata), and delete those requests' policies; return the
+        ids whose tokens were revoked. Lists accessors: ``sudo`` on auth/token/accessors."""
+        for request_id in request_ids:
+            self.delete_policy(request_id)
+        listed = json_answer(
+            self.caller(lambda client: client.auth.token.list_accessors()), BACKEND
+        )
+        found: set[str] = set()
+        for accessor in ((listed.get("data") or {}).get("keys") or [])[:scan_limit]:
+            meta = self._meta(accessor)
+            if meta.get("request_id") in request_ids:
+                self._revoke_accessor(accessor)
+                found.add(str(meta["request_id"]))
+        return found
+
+    def _revoke_accessor(self, accessor: str) -> None:
+        self.caller(lambda client: client.auth.token.revoke_accessor(accessor))
+
+    def _meta(self, accessor: str) -> dict[str, Any]:
+        try:
+            answer = self.caller(lambda client: client.auth.token.lookup_accessor(accessor))
+        except UpstreamUnavailable:
+            return {}  # ended meanwhile
+        data = (answer.get("data") or {}) if isinstance(answer, dict) else {}
+        meta = data.get("meta") or {}
+        return meta if isinstance(meta, dict) else {}
+
+    def request_artifacts(self) -> list[str]:
+        """Request ids whose own policy (broker-req-<id>) exists in Vault."""
+        answer = json_answer(self.caller(lambda client: client.sys.list_acl_policies()), BACKEND)
+        data = answer.get("data") or {}
+        names = data.get("keys") or data.get("policies") or []
+        return [n.removeprefix(REQUEST_PREFIX) for n in names if n.startswith(REQUEST_PREFIX)]
 
     def delete_policy(self, request_id: str) -> None:
         """Delete the policy made for ``request_id`` (nothing happens when there is none)."""

@@ -2,7 +2,16 @@
 
 The :class:`Journal` is the one writer of the chain. Concurrent appends of a process share
 one transaction (group commit, :mod:`broker.store.group_commit`); an issuance record rides
-in the same transaction as its audit record, so neither is stored without the other.
+in the same transaction as its audit record, so neither is stored without the other. A
+transaction of another repository that changes state appends its audit records itself,
+through :meth:`Journal.chain_in` (one transaction for the change and its record).
+
+The write-ahead of an issuance (its record in state ``minting``, before the upstream call)
+is group-committed too, apart (:meth:`Journal.begin`); its completion (the credential's
+ids, state ``active``) reads, in the same transaction, whether the kill switch revoked the
+record meanwhile and which freezes are in force, with PostgreSQL's shared freeze lock held
+(:data:`broker.store.engine.FREEZE_LOCK`): a freeze committed before it is seen, one
+committed after it sees the record.
 """
 
 from __future__ import annotations
@@ -12,15 +21,38 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import Connection, select
 
 from broker.audit.chain import GENESIS, record_hash
 from broker.store import tables as t
-from broker.store.engine import Database, as_json, columns
+from broker.store.engine import FREEZE_LOCK, Database, as_json, columns
 from broker.store.group_commit import GroupCommitter
-from broker.store.records import AuditRecord, IssuedRecord
+from broker.store.records import AuditRecord, FreezeRecord, IssuedRecord
 
 _Write = tuple[IssuedRecord | None, AuditRecord | None]
+# What a completion writes over its write-ahead (the rest was written ahead).
+COMPLETED_COLUMNS = (
+    "expires_at",
+    "access_key_id",
+    "source_identity",
+    "role_arn",
+    "vault_accessor",
+    "lease_id",
+    "username",
+    "state",
+)
+FREEZE_COLUMNS = tuple(column.name for column in t.freezes.columns)
+
+
+@dataclass(frozen=True)
+class Written:
+    """What one item of a batch stored; for a completion, also the freezes in force when it
+    committed (the issued record as stored says whether it was revoked meanwhile)."""
+
+    issued: IssuedRecord | None
+    audit: AuditRecord | None
+    freezes: tuple[FreezeRecord, ...] = ()
+
 
 @dataclass(frozen=True)
 class AuditSql:
@@ -39,6 +71,10 @@ class AuditSql:
     create_head: str  # once, by whichever replica writes first
     issued_columns: tuple[str, ...]
     insert_issued: str  # returning the new row's id
+    complete_issued: str  # a write-ahead completed, returning its revoked_at
+    freezes_since: str  # in force, or lifted only after a time
+    share_freeze_lock: str | None  # PostgreSQL: engine.FREEZE_LOCK, shared
+    durable_enough: str | None  # PostgreSQL: the write-ahead's commit need not wait for disk
 
     @classmethod
     def for_dialect(cls, postgres: bool) -> AuditSql:
@@ -60,6 +96,17 @@ class AuditSql:
             issued_columns=tuple(issued),
             insert_issued=f"INSERT INTO issued ({', '.join(issued)}) "
             f"VALUES ({', '.join(bind(c) for c in issued)}) RETURNING id",
+            complete_issued="UPDATE issued SET "
+            + ", ".join(f"{c} = {bind(c)}" for c in COMPLETED_COLUMNS)
+            + f" WHERE id = {bind('id')} RETURNING revoked_at",
+            freezes_since=f"SELECT {', '.join(FREEZE_COLUMNS)} FROM freezes "
+            f"WHERE lifted_at IS NULL OR lifted_at > {bind('since')} ORDER BY id",
+            share_freeze_lock=f"SELECT pg_advisory_xact_lock_shared({FREEZE_LOCK})"
+            if postgres
+            else None,
+            # What the write-ahead guards against is the broker dying, not the database
+            # (whose own crash loses the call's answer too).
+            durable_enough="SET LOCAL synchronous_commit TO OFF" if postgres else None,
         )
 
 
@@ -70,44 +117,111 @@ class Journal:
         self.db = db
         self._sql = AuditSql.for_dialect(db.is_postgres)
         self._listeners: list[Callable[[AuditRecord], None]] = []
-        self._committer: GroupCommitter[_Write, _Write] = GroupCommitter(self._write_batch)
+        self._committer: GroupCommitter[_Write, Written] = GroupCommitter(self._write_batch)
+        self._intents: GroupCommitter[IssuedRecord, IssuedRecord] = GroupCommitter(
+            self._begin_batch
+        )
 
     def subscribe(self, listener: Callable[[AuditRecord], None]) -> None:
         self._listeners.append(listener)
 
-    def write(self, issued: IssuedRecord | None, audit: AuditRecord | None) -> _Write:
-        """Store both (either may be None) in one transaction; return them as stored."""
+    def write(self, issued: IssuedRecord | None, audit: AuditRecord | None) -> Written:
+        """Store both (either may be None) in one transaction; return them as stored. An
+        issued record with an id completes its write-ahead instead of adding one."""
         return self._committer.submit((issued, audit))
 
-    def write_all(self, items: list[_Write]) -> list[_Write]:
+    def write_all(self, items: list[_Write]) -> list[Written]:
         """:meth:`write` for many, in order, sharing transactions."""
         return self._committer.submit_all(items)
 
+    def begin(self, issued: IssuedRecord) -> IssuedRecord:
+        """The write-ahead of an issuance, committed (with its id) before the upstream call."""
+        return self._intents.submit(issued)
+
+    def chain_in(self, connection: Connection, records: list[AuditRecord]) -> list[AuditRecord]:
+        """Append ``records`` inside the caller's (SQLAlchemy) transaction; listeners hear of
+        them once it committed (:meth:`announce`)."""
+        if not records:
+            return []
+        cursor = connection.connection.cursor()  # the driver's, in the same transaction
+        try:
+            return self._chain(cursor, records)
+        finally:
+            cursor.close()
+
+    def insert_in(self, connection: Connection, issued: IssuedRecord) -> IssuedRecord:
+        """Insert an issuance record inside the caller's transaction; return it with its id."""
+        cursor = connection.connection.cursor()
+        try:
+            return self._insert(cursor, issued)
+        finally:
+            cursor.close()
+
+    def announce(self, records: list[AuditRecord]) -> None:
+        for record in records:
+            for listener in self._listeners:
+                listener(record)
+
     def close(self) -> None:
         self._committer.close()
+        self._intents.close()
 
-    def _write_batch(self, items: list[_Write]) -> list[_Write]:
+    def _insert(self, cursor: Any, issued: IssuedRecord) -> IssuedRecord:
+        sql = self._sql
+        values = columns(issued)
+        cursor.execute(sql.insert_issued, {c: values.get(c) for c in sql.issued_columns})
+        return replace(issued, id=int(cursor.fetchone()[0]))
+
+    def _begin_batch(self, items: list[IssuedRecord]) -> list[IssuedRecord]:
+        with self.db.driver_tx() as cursor:
+            if self._sql.durable_enough:
+                cursor.execute(self._sql.durable_enough)
+            return [self._insert(cursor, item) for item in items]
+
+    def _write_batch(self, items: list[_Write]) -> list[Written]:
         sql = self._sql
         issued_out: list[IssuedRecord | None] = []
+        freezes: tuple[FreezeRecord, ...] = ()
+        completing = [i for i, _ in items if i is not None and i.id is not None]
         with self.db.driver_tx() as cursor:
+            if completing and sql.share_freeze_lock:
+                cursor.execute(sql.share_freeze_lock)
             for issued, _ in items:
                 if issued is None:
                     issued_out.append(None)
-                    continue
-                values = columns(issued)
-                cursor.execute(sql.insert_issued, {c: values.get(c) for c in sql.issued_columns})
-                issued_out.append(replace(issued, id=int(cursor.fetchone()[0])))
+                elif issued.id is not None:
+                    issued_out.append(self._complete(cursor, issued))
+                else:
+                    issued_out.append(self._insert(cursor, issued))
+            if completing:
+                # Lifted only after the earliest mint of the batch still counts (fail closed).
+                since = min(i.issued_at for i in completing)
+                cursor.execute(sql.freezes_since, {"since": since})
+                freezes = tuple(
+                    FreezeRecord(**dict(zip(FREEZE_COLUMNS, row, strict=True)))
+                    for row in cursor.fetchall()
+                )
             audits = [audit for _, audit in items if audit is not None]
             chained = iter(self._chain(cursor, audits))
         written = [
-            (stored_issued, next(chained) if audit is not None else None)
-            for stored_issued, (_, audit) in zip(issued_out, items, strict=True)
+            Written(
+                stored_issued,
+                next(chained) if audit is not None else None,
+                freezes if issued is not None and issued.id is not None else (),
+            )
+            for stored_issued, (issued, audit) in zip(issued_out, items, strict=True)
         ]
-        for _, stored in written:
-            if stored is not None:
-                for listener in self._listeners:
-                    listener(stored)
+        self.announce([w.audit for w in written if w.audit is not None])
         return written
+
+    def _complete(self, cursor: Any, issued: IssuedRecord) -> IssuedRecord:
+        """Complete a write-ahead with the credential's ids and expiry; return it as stored
+        (``revoked_at`` set when the kill switch reached it first)."""
+        values = {name: getattr(issued, name) for name in COMPLETED_COLUMNS}
+        values["id"] = issued.id
+        cursor.execute(self._sql.complete_issued, values)
+        row = cursor.fetchone()
+        return replace(issued, revoked_at=row[0] if row else None)
 
     def _chain(self, cursor: Any, records: list[AuditRecord]) -> list[AuditRecord]:
         """Chain ``records`` in order inside the caller's transaction: the head is read and
@@ -155,7 +269,7 @@ class SqlAuditLog:
         Concurrent appends of this process share one transaction (group commit); each call
         returns once its record is committed.
         """
-        _, stored = self.journal.write(None, record)
+        stored = self.journal.write(None, record).audit
         assert stored is not None
         return stored
 
@@ -163,7 +277,7 @@ class SqlAuditLog:
         """Append ``records`` in order, as few transactions as the group commit needs (one
         per 256), instead of one each; return them as stored."""
         written = self.journal.write_all([(None, record) for record in records])
-        return [stored for _, stored in written if stored is not None]
+        return [w.audit for w in written if w.audit is not None]
 
     def audit_records(
         self,

@@ -14,6 +14,7 @@ from typing import Any, Protocol
 from broker.store.records import (
     ApprovalRecord,
     AuditRecord,
+    Completion,
     DecisionResult,
     FreezeRecord,
     IssuedRecord,
@@ -24,7 +25,9 @@ from broker.store.records import (
 class RequestStore(Protocol):
     """Escalated requests; a state changes only by compare-and-set."""
 
-    def create_request(self, record: RequestRecord) -> None: ...
+    def create_request(self, record: RequestRecord, audit: AuditRecord | None = None) -> None:
+        """Store ``record`` and its audit record together."""
+        ...
 
     def get_request(self, request_id: str) -> RequestRecord | None: ...
 
@@ -45,9 +48,25 @@ class RequestStore(Protocol):
         ...
 
     def transition(
-        self, request_id: str, from_statuses: Sequence[str], **changes: Any
+        self,
+        request_id: str,
+        from_statuses: Sequence[str],
+        audit: AuditRecord | None = None,
+        **changes: Any,
     ) -> RequestRecord | None:
-        """The request changed, or None when its status is no longer one of those."""
+        """The request changed (with ``audit``, in one transaction), or None when its
+        status is no longer one of those (nothing audited)."""
+        ...
+
+    def claim(
+        self,
+        request_id: str,
+        from_statuses: Sequence[str],
+        changes: dict[str, Any],
+        intent: IssuedRecord | None,
+        audit: AuditRecord | None,
+    ) -> tuple[RequestRecord | None, IssuedRecord | None]:
+        """:meth:`transition` with the write-ahead of the credential it leads to, at once."""
         ...
 
     def set_notification(self, request_id: str, notification: dict[str, Any]) -> None: ...
@@ -80,9 +99,11 @@ class ApprovalStore(Protocol):
         request_id: str,
         approval: ApprovalRecord,
         decide: Callable[[RequestRecord, tuple[str, ...], bool], dict[str, Any]],
+        audit: Callable[[DecisionResult], list[AuditRecord]] | None = None,
     ) -> DecisionResult:
         """Record ``approval``; ``decide(request, approvers, counted)`` says what changes
-        (``approvers``: who has approved so far)."""
+        (``approvers``: who has approved so far), ``audit(result)`` what is audited, in the
+        same transaction."""
         ...
 
     def approvals_for(self, request_id: str) -> list[ApprovalRecord]: ...
@@ -94,6 +115,27 @@ class IssuedStore(Protocol):
     def record_issued(self, record: IssuedRecord, audit: AuditRecord | None = None) -> IssuedRecord:
         """Store ``record`` and its audit record together, or neither."""
         ...
+
+    def begin_issue(self, record: IssuedRecord) -> IssuedRecord:
+        """The write-ahead (state ``minting``), committed before the upstream call."""
+        ...
+
+    def complete_issue(self, record: IssuedRecord, audit: AuditRecord) -> Completion:
+        """Complete a write-ahead with the credential's ids, and its audit record, in one
+        transaction that reads the freezes in force."""
+        ...
+
+    def stale_intents(self, before: float) -> list[IssuedRecord]:
+        """Write-aheads begun before ``before`` and never completed."""
+        ...
+
+    def stop_in_flight(self, ids: Sequence[int], now: float) -> list[int]:
+        """Mark write-aheads still minting revoked; return those it marked."""
+        ...
+
+    def issued_by_ids(self, ids: Sequence[int]) -> list[IssuedRecord]: ...
+
+    def mark_orphaned(self, ids: Sequence[int], now: float) -> None: ...
 
     def active_issued(
         self,
@@ -116,14 +158,19 @@ class IssuedStore(Protocol):
 class FreezeStore(Protocol):
     """Kill-switch and circuit-breaker freezes, the same on every replica."""
 
-    def add_freeze(self, record: FreezeRecord) -> FreezeRecord: ...
+    def add_freeze(self, record: FreezeRecord, audit: AuditRecord | None = None) -> FreezeRecord:
+        """Store ``record`` and its audit record together."""
+        ...
 
     def active_freezes(self, now: float | None = None) -> list[FreezeRecord]:
         """Not lifted, or (given ``now``) lifted only from a time after it."""
         ...
 
-    def lift_freezes(self, kind: str, target: str, now: float) -> int:
-        """Lift from ``now``, which may be in the future (the lift takes effect then)."""
+    def lift_freezes(
+        self, kind: str, target: str, now: float, audit: AuditRecord | None = None
+    ) -> int:
+        """Lift from ``now``, which may be in the future (the lift takes effect then), with
+        ``audit`` in the same transaction."""
         ...
 
 

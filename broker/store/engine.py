@@ -30,6 +30,13 @@ from broker.errors import StoreUnavailable
 
 T = TypeVar("T")
 
+# PostgreSQL advisory lock between freezes and completed issuances: a completion holds it
+# shared while it records a credential and reads the freezes, a new freeze holds it
+# exclusive while it is inserted. So either the completion sees the freeze, or the kill
+# switch (which lists records after freezing) sees the credential. SQLite's writers are
+# serialized anyway.
+FREEZE_LOCK = 0x62726F6B6572  # "broker"
+
 
 def make_engine(url: str) -> Engine:
     """An engine with the settings each database needs for concurrent use."""

@@ -9,7 +9,7 @@ from sqlalchemy import and_, select, update
 from broker.store import tables as t
 from broker.store.audit_log import Journal
 from broker.store.engine import Database, where_equal
-from broker.store.records import AuditRecord, IssuedRecord
+from broker.store.records import AuditRecord, Completion, IssuedRecord
 
 
 class SqlIssued:
@@ -19,9 +19,64 @@ class SqlIssued:
 
     def record_issued(self, record: IssuedRecord, audit: AuditRecord | None = None) -> IssuedRecord:
         """Store an issuance record and, in the same transaction, its audit record."""
-        stored, _ = self.journal.write(record, audit)
+        stored = self.journal.write(record, audit).issued
         assert stored is not None
         return stored
+
+    def begin_issue(self, record: IssuedRecord) -> IssuedRecord:
+        """Write ``record`` (state ``minting``) before the upstream call; return it with its
+        id. Group-committed with other replicas' and workers' write-aheads."""
+        return self.journal.begin(record)
+
+    def complete_issue(self, record: IssuedRecord, audit: AuditRecord) -> Completion:
+        """Complete the write-ahead ``record`` (its id set) with the credential's ids, and its
+        audit record, in one transaction that also reads the freezes in force."""
+        written = self.journal.write(record, audit)
+        assert written.issued is not None
+        return Completion(written.issued, written.freezes)
+
+    def stale_intents(self, before: float) -> list[IssuedRecord]:
+        """Write-aheads never completed, begun before ``before``: a replica died or failed
+        between its upstream call and the record (the reconciler's work)."""
+        query = select(t.issued).where(
+            and_(t.issued.c.state == "minting", t.issued.c.issued_at < before)
+        )
+        with self.db.tx() as connection:
+            rows = connection.execute(query.order_by(t.issued.c.id)).mappings().all()
+        return [IssuedRecord(**dict(row)) for row in rows]
+
+    def stop_in_flight(self, ids: Sequence[int], now: float) -> list[int]:
+        """Mark write-aheads still ``minting`` revoked (their completion will see it and
+        revoke what it minted); return those it marked (the others completed first)."""
+        if not ids:
+            return []
+        with self.db.tx() as connection:
+            rows = connection.execute(
+                update(t.issued)
+                .where(and_(t.issued.c.id.in_(list(ids)), t.issued.c.state == "minting"))
+                .values(revoked_at=now)
+                .returning(t.issued.c.id)
+            ).all()
+        return [int(row[0]) for row in rows]
+
+    def issued_by_ids(self, ids: Sequence[int]) -> list[IssuedRecord]:
+        if not ids:
+            return []
+        query = select(t.issued).where(t.issued.c.id.in_(list(ids)))
+        with self.db.tx() as connection:
+            rows = connection.execute(query.order_by(t.issued.c.id)).mappings().all()
+        return [IssuedRecord(**dict(row)) for row in rows]
+
+    def mark_orphaned(self, ids: Sequence[int], now: float) -> None:
+        """Write-aheads whose upstream credential the reconciler revoked."""
+        if not ids:
+            return
+        with self.db.tx() as connection:
+            connection.execute(
+                update(t.issued)
+                .where(and_(t.issued.c.id.in_(list(ids)), t.issued.c.state == "minting"))
+                .values(state="orphan", revoked_at=now)
+            )
 
     def active_issued(
         self,

@@ -16,6 +16,7 @@ RequestStatus = Literal[
     "issued",  # a read request, served at once
 ]
 PENDING_STATES: tuple[RequestStatus, ...] = ("pending", "approved")
+IssuedState = Literal["minting", "active", "orphan"]
 
 
 @dataclass(frozen=True)
@@ -92,6 +93,10 @@ class IssuedRecord:
     username: str | None = None
     id: int | None = None
     revoked_at: float | None = None
+    # "minting": written before the upstream call (its expiry the longest the credential
+    # could live), "active" once recorded, "orphan" when the reconciler revoked a mint that
+    # was never recorded.
+    state: IssuedState = "active"
 
 
 @dataclass(frozen=True)
@@ -136,3 +141,12 @@ class DecisionResult:
     request: RequestRecord
     counted: bool  # False when this approver had already decided (double click)
     approvals: int
+
+
+@dataclass(frozen=True)
+class Completion:
+    """A completed issuance as stored (``revoked_at`` set if the kill switch reached its
+    write-ahead first), and the freezes in force when it was recorded."""
+
+    record: IssuedRecord
+    freezes: tuple[FreezeRecord, ...]

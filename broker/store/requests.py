@@ -2,7 +2,9 @@
 
 A request changes state only by compare-and-set (:meth:`SqlRequests.transition`), and an
 approval is counted with the request row locked (:meth:`SqlApprovals.record_decision`), so
-replicas deciding at the same instant are serialized by the database.
+replicas deciding at the same instant are serialized by the database. Each change commits
+together with its audit record (the journal appends it inside the same transaction): a
+crash keeps both or neither.
 """
 
 from __future__ import annotations
@@ -16,24 +18,37 @@ from sqlalchemy import Select, and_, func, insert, or_, select, update
 from sqlalchemy.exc import IntegrityError
 
 from broker.store import tables as t
+from broker.store.audit_log import Journal
 from broker.store.changes import LocalChanges
 from broker.store.engine import Database, as_json, where_equal
-from broker.store.records import ApprovalRecord, DecisionResult, RequestRecord
+from broker.store.records import (
+    ApprovalRecord,
+    AuditRecord,
+    DecisionResult,
+    IssuedRecord,
+    RequestRecord,
+)
+
+DecisionAudit = Callable[[DecisionResult], list[AuditRecord]]
 
 _JSON_COLUMNS = ("notification", "impact")
 
 
 class SqlRequests:
-    changes: LocalChanges
-
     """The requests table: create, read, and change state by compare-and-set."""
+
+    changes: LocalChanges
+    journal: Journal
 
     def __init__(self, db: Database) -> None:
         self.db = db
 
-    def create_request(self, record: RequestRecord) -> None:
+    def create_request(self, record: RequestRecord, audit: AuditRecord | None = None) -> None:
+        """Store a new request and (in the same transaction) its audit record."""
         with self.db.tx() as connection:
             connection.execute(insert(t.requests).values(**_request_row(record)))
+            chained = self.journal.chain_in(connection, [audit] if audit else [])
+        self.journal.announce(chained)
 
     def get_request(self, request_id: str) -> RequestRecord | None:
         rows = self._requests(select(t.requests).where(t.requests.c.id == request_id))
@@ -73,13 +88,32 @@ class SqlRequests:
         )
 
     def transition(
-        self, request_id: str, from_statuses: Sequence[str], **changes: Any
+        self,
+        request_id: str,
+        from_statuses: Sequence[str],
+        audit: AuditRecord | None = None,
+        **changes: Any,
     ) -> RequestRecord | None:
-        """Change a request only if its status is one of ``from_statuses`` (compare-and-set).
+        """Change a request only if its status is one of ``from_statuses`` (compare-and-set),
+        with ``audit`` in the same transaction.
 
-        Returns the updated request, or None when another replica changed it first.
+        Returns the updated request, or None when another replica changed it first (then
+        nothing is audited).
         """
+        return self.claim(request_id, from_statuses, changes, None, audit)[0]
+
+    def claim(
+        self,
+        request_id: str,
+        from_statuses: Sequence[str],
+        changes: dict[str, Any],
+        intent: IssuedRecord | None,
+        audit: AuditRecord | None,
+    ) -> tuple[RequestRecord | None, IssuedRecord | None]:
+        """:meth:`transition`, and in the same transaction the write-ahead ``intent`` of the
+        credential it leads to (collection: claimed and about to mint, or neither)."""
         values = {k: (as_json(v) if k in _JSON_COLUMNS else v) for k, v in changes.items()}
+        stored_intent = None
         with self.db.tx() as connection:
             result = connection.execute(
                 update(t.requests)
@@ -91,15 +125,19 @@ class SqlRequests:
                 .values(**values)
             )
             if result.rowcount != 1:
-                return None
+                return None, None
             row = (
                 connection.execute(select(t.requests).where(t.requests.c.id == request_id))
                 .mappings()
                 .one()
             )
+            if intent is not None:
+                stored_intent = self.journal.insert_in(connection, intent)
+            chained = self.journal.chain_in(connection, [audit] if audit else [])
             self.changes.publish(connection, request_id)
+        self.journal.announce(chained)
         self.changes.changed(request_id)
-        return request_from_row(row)
+        return request_from_row(row), stored_intent
 
     def change_mark(self, request_id: str) -> int:
         return self.changes.mark(request_id)
@@ -145,6 +183,7 @@ class SqlApprovals:
     """Approvers' decisions, each counted against its request under the request's lock."""
 
     changes: LocalChanges
+    journal: Journal
 
     def __init__(self, db: Database) -> None:
         self.db = db
@@ -154,13 +193,15 @@ class SqlApprovals:
         request_id: str,
         approval: ApprovalRecord,
         decide: Callable[[RequestRecord, tuple[str, ...], bool], dict[str, Any]],
+        audit: DecisionAudit | None = None,
     ) -> DecisionResult:
         """Record one approver's decision and let ``decide`` update the request, atomically.
 
         The request row is locked for the whole transaction, so two approvals arriving at
         once on two replicas are counted one after the other. ``decide(request, approvers,
         counted)`` (``approvers``: who has approved so far, this ballot included) returns the
-        column changes (status, approved_at...) to apply.
+        column changes (status, approved_at...) to apply; ``audit(result)`` the audit
+        records, appended in the same transaction.
         """
         with self.db.tx() as connection:
             row = (
@@ -198,11 +239,14 @@ class SqlApprovals:
                     update(t.requests).where(t.requests.c.id == request_id).values(**changes)
                 )
                 request = replace(request, **changes)
+            result = DecisionResult(request=request, counted=counted, approvals=int(approvals))
+            chained = self.journal.chain_in(connection, audit(result) if audit else [])
             if counted:
                 self.changes.publish(connection, request_id)
+        self.journal.announce(chained)
         if counted:
             self.changes.changed(request_id)
-        return DecisionResult(request=request, counted=counted, approvals=int(approvals))
+        return result
 
     def approvals_for(self, request_id: str) -> list[ApprovalRecord]:
         with self.db.tx() as connection:

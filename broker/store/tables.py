@@ -101,6 +101,8 @@ issued = Table(
     Column("lease_id", String(512)),
     Column("username", String(128)),
     Column("revoked_at", Float),
+    Column("state", String(10), nullable=False, default="active"),
+    Index("ix_issued_state", "state"),
 )
 
 freezes = Table(

@@ -3,7 +3,8 @@
 # other mounts your scopes name under database.mount).
 #
 # Deliberately absent: writing the tiers' ACL policies and database roles (that is
-# credential-broker-apply, held by CI for `broker scopes apply`), and sudo anywhere. In
+# credential-broker-apply, held by CI for `broker scopes apply`), and sudo anywhere but the
+# two paths the reconciler needs (listing token accessors, revoking a request's leases). In
 # particular no sudo on auth/token/create-orphan: with sudo there, a token can create
 # orphan tokens carrying ANY policy but root. Agent tokens are created through the token
 # role broker-tier instead, which only admits policies named broker-* and makes every
@@ -62,4 +63,26 @@ path "auth/token/lookup-self" {
 
 path "auth/token/renew-self" {
   capabilities = ["update"]
+}
+
+# The reconciler (docs/operations.md): it finds what a replica minted but never recorded
+# (it died between Vault's answer and its own record) by the request id in each token's
+# metadata, and the requests' own policies and roles whose credential ended. Listing
+# accessors needs sudo; it reveals accessors (never tokens), which revoke-accessor above
+# already lets the broker use.
+path "auth/token/accessors" {
+  capabilities = ["list", "sudo"]
+}
+
+path "sys/policies/acl" {
+  capabilities = ["list"]
+}
+
+path "database/roles" {
+  capabilities = ["list"]
+}
+
+# Every lease of one request's own database role (a login minted but never recorded).
+path "sys/leases/revoke-prefix/database/creds/broker-req-*" {
+  capabilities = ["update", "sudo"]
 }

@@ -57,8 +57,10 @@ def test_a_write_is_approved_by_one_lead_and_collected_once(broker: Broker) -> N
         ("notify", "sent"),
         ("approve", "recorded"),
         ("request", "approved"),
-        ("issue", "issued"),
+        # The claim commits with its audit record and the credential's write-ahead; the
+        # credential's record follows once it is minted.
         ("collect", "collected"),
+        ("issue", "issued"),
     ]
 
 

@@ -67,8 +67,8 @@ def test_show_tells_the_whole_story_in_order(
         "approval",
         "approval",
         "approved",
-        "issued",
         "collected",
+        "issued",
     ]
     text = result.out
     assert "agent:payments-copilot  delete on payments/prod (aws, us-east-1)" in text

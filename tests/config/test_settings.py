@@ -133,7 +133,7 @@ def test_every_problem_is_reported_at_its_value(tmp_path: Path) -> None:
         "4:22: limits.upstream_deadline must be 1s to 2m",
         "5:3: limits: unknown key 'colour' (expected one of: circuit_cooldown, "
         "circuit_failures, impact_deadline, max_body_bytes, max_intent_body, "
-        "revocation_concurrency, upstream_deadline)",
+        "reconcile_interval, revocation_concurrency, upstream_deadline)",
         "7:3: approvers: name 'Alice' is invalid: lower-case letters, digits, '.', '_' or '-'",
         "7:18: approvers.Alice.email 'alice' is invalid: an email address",
         "8:26: approvers.bob.notify_directly must be true or false",

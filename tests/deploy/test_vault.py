@@ -53,11 +53,19 @@ def test_policies_parse_with_known_capabilities() -> None:
 
 def test_runtime_policy_has_no_sudo_writes_only_request_documents_no_catch_all() -> None:
     paths = policy_paths(RUNTIME)
-    assert all("sudo" not in c for c in paths.values())
+    # sudo only where the reconciler needs it: listing accessors, revoking one request's
+    # leases.
+    assert sorted(p for p, c in paths.items() if "sudo" in c) == [
+        "auth/token/accessors",
+        "sys/leases/revoke-prefix/database/creds/broker-req-*",
+    ]
     # The tiers' policies and roles are apply's: the running broker writes only the
     # documents of one request (broker-req-*).
-    assert [p for p in paths if p.startswith("sys/policies")] == ["sys/policies/acl/broker-req-*"]
-    assert [p for p in paths if p.startswith("database/roles")] == ["database/roles/broker-req-*"]
+    writes = {"create", "update", "delete"}
+    policies = [p for p, c in paths.items() if p.startswith("sys/policies") and writes & set(c)]
+    assert policies == ["sys/policies/acl/broker-req-*"]
+    roles = [p for p, c in paths.items() if p.startswith("database/roles") and writes & set(c)]
+    assert roles == ["database/roles/broker-req-*"]
     assert not [p for p in paths if p in ("*", "+/*") or p.startswith("auth/token/create-orphan")]
     (role,) = [p.rsplit("/", 1)[1] for p in paths if p.startswith("auth/token/create/")]
     roles_written = re.findall(r"auth/token/roles/([\w-]+)", (VAULT / "setup.sh").read_text())
@@ -315,6 +323,13 @@ def test_runtime_writes_and_deletes_only_request_documents(
     login = runtime.secrets.database.generate_credentials(name=name, mount_point="database")
     assert login["lease_duration"] == 60
     runtime.sys.revoke_lease(login["lease_id"])
+    # What the reconciler does: list, revoke a request's leases, find tokens by accessor.
+    assert name in runtime.sys.list_acl_policies()["data"]["keys"]
+    assert name in runtime.secrets.database.list_roles(mount_point="database")["data"]["keys"]
+    runtime.sys.revoke_prefix(prefix=f"database/creds/{name}")
+    assert issued["auth"]["accessor"] in runtime.auth.token.list_accessors()["data"]["keys"]
+    with pytest.raises(vault_errors.Forbidden):
+        runtime.sys.revoke_prefix(prefix="database/creds/")
     runtime.secrets.database.delete_role(name=name, mount_point="database")
     runtime.sys.delete_acl_policy(name=name)
     for other in ("broker-demo-prod-read", "credential-broker-runtime", "admin"):

@@ -324,13 +324,14 @@ def test_it_is_loud_alert_warning_and_audit_flagged_for_review(
     ]
     trail = list(broker.services.store.audit_records(request_id=request_id))
     assert [(r.action, r.outcome) for r in trail] == [
+        ("request", "pending"),  # committed with the request itself
         ("approve", "recorded"),
         ("break_glass", "requested"),
         ("approve", "recorded"),
         ("request", "approved"),
         ("break_glass", "issued"),
+        ("collect", "collected"),  # the claim, with the credential's write-ahead
         ("issue", "issued"),
-        ("collect", "collected"),
     ]
     flagged = [r for r in trail if r.action == "break_glass"]
     assert all(r.details["review_required"] is True for r in flagged)

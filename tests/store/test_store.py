@@ -312,3 +312,54 @@ def test_a_failed_audit_write_stores_neither_record_and_is_a_store_error(tmp_pat
         assert store.audit_head() == 0
     finally:
         store.close()
+
+
+def test_a_state_change_and_its_audit_record_commit_together(store: SqlStore) -> None:
+    """An audit record that cannot be written takes the change with it, and the reverse."""
+    store.create_request(request_record())
+    request_id = "req_" + "a" * 26
+    unwritable = AuditRecord(
+        at=1.0, actor="broker", action="request", outcome="cancelled", details={"x": object()}
+    )
+    with pytest.raises(TypeError):
+        store.transition(request_id, ["pending"], audit=unwritable, status="cancelled")
+    assert store.get_request(request_id).status == "pending"  # type: ignore[union-attr]
+    assert list(store.audit_records(request_id=request_id)) == []
+    good = AuditRecord(
+        at=2.0, actor="broker", action="request", outcome="cancelled", request_id=request_id
+    )
+    assert store.transition(request_id, ["pending"], audit=good, status="cancelled") is not None
+    assert [r.outcome for r in store.audit_records(request_id=request_id)] == ["cancelled"]
+    # A compare-and-set that does not apply audits nothing.
+    assert store.transition(request_id, ["pending"], audit=good, status="expired") is None
+    assert len(list(store.audit_records(request_id=request_id))) == 1
+
+
+def test_a_write_ahead_is_completed_or_found_stale(store: SqlStore) -> None:
+    intent = store.begin_issue(
+        IssuedRecord(
+            request_id="req_" + "c" * 26,
+            agent_key="k",
+            agent_subject="agent:x",
+            service="payments",
+            environment="prod",
+            region=None,
+            tier="read",
+            backend="vault",
+            issued_at=100.0,
+            expires_at=200.0,
+            state="minting",
+        )
+    )
+    assert intent.id is not None
+    assert [r.id for r in store.stale_intents(101.0)] == [intent.id]
+    assert [r.id for r in store.active_issued(150.0)] == [intent.id]  # the kill switch sees it
+    store.add_freeze(FreezeRecord("agent", "agent:x", "rogue", "ops", 120.0))
+    done = store.complete_issue(
+        replace(intent, vault_accessor="acc", expires_at=190.0, state="active"),
+        AuditRecord(at=130.0, actor="agent:x", action="issue", outcome="issued"),
+    )
+    assert done.record.state == "active" and done.record.vault_accessor == "acc"
+    assert [f.target for f in done.freezes] == ["agent:x"]  # read in the same transaction
+    assert store.stale_intents(1000.0) == []
+

@@ -1,0 +1,166 @@
+"""Collection: an approved request's credentials, handed to its agent once.
+
+The sequence: the request is the agent's and collectable now (decision.decide_collection),
+the scope resolves it again, the approval rule in force still holds (or the request goes
+back under the stricter one: :class:`broker.approvals.collection.RuleKeeper`), the stored
+grant is what is issued (or its intersection with the scope now), and the claim of the
+request commits with the write-ahead of the credential. A collection that fails after its
+claim ends the request: collecting again would mint a second credential for one approval,
+and whatever the first attempt minted is revoked (at once, or by the reconciler).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING
+
+from broker.approvals.collection import RuleKeeper, issuable_grant
+from broker.approvals.pending import requested
+from broker.errors import BrokerError
+from broker.identity.model import AgentIdentity
+from broker.intake import ResolvedRequest, resolve
+from broker.issuance import Issued
+from broker.policy.decision import (
+    ALREADY_COLLECTED,
+    NO_SUCH_REQUEST,
+    NOT_THE_REQUESTER,
+    RULE_GONE,
+    Deny,
+    collection_window_refusal,
+    decide_collection,
+    intent_tier_changed,
+    scope_changed,
+)
+from broker.store.records import IssuedRecord, RequestRecord
+
+if TYPE_CHECKING:
+    from broker.approvals.service import ApprovalService
+
+
+@dataclass(eq=False, repr=False)  # a use case: no generated equality or repr
+class Collector:
+    """One collection, on the approval service's store, scopes, notices and issuance."""
+
+    approvals: ApprovalService
+
+    def collect(self, request_id: str, identity: AgentIdentity) -> Issued:
+        """Hand the approved credentials to the requesting agent, once."""
+        svc = self.approvals
+        now = svc.clock()
+        record = svc.store.get_request(request_id)
+        if record is None:
+            raise NO_SUCH_REQUEST.error()
+        if record.agent_key != identity.key:
+            svc.audit.record(
+                "collect",
+                "refused",
+                identity.principal,
+                reason="not the requesting agent",
+                request_id=record.id,
+            )
+            raise NOT_THE_REQUESTER.error()
+        record = svc.expire_if_due(record, now)
+        approvals = svc.view(record).approvals_received if record.status == "pending" else 0
+        # Only an approved request gets as far as the freezes: read them for that one.
+        freeze = (
+            svc.frozen(identity.principal, record.service, record.environment)
+            if record.status == "approved"
+            else None
+        )
+        verdict = decide_collection(record, approvals, freeze, now)
+        if isinstance(verdict, Deny):
+            raise verdict.error()
+        resolved = self._resolve_again(record, identity, now)
+        try:
+            if svc.intent_check is not None:
+                svc.intent_check.verify(identity, resolved)
+            self._hold_to_the_rule(record, now)
+            issuable = issuable_grant(record, resolved.grant)
+            if isinstance(issuable, Deny):
+                raise issuable.error()
+        except BrokerError as e:
+            svc.audit.request_event(
+                "collect", "refused", identity.principal, record, reason=e.message
+            )
+            raise
+        collected = svc.audit.build_request_event(
+            "collect",
+            "collected",
+            identity.principal,
+            record,
+            grant_sha256=record.grant_sha256,
+            issued_sha256=issuable.grant.sha256,
+            narrowed=issuable.narrowed or None,
+        )
+        claims: list[RequestRecord] = []
+
+        def claim(intent: IssuedRecord) -> IssuedRecord:
+            """The claim and the write-ahead of what it mints, in one transaction."""
+            changes = {"status": "collected", "collected_at": now}
+            claimed, stored = svc.store.claim(record.id, ["approved"], changes, intent, collected)
+            if claimed is None or stored is None:
+                raise ALREADY_COLLECTED.error()
+            claims.append(claimed)
+            return stored
+
+        granted = replace(resolved, grant=issuable.grant)
+        try:
+            issued = svc.issuance.issue(identity, granted, record.id, False, begin=claim)
+        except BrokerError as e:
+            if claims:  # claimed: never collectable again (whatever was minted is revoked)
+                self._failed_collection(claims[0], e, now)
+            raise
+        claimed = claims[0]
+        svc.notices.updated(claimed, svc.view(claimed).approvals_received)
+        return issued
+
+    def _failed_collection(self, record: RequestRecord, error: BrokerError, now: float) -> None:
+        """A claimed collection that handed nothing out ends the request: collecting again
+        would mint a second credential for one approval."""
+        svc = self.approvals
+        reason = (
+            f"collection failed ({error.message}); nothing was handed out and anything minted "
+            "is revoked; open a new request"
+        )
+        cancelled = svc.store.transition(
+            record.id,
+            ["collected"],
+            audit=svc.audit.build_request_event(
+                "request", "cancelled", "broker", record, reason=reason
+            ),
+            status="cancelled",
+            decided_at=now,
+            reason=reason,
+        )
+        if cancelled is not None:
+            svc.notices.updated(cancelled, svc.view(cancelled).approvals_received)
+
+    def _hold_to_the_rule(self, record: RequestRecord, now: float) -> None:
+        """An approved request meets the scope's rule in force now, or goes back under it
+        (pending, or approved again with its delay starting over) and the agent is told."""
+        svc = self.approvals
+        in_force = svc.rule_in_force(record)
+        if in_force is None:
+            raise RULE_GONE.error()
+        window = svc.settings.approvals.collect_window_seconds
+        keeper = RuleKeeper(svc.store, svc.audit, svc.notices, window)
+        keeper.hold(record, in_force, svc.view(record).approvers, now)
+
+    def _resolve_again(
+        self, record: RequestRecord, identity: AgentIdentity, now: float
+    ) -> ResolvedRequest:
+        """Exactly what was approved, checked against the scope in force now."""
+        svc = self.approvals
+        try:
+            resolved = resolve(requested(record), svc.scopes.current, identity, svc.iam)
+        except BrokerError as e:
+            raise scope_changed(e).error() from e
+        if resolved.request.tier != record.tier:
+            # The intent's grant now needs another tier (the scope moved an action): what
+            # was approved under one rule is not issued under another.
+            raise intent_tier_changed(record.tier, resolved.request.tier).error()
+        refused = collection_window_refusal(resolved, record, now)
+        if refused is not None:
+            raise refused.error()
+        return resolved
+
