@@ -11,37 +11,92 @@ and whatever the first attempt minted is revoked (at once, or by the reconciler)
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, replace
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 from broker.approvals.collection import RuleKeeper, issuable_grant
-from broker.approvals.pending import requested
+from broker.approvals.notices import Notices
+from broker.approvals.pending import RequestView, requested
+from broker.audit.recorder import AuditRecorder
+from broker.config import Settings
 from broker.errors import BrokerError
 from broker.identity.model import AgentIdentity
 from broker.intake import ResolvedRequest, resolve
-from broker.issuance import Issued
+from broker.issuance import IssuanceService, Issued
 from broker.policy.decision import (
     ALREADY_COLLECTED,
     NO_SUCH_REQUEST,
     NOT_THE_REQUESTER,
     RULE_GONE,
     Deny,
+    RuleInForce,
     collection_window_refusal,
     decide_collection,
     intent_tier_changed,
     scope_changed,
 )
-from broker.store.records import IssuedRecord, RequestRecord
+from broker.policy.iam_actions import IamDatabase
+from broker.scopes.holder import ScopeHolder
+from broker.store.base import ApprovalStore, RequestStore
+from broker.store.records import FreezeRecord, IssuedRecord, RequestRecord
 
-if TYPE_CHECKING:
-    from broker.approvals.service import ApprovalService
+
+class Approvals(Protocol):
+    """What a collection uses of the approval service (which implements it)."""
+
+    @property
+    def settings(self) -> Settings: ...
+
+    @property
+    def scopes(self) -> ScopeHolder: ...
+
+    @property
+    def iam(self) -> IamDatabase: ...
+
+    @property
+    def store(self) -> CollectionStore: ...
+
+    @property
+    def audit(self) -> AuditRecorder: ...
+
+    @property
+    def notices(self) -> Notices: ...
+
+    @property
+    def issuance(self) -> IssuanceService: ...
+
+    @property
+    def frozen(self) -> Callable[[str, str | None, str | None], FreezeRecord | None]: ...
+
+    @property
+    def clock(self) -> Callable[[], float]: ...
+
+    @property
+    def intent_check(self) -> IntentCheck | None: ...
+
+    def view(self, record: RequestRecord) -> RequestView: ...
+
+    def rule_in_force(self, record: RequestRecord) -> RuleInForce | None: ...
+
+    def expire_if_due(self, record: RequestRecord, now: float) -> RequestRecord: ...
+
+
+class IntentCheck(Protocol):
+    def verify(self, identity: AgentIdentity, resolved: ResolvedRequest) -> None:
+        """Refuse when what the intent describes is no longer what would happen."""
+        ...
+
+
+class CollectionStore(RequestStore, ApprovalStore, Protocol):
+    """Requests to read, claim and end, and the approvals on them."""
 
 
 @dataclass(eq=False, repr=False)  # a use case: no generated equality or repr
 class Collector:
     """One collection, on the approval service's store, scopes, notices and issuance."""
 
-    approvals: ApprovalService
+    approvals: Approvals
 
     def collect(self, request_id: str, identity: AgentIdentity) -> Issued:
         """Hand the approved credentials to the requesting agent, once."""
@@ -163,4 +218,3 @@ class Collector:
         if refused is not None:
             raise refused.error()
         return resolved
-

@@ -22,7 +22,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import Any, NoReturn, Protocol
 
-from broker.approvals.collect import Collector
+from broker.approvals.collect import Collector, IntentCheck
 from broker.approvals.notices import Notices
 from broker.approvals.pending import (
     Pending,
@@ -70,12 +70,6 @@ MAX_WAIT_SECONDS = 30
 
 class RequestsStore(RequestStore, ApprovalStore, RequestChanges, Protocol):
     """Requests, the approvals recorded on them, and their announced changes."""
-
-
-class IntentCheck(Protocol):
-    def verify(self, identity: AgentIdentity, resolved: ResolvedRequest) -> None:
-        """Refuse when what the intent describes is no longer what would happen."""
-        ...
 
 
 class ImpactMeasurement(Protocol):
