@@ -88,7 +88,7 @@ def write_ahead(request: IssueRequest, at: float, longest_call: float) -> Issued
     return IssuedRecord(
         request_id=request.request_id,
         agent_key=request.identity.key,
-        agent_subject=request.identity.subject,
+        agent_subject=request.identity.principal,
         service=request.scope.service,
         environment=request.environment.name,
         region=request.region,
@@ -199,7 +199,10 @@ class IssuanceService:
         if done.record.revoked_at is not None:
             return "revoked by the kill switch while it was being issued"
         freeze = matching_freeze(
-            done.freezes, request.identity.subject, request.scope.service, request.environment.name
+            done.freezes,
+            request.identity.principal,
+            request.scope.service,
+            request.environment.name,
         )
         if freeze is not None:
             return f"frozen while it was being issued: {freeze.describe()} ({freeze.reason})"

@@ -101,7 +101,7 @@ issued = Table(
     Column("lease_id", String(512)),
     Column("username", String(128)),
     Column("revoked_at", Float),
-    Column("state", String(10), nullable=False, default="active"),
+    Column("state", String(10), nullable=False, server_default="active"),
     Index("ix_issued_state", "state"),
 )
 
