@@ -24,6 +24,7 @@ and against OpenBao on Raft storage (`bench.raft`), as production runs it.
 
 from __future__ import annotations
 
+import os
 import statistics
 import sys
 import tempfile
@@ -36,6 +37,7 @@ import requests
 
 from bench.stack import BenchStack, bench_stack
 from bench.upstream_calls import AGENT_PREFIX, SERVICE, upstream_calls
+from broker.devstack.processes import ServerProcess
 from broker.issuers.vault_common import make_client
 from broker.policy.compiler import dumps
 
@@ -130,6 +132,7 @@ def measure(
             "broker": broker_call(stack, broker_url, backend, rounds + WARMUP),
         }
         timings: dict[str, list[float]] = {arm: [] for arm in ARMS}
+        cpu_before = {arm: tree_cpu(server) for arm, server in servers(stack).items()}
         for i in range(rounds + WARMUP):
             for arm in ARMS:
                 start = time.perf_counter()
@@ -137,11 +140,32 @@ def measure(
                 elapsed = time.perf_counter() - start
                 if i >= WARMUP:
                     timings[arm].append(elapsed)
-        results[backend] = {}
+        results[backend] = {
+            f"{arm}_cpu_ms": (tree_cpu(server) - cpu_before[arm]) / (rounds + WARMUP) * 1000
+            for arm, server in servers(stack).items()
+        }
         for arm in ARMS:
             results[backend][f"{arm}_p50"] = statistics.median(timings[arm]) * 1000
             results[backend][f"{arm}_p99"] = percentile(timings[arm], 0.99) * 1000
     return results
+
+
+def servers(stack: BenchStack) -> dict[str, ServerProcess]:
+    """The forwarder's and the broker's gunicorn (one of each in a run)."""
+    return {"forwarder": stack.others[-1], "broker": stack.brokers[-1]}
+
+
+def tree_cpu(server: ServerProcess) -> float:
+    """CPU seconds used so far by a gunicorn master and its workers."""
+    assert server.process is not None
+    pids = [server.process.pid]
+    children = Path(f"/proc/{server.process.pid}/task/{server.process.pid}/children")
+    pids += [int(p) for p in children.read_text().split()]
+    total = 0.0
+    for pid in pids:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    return total
 
 
 def verdict(label: str, own_ms: float, ratio: float) -> str:
@@ -169,9 +193,11 @@ def report(results: dict[str, dict[str, float]], label: str) -> list[tuple[str, 
     for backend, r in results.items():
         direct, forwarder, broker = (r[f"{arm}_p50"] for arm in ARMS)
         own, ratio = broker - forwarder, broker / forwarder
+        own_cpu = r["broker_cpu_ms"] - r["forwarder_cpu_ms"]
         name = backend + label
         print(
             f"  {name:15} {direct:7.2f} {forwarder:7.2f} {broker:7.2f} {own:6.2f} {ratio:6.2f} "
+            f"{own_cpu:7.2f} "
             f"{forwarder / direct - 1:6.0%} {broker / direct - 1:6.0%}   "
             f"{r['direct_p99']:7.2f} {r['forwarder_p99']:7.2f} {r['broker_p99']:7.2f}  "
             f"{verdict(name, own, ratio)}"
@@ -189,12 +215,15 @@ def main() -> None:
     print(f"uncached read issuance, {rounds} interleaved rounds of direct, forwarder, broker (ms):")
     print(
         f"  {'backend':15} {'direct':>7} {'fwd':>7} {'broker':>7} {'own':>6} {'b/fwd':>6} "
+        f"{'own cpu':>7} "
         f"{'hop':>6} {'added':>6}   {'p99 dir':>7} {'p99 fwd':>7} {'p99 brk':>7}  target"
     )
     summary = report(dev, "") + report(raft, " (raft)")
     print(
-        "  own = broker p50 - forwarder p50 (the broker's own work, ms); b/fwd = broker p50 /\n"
-        "  forwarder p50; hop = what the forwarder adds to direct (any service on this stack);\n"
+        "  own = broker p50 - forwarder p50 (the broker's own work, ms); own cpu = the broker's\n"
+        "  CPU per request minus the forwarder's (ms, all of gunicorn's processes, from /proc);\n"
+        "  b/fwd = broker p50 / forwarder p50; hop = what the forwarder adds to direct (any\n"
+        "  service on this stack);\n"
         "  added = broker over direct (the first targets: Vault <= 50 %, STS <= 20 %);\n"
         "  (raft): OpenBao on Raft storage, as production runs it, instead of the dev server"
     )
