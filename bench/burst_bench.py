@@ -42,9 +42,9 @@ import psycopg
 import requests
 
 from bench.issuance_bench import direct_calls
+from bench.procstat import pid_of, process_cpu, rss_mb
 from bench.stack import POSTGRES, BenchStack, bench_stack
 from bench.upstream_calls import AGENT_PREFIX, SERVICE
-from broker.devstack.processes import ServerProcess
 from broker.store.sql import SqlStore
 
 AGENTS = int(os.environ.get("BENCH_AGENTS", "5000"))
@@ -117,15 +117,6 @@ def measured(stack: BenchStack, run: Callable[[], Outcome]) -> Outcome:
     return outcome
 
 
-def process_cpu(pid: int) -> float:
-    """CPU seconds ``pid`` has used so far (user + system); 0 once it is gone."""
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    except FileNotFoundError:
-        return 0.0
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
 def cpu_of(stack: BenchStack) -> dict[str, float]:
     """CPU used so far by the upstreams and by the brokers (masters and workers)."""
     brokers = [b.process.pid for b in stack.brokers if b.process is not None]
@@ -134,18 +125,6 @@ def cpu_of(stack: BenchStack) -> dict[str, float]:
         "Vault": process_cpu(pid_of(stack.bao.process)),
         "AWS stand-in": process_cpu(pid_of(stack.moto.process)),
     }
-
-
-def pid_of(server: ServerProcess) -> int:
-    assert server.process is not None
-    return server.process.pid
-
-
-def rss_mb(pid: int) -> float:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    return 0.0
 
 
 def workers_of(stack: BenchStack) -> list[int]:

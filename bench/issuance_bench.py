@@ -24,7 +24,6 @@ and against OpenBao on Raft storage (`bench.raft`), as production runs it.
 
 from __future__ import annotations
 
-import os
 import statistics
 import sys
 import tempfile
@@ -35,6 +34,7 @@ from typing import Any
 
 import requests
 
+from bench.procstat import tree_cpu
 from bench.stack import BenchStack, bench_stack
 from bench.upstream_calls import AGENT_PREFIX, SERVICE, upstream_calls
 from broker.devstack.processes import ServerProcess
@@ -153,19 +153,6 @@ def measure(
 def servers(stack: BenchStack) -> dict[str, ServerProcess]:
     """The forwarder's and the broker's gunicorn (one of each in a run)."""
     return {"forwarder": stack.others[-1], "broker": stack.brokers[-1]}
-
-
-def tree_cpu(server: ServerProcess) -> float:
-    """CPU seconds used so far by a gunicorn master and its workers."""
-    assert server.process is not None
-    pids = [server.process.pid]
-    children = Path(f"/proc/{server.process.pid}/task/{server.process.pid}/children")
-    pids += [int(p) for p in children.read_text().split()]
-    total = 0.0
-    for pid in pids:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-        total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-    return total
 
 
 def verdict(label: str, own_ms: float, ratio: float) -> str:

@@ -47,9 +47,10 @@ import yaml
 from botocore.config import Config
 from botocore.exceptions import ClientError
 
+from bench.procstat import pid_of, process_cpu
 from bench.stack import ROOT, BenchStack, bench_stack
 from broker.config import load_settings
-from broker.devstack.servers import MOTO_ACCOUNT, Moto, OpenBao
+from broker.devstack.servers import MOTO_ACCOUNT
 from broker.store.records import AuditRecord
 from broker.store.sql import SqlStore
 
@@ -245,17 +246,6 @@ def revoke(stack: BenchStack, config: Path, target: list[str]) -> tuple[float, f
     return time.perf_counter() - started, wall, done.stdout + done.stderr, done.returncode
 
 
-def pid_of(server: OpenBao | Moto) -> int:
-    assert server.process.process is not None
-    return server.process.process.pid
-
-
-def process_cpu(pid: int) -> float:
-    """CPU seconds ``pid`` has used so far (user + system)."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
 def revoke_records(store_url: str, since: float) -> list[AuditRecord]:
     store = SqlStore.from_url(store_url, migrate=False)
     try:
@@ -278,19 +268,13 @@ def run_arm(
 ) -> ArmResult:
     held = issue_all(stack, url, agents)
     alive_before = len(working(checker, held))
-    upstreams = {
-        "Vault": process_cpu(pid_of(stack.bao)),
-        "AWS stand-in": process_cpu(pid_of(stack.moto)),
-    }
+    upstreams = {"Vault": pid_of(stack.bao.process), "AWS stand-in": pid_of(stack.moto.process)}
+    before = {name: process_cpu(pid) for name, pid in upstreams.items()}
     children = resource.getrusage(resource.RUSAGE_CHILDREN)
     seconds, wall, output, code = revoke(stack, config, target)
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
     cpu = {"command": after.ru_utime + after.ru_stime - children.ru_utime - children.ru_stime}
-    cpu.update(
-        (name, process_cpu(pid) - before)
-        for name, pid in (("Vault", pid_of(stack.bao)), ("AWS stand-in", pid_of(stack.moto)))
-        for before in [upstreams[name]]
-    )
+    cpu.update((name, process_cpu(pid) - before[name]) for name, pid in upstreams.items())
     alive_after = working(checker, held)
     records = revoke_records(load_settings(stack.config).database_url, wall)
     ours = {h.correlation for h in held}
