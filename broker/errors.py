@@ -59,28 +59,25 @@ class ConfigError(BrokerError):
     code = "invalid_config"
 
 
-class BadRequest(BrokerError):
+class _AboutAField(BrokerError):
+    """An error about one field of the request, named in the answer (``field``) if known."""
+
+    def __init__(self, message: str, field: str | None = None) -> None:
+        super().__init__(message)
+        self.field = field
+
+    def body(self) -> dict[str, object]:
+        return {"field": self.field} if self.field else {}
+
+
+class BadRequest(_AboutAField):
     status = 400
     code = "bad_request"
 
-    def __init__(self, message: str, field: str | None = None) -> None:
-        super().__init__(message)
-        self.field = field
 
-    def body(self) -> dict[str, object]:
-        return {"field": self.field} if self.field else {}
-
-
-class NotFound(BrokerError):
+class NotFound(_AboutAField):
     status = 404
     code = "not_found"
-
-    def __init__(self, message: str, field: str | None = None) -> None:
-        super().__init__(message)
-        self.field = field
-
-    def body(self) -> dict[str, object]:
-        return {"field": self.field} if self.field else {}
 
 
 class Unauthenticated(BrokerError):
