@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
-from sqlalchemy import and_, select, update
+from sqlalchemy import ColumnElement, Select, and_, select, update
 
 from broker.store import tables as t
 from broker.store.audit_log import Journal
@@ -41,42 +42,22 @@ class SqlIssued:
         query = select(t.issued).where(
             and_(t.issued.c.state == "minting", t.issued.c.issued_at < before)
         )
-        with self.db.tx() as connection:
-            rows = connection.execute(query.order_by(t.issued.c.id)).mappings().all()
-        return [IssuedRecord(**dict(row)) for row in rows]
+        return self._records(query)
 
     def stop_in_flight(self, ids: Sequence[int], now: float) -> list[int]:
         """Mark write-aheads still ``minting`` revoked (their completion will see it and
         revoke what it minted); return those it marked (the others completed first)."""
-        if not ids:
-            return []
-        with self.db.tx() as connection:
-            rows = connection.execute(
-                update(t.issued)
-                .where(and_(t.issued.c.id.in_(list(ids)), t.issued.c.state == "minting"))
-                .values(revoked_at=now)
-                .returning(t.issued.c.id)
-            ).all()
-        return [int(row[0]) for row in rows]
+        return self._mark(ids, t.issued.c.state == "minting", revoked_at=now)
 
     def issued_by_ids(self, ids: Sequence[int]) -> list[IssuedRecord]:
         if not ids:
             return []
         query = select(t.issued).where(t.issued.c.id.in_(list(ids)))
-        with self.db.tx() as connection:
-            rows = connection.execute(query.order_by(t.issued.c.id)).mappings().all()
-        return [IssuedRecord(**dict(row)) for row in rows]
+        return self._records(query)
 
     def mark_orphaned(self, ids: Sequence[int], now: float) -> None:
         """Write-aheads whose upstream credential the reconciler revoked."""
-        if not ids:
-            return
-        with self.db.tx() as connection:
-            connection.execute(
-                update(t.issued)
-                .where(and_(t.issued.c.id.in_(list(ids)), t.issued.c.state == "minting"))
-                .values(state="orphan", revoked_at=now)
-            )
+        self._mark(ids, t.issued.c.state == "minting", state="orphan", revoked_at=now)
 
     def active_issued(
         self,
@@ -97,9 +78,7 @@ class SqlIssued:
             environment=environment,
             request_id=request_id,
         )
-        with self.db.tx() as connection:
-            rows = connection.execute(query.order_by(t.issued.c.id)).mappings().all()
-        return [IssuedRecord(**dict(row)) for row in rows]
+        return self._records(query)
 
     def revoked_request_ids(self, now: float) -> list[str]:
         """Requests with a revoked credential that has not expired yet."""
@@ -114,14 +93,27 @@ class SqlIssued:
     def issued_for_request(self, request_id: str) -> list[IssuedRecord]:
         """Every credential issued under ``request_id`` (indexed), revoked and expired too."""
         query = select(t.issued).where(t.issued.c.request_id == request_id)
+        return self._records(query)
+
+    def mark_revoked(self, ids: Sequence[int], now: float) -> None:
+        self._mark(ids, revoked_at=now)
+
+    def _records(self, query: Select[Any]) -> list[IssuedRecord]:
         with self.db.tx() as connection:
             rows = connection.execute(query.order_by(t.issued.c.id)).mappings().all()
         return [IssuedRecord(**dict(row)) for row in rows]
 
-    def mark_revoked(self, ids: Sequence[int], now: float) -> None:
+    def _mark(
+        self, ids: Sequence[int], *conditions: ColumnElement[bool], **values: object
+    ) -> list[int]:
+        """Set ``values`` on the records ``ids`` that meet ``conditions``; return those set."""
         if not ids:
-            return
+            return []
         with self.db.tx() as connection:
-            connection.execute(
-                update(t.issued).where(t.issued.c.id.in_(list(ids))).values(revoked_at=now)
-            )
+            rows = connection.execute(
+                update(t.issued)
+                .where(and_(t.issued.c.id.in_(list(ids)), *conditions))
+                .values(**values)
+                .returning(t.issued.c.id)
+            ).all()
+        return [int(row[0]) for row in rows]
