@@ -16,12 +16,13 @@ The broader pattern is blamed: it is the one reaching across environments.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 
 from broker.errors import Problem
 from broker.policy.globs import covers, overlaps, substitute
 from broker.scopes.lint_base import LintContext, problem_at
 from broker.scopes.loader import LoadedScope
+from broker.scopes.model import Environment
 
 Key = tuple[object, ...]
 # environment -> (namespace, concrete pattern) -> where the pattern was written
@@ -36,61 +37,55 @@ KEEP_APART = {
 
 def environment_overlap(loaded: LoadedScope, ctx: LintContext) -> Iterator[Problem]:
     """No pattern of one environment matches another environment's resources."""
-    for backend, expanded in (
-        ("aws", _aws(loaded)),
-        ("vault", _vault(loaded)),
-        ("database", _database(loaded)),
-    ):
-        yield from _overlapping(loaded, backend, expanded)
+    for backend, rows in (("aws", _aws), ("vault", _vault), ("database", _database)):
+        yield from _overlapping(loaded, backend, _expanded(loaded, rows))
 
 
-def _aws(loaded: LoadedScope) -> Expanded:
-    scope = loaded.scope
-    expanded: dict[str, dict[tuple[str, str], Key]] = {}
-    for env in scope.environments.values():
-        regions = env.aws.regions if env.aws else (None,)
-        rows = expanded.setdefault(env.name, {})
-        for tier_name, tier in scope.tiers.items():
-            for s_index, statement in enumerate(tier.aws):
-                for r_index, pattern in enumerate(statement.resources):
-                    key = ("tiers", tier_name, "aws", s_index, "resources", r_index)
-                    for region in regions:
-                        try:
-                            resource = substitute(pattern, env.placeholders(region))
-                        except KeyError:
-                            continue  # a placeholder this environment lacks: see placeholders rule
-                        if resource != "*":  # only for actions without resources
-                            rows.setdefault(("", resource), key)
-    return expanded
+Rows = Iterator[tuple[tuple[str, str], Key]]
 
 
-def _vault(loaded: LoadedScope) -> Expanded:
+def _expanded(loaded: LoadedScope, rows: Callable[[LoadedScope, Environment], Rows]) -> Expanded:
+    """Each environment's (namespace, concrete pattern) rows; the first place written wins."""
     expanded: dict[str, dict[tuple[str, str], Key]] = {}
     for env in loaded.scope.environments.values():
-        if env.vault is None:
-            continue
-        rows = expanded.setdefault(env.name, {})
-        for index, path in enumerate(env.vault.paths):
-            try:
-                concrete = substitute(path, env.placeholders(None)).replace("+", "*")
-            except KeyError:
-                continue
-            key = ("environments", env.name, "vault", "kv", "paths", index)
-            rows.setdefault((env.vault.mount, concrete), key)
+        found = expanded.setdefault(env.name, {})
+        for row, key in rows(loaded, env):
+            found.setdefault(row, key)
     return expanded
 
 
-def _database(loaded: LoadedScope) -> Expanded:
-    expanded: dict[str, dict[tuple[str, str], Key]] = {}
-    for env in loaded.scope.environments.values():
-        if env.database is None:
+def _aws(loaded: LoadedScope, env: Environment) -> Rows:
+    regions = env.aws.regions if env.aws else (None,)
+    for tier_name, tier in loaded.scope.tiers.items():
+        for s_index, statement in enumerate(tier.aws):
+            for r_index, pattern in enumerate(statement.resources):
+                key = ("tiers", tier_name, "aws", s_index, "resources", r_index)
+                for region in regions:
+                    try:
+                        resource = substitute(pattern, env.placeholders(region))
+                    except KeyError:
+                        continue  # a placeholder this environment lacks: see placeholders rule
+                    if resource != "*":  # only for actions without resources
+                        yield ("", resource), key
+
+
+def _vault(loaded: LoadedScope, env: Environment) -> Rows:
+    if env.vault is None:
+        return
+    for index, path in enumerate(env.vault.paths):
+        try:
+            concrete = substitute(path, env.placeholders(None)).replace("+", "*")
+        except KeyError:
             continue
-        rows = expanded.setdefault(env.name, {})
-        place = f"{env.database.mount}/{env.database.connection}"
-        for index, name in enumerate(env.database.objects):
-            key = ("environments", env.name, "database", "objects", index)
-            rows.setdefault((place, name), key)
-    return expanded
+        yield (env.vault.mount, concrete), ("environments", env.name, "vault", "kv", "paths", index)
+
+
+def _database(loaded: LoadedScope, env: Environment) -> Rows:
+    if env.database is None:
+        return
+    place = f"{env.database.mount}/{env.database.connection}"
+    for index, name in enumerate(env.database.objects):
+        yield (place, name), ("environments", env.name, "database", "objects", index)
 
 
 def _overlapping(loaded: LoadedScope, backend: str, expanded: Expanded) -> Iterator[Problem]:
