@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 
 import click
 
-from broker.cli_options import config_option
+from broker.cli_options import config_option, directory_option
 from broker.errors import BrokerError, InvalidFileError
 
 if TYPE_CHECKING:
@@ -231,20 +231,8 @@ def _audit_apply(settings: Settings, applied: int, planned: int) -> None:
     show_default=True,
     help="Port for the broker (another free port if it is taken).",
 )
-@click.option(
-    "--scopes",
-    "scopes_path",
-    type=click.Path(path_type=Path, file_okay=False),
-    default=Path("scopes"),
-    show_default=True,
-)
-@click.option(
-    "--state",
-    "state_dir",
-    type=click.Path(path_type=Path, file_okay=False),
-    default=Path(".broker/dev"),
-    show_default=True,
-)
+@directory_option("--scopes", "scopes_path", Path("scopes"))
+@directory_option("--state", "state_dir", Path(".broker/dev"))
 def dev_command(port: int, scopes_path: Path, state_dir: Path) -> None:
     """Run the whole stack locally: OpenBao, moto, the broker on SQLite, example scopes."""
     from broker.devstack.stack import run_dev

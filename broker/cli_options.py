@@ -22,3 +22,14 @@ def config_option(text: str = DEFAULT_CONFIG_HELP) -> Callable[[F], F]:
         envvar="BROKER_CONFIG",
         help=text,
     )
+
+
+def directory_option(flag: str, name: str, default: Path) -> Callable[[F], F]:
+    """A directory option (a file there is refused), passed as ``name``."""
+    return click.option(
+        flag,
+        name,
+        type=click.Path(path_type=Path, file_okay=False),
+        default=default,
+        show_default=True,
+    )
