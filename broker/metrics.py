@@ -70,56 +70,48 @@ class _Scrape:
 class Metrics:
     def __init__(self) -> None:
         self.registry = CollectorRegistry()
-        r = self.registry
-        self.issued = Counter(
+
+        def counter(name: str, text: str, labels: list[str]) -> Counter:
+            return Counter(name, text, labels, registry=self.registry)
+
+        def latency(name: str, text: str, labels: list[str]) -> Histogram:
+            return Histogram(name, text, labels, buckets=LATENCY_BUCKETS, registry=self.registry)
+
+        self.issued = counter(
             "broker_credentials_issued_total",
             "Credentials handed out, by backend, tier and source (upstream or cache)",
             ["backend", "tier", "source"],
-            registry=r,
         )
-        self.cache_lookups = Counter(
+        self.cache_lookups = counter(
             "broker_credential_cache_lookups_total",
             "Credential cache lookups by result (hit or miss); hit ratio = hits / all",
             ["result"],
-            registry=r,
         )
         # Bound once: looking a label set up costs more than counting it, every request.
         self._cache_hits = self.cache_lookups.labels(result="hit")
         self._cache_misses = self.cache_lookups.labels(result="miss")
-        self.denials = Counter(
-            "broker_denials_total", "Refused requests by reason", ["reason"], registry=r
-        )
-        self.approvals = Counter(
-            "broker_approval_decisions_total",
-            "Approval decisions by outcome",
-            ["decision"],
-            registry=r,
+        self.denials = counter("broker_denials_total", "Refused requests by reason", ["reason"])
+        self.approvals = counter(
+            "broker_approval_decisions_total", "Approval decisions by outcome", ["decision"]
         )
         self.approval_latency = Histogram(
             "broker_approval_latency_seconds",
             "From request to the last required approval",
             buckets=(10, 30, 60, 120, 300, 600, 1200, 1800, 3600, 7200),
-            registry=r,
+            registry=self.registry,
         )
-        self.upstream_latency = Histogram(
+        self.upstream_latency = latency(
             "broker_upstream_latency_seconds",
             "Upstream call latency by backend and outcome",
             ["backend", "outcome"],
-            buckets=LATENCY_BUCKETS,
-            registry=r,
         )
-        self.revocations = Counter(
+        self.revocations = counter(
             "broker_revocations_total",
             "Credentials revoked by backend and outcome",
             ["backend", "outcome"],
-            registry=r,
         )
-        self.requests = Histogram(
-            "broker_http_request_seconds",
-            "HTTP request latency",
-            ["endpoint", "status"],
-            buckets=LATENCY_BUCKETS,
-            registry=r,
+        self.requests = latency(
+            "broker_http_request_seconds", "HTTP request latency", ["endpoint", "status"]
         )
 
     def denial(self, reason: str) -> None:
