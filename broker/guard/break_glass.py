@@ -80,6 +80,10 @@ class Operator:
     def names(self) -> frozenset[str]:
         return frozenset(n for n in (self.login, self.account) if n)
 
+    def audit_fields(self) -> dict[str, str]:
+        """What the audit trail records of the operator (a later approval is compared to it)."""
+        return {"os_user": self.login, "os_account": self.account, "host": self.host}
+
     def describe(self) -> str:
         who = self.login if self.login == self.account else f"{self.login} (uid {self.account})"
         return f"{who}@{self.host}"
@@ -378,9 +382,7 @@ class BreakGlass:
             review_required=True,
             agent=record.agent_subject,
             approver=approver,
-            os_user=operator.login,
-            os_account=operator.account,
-            host=operator.host,
+            **operator.audit_fields(),
             approvals=view.approvals_received,
             required=record.approvals_required,
             approvers=list(view.approvers),
@@ -461,9 +463,7 @@ class BreakGlass:
                 review_required=True,
                 error=error.code,
                 approver=approver[:64],
-                os_user=operator.login,
-                os_account=operator.account,
-                host=operator.host,
+                **operator.audit_fields(),
             )
         except BrokerError:
             return  # the store is down: the caller still reports the original error
