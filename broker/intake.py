@@ -205,17 +205,31 @@ def resolve(
     tier = scope.tiers.get(request.tier)
     if tier is None:
         raise NotFound(f"scope {scope.service} has no tier '{request.tier}'", "tier")
+    duration = clamp_duration(request, tier)
     if intent is not None:
-        duration = clamp_duration(request, tier)
-        return ResolvedRequest(
-            request=request,
-            scope=scope,
-            environment=env,
-            tier=tier,
-            duration_seconds=duration,
-            grant=intent_grant(intent, env, request.region, duration),
-            intent=intent,
-        )
+        grant = intent_grant(intent, env, request.region, duration)
+    else:
+        grant = _listed_grant(request, scope, env, tier, iam, duration)
+    return ResolvedRequest(
+        request=request,
+        scope=scope,
+        environment=env,
+        tier=tier,
+        duration_seconds=duration,
+        grant=grant,
+        intent=intent,
+    )
+
+
+def _listed_grant(
+    request: CredentialRequest,
+    scope: Scope,
+    env: Environment,
+    tier: Tier,
+    iam: IamDatabase,
+    duration: int,
+) -> Grant:
+    """The grant of a request without an intent: the resources it lists, within the tier."""
     if tier.intent == "required":
         raise IntentRequired(
             f"tier {request.tier} of {scope.service} requires an intent: say what you will "
@@ -244,8 +258,7 @@ def resolve(
                 "backend",
             )
         _check_database_objects(request, env)
-    duration = clamp_duration(request, tier)
-    grant = compile_grant(
+    return compile_grant(
         scope,
         env,
         request.tier,
@@ -254,14 +267,6 @@ def resolve(
         request.resources,
         duration,
         policy,
-    )
-    return ResolvedRequest(
-        request=request,
-        scope=scope,
-        environment=env,
-        tier=tier,
-        duration_seconds=duration,
-        grant=grant,
     )
 
 
