@@ -492,3 +492,14 @@ def test_intent_usage_errors_exit_2(
     code, _, err = run([*READ_ARGS, "--intent", str(not_an_intent)], capsys)
     assert code == EXIT_USAGE and "neither an intent" in err, err
     assert posts(live) == 0
+
+
+def test_an_intent_file_nested_too_deeply_is_a_usage_error(
+    live: LiveBroker, env: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """JSON nested deeper than Python's parser recurses is refused by name, no traceback."""
+    deep = tmp_path / "deep.json"
+    deep.write_text("[" * 100_000 + "]" * 100_000)
+    code, _, err = run([*READ_ARGS, "--intent", str(deep)], capsys)
+    assert code == EXIT_USAGE and "nested too deeply" in err, err
+    assert "Traceback" not in err and posts(live) == 0

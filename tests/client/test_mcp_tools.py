@@ -155,3 +155,31 @@ def test_an_elevation_can_carry_an_intent_inline_or_as_a_file(
         ElevationArguments.model_validate({**base, "intent": {"operations": [outside]}})
     )
     assert refused["code"] == "intent_outside_scope", refused
+
+
+def test_an_unreadable_intent_is_an_argument_error_naming_its_field(
+    live: LiveBroker, files: CredentialWriter, tmp_path: Path
+) -> None:
+    """A file nested deeper than the JSON parser recurses, or an inline intent of no known
+    form, is ``invalid_argument`` naming the argument (no exception reaches the host)."""
+    tools = tools_for(live, files)
+    base = {
+        "service": "payments",
+        "environment": "prod",
+        "region": "us-east-1",
+        "tier": "write",
+        "justification": "remove the stray test object",
+    }
+    deep = tmp_path / "deep.json"
+    deep.write_text("[" * 100_000 + "]" * 100_000)
+    refused = tools.request_elevation(
+        ElevationArguments.model_validate({**base, "intent_file": str(deep)})
+    )
+    assert (refused["code"], refused["field"]) == ("invalid_argument", "intent_file"), refused
+    assert "nested too deeply" in refused["message"]
+    refused = tools.request_elevation(
+        ElevationArguments.model_validate({**base, "intent": {"steps": []}})
+    )
+    assert (refused["code"], refused["field"]) == ("invalid_argument", "intent"), refused
+    assert "file" not in refused["message"], refused
+    assert live.requests.count("POST /v1/credentials") == 0

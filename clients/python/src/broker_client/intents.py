@@ -23,26 +23,28 @@ FORMS = ("operations", "terraform_plan", "cloudformation_change_set")
 MAX_FILE_BYTES = 64 * 1024 * 1024  # the broker's own bound is lower; this only stops a runaway
 
 
-def as_intent(value: object) -> dict[str, Any]:
-    """``value`` as the broker's ``intent`` member; ``invalid_argument`` when it is none."""
+def as_intent(value: object, source: str = "the intent", field: str = "intent") -> dict[str, Any]:
+    """``value`` as the broker's ``intent`` member; ``invalid_argument`` (naming ``field``)
+    when it is none. ``source`` says where it came from, in the message."""
     if not isinstance(value, Mapping):
-        raise BrokerClientError("an intent is a JSON object", "invalid_argument")
+        raise _invalid(f"{source} is not a JSON object", field)
     if len(value) == 1 and next(iter(value)) in FORMS:
         return dict(value)
     if "resource_changes" in value and "format_version" in value:
         return {"terraform_plan": dict(value)}
     if "ChangeSetId" in value and "Changes" in value:
         return {"cloudformation_change_set": dict(value)}
-    raise BrokerClientError(
-        "the intent file is neither an intent ({operations | terraform_plan | "
+    raise _invalid(
+        f"{source} is neither an intent ({{operations | terraform_plan | "
         "cloudformation_change_set: ...}) nor the JSON of terraform show -json or of "
         "aws cloudformation describe-change-set",
-        "invalid_argument",
+        field,
     )
 
 
-def load_intent(path: str) -> dict[str, Any]:
+def load_intent(path: str, field: str = "intent_file") -> dict[str, Any]:
     """The intent in the JSON file at ``path`` ('-': standard input)."""
+    source = f"the intent file {path}"
     try:
         if path == "-":
             text = sys.stdin.read(MAX_FILE_BYTES + 1)
@@ -50,24 +52,24 @@ def load_intent(path: str) -> dict[str, Any]:
             with Path(path).open(encoding="utf-8") as handle:
                 text = handle.read(MAX_FILE_BYTES + 1)
     except OSError as e:
-        raise BrokerClientError(
-            f"cannot read the intent file {path}: {e.strerror or type(e).__name__}",
-            "invalid_argument",
-        ) from None
+        raise _invalid(f"cannot read {source}: {e.strerror or type(e).__name__}", field) from None
     except UnicodeDecodeError:
-        raise BrokerClientError(
-            f"the intent file {path} is not UTF-8", "invalid_argument"
-        ) from None
+        raise _invalid(f"{source} is not UTF-8", field) from None
     if len(text) > MAX_FILE_BYTES:
-        raise BrokerClientError(f"the intent file {path} is too large", "invalid_argument")
+        raise _invalid(f"{source} is too large", field)
     try:
         value = json.loads(text)
+    except RecursionError:  # deeper than the parser recurses: far beyond the broker's bound
+        raise _invalid(f"{source} is nested too deeply to be an intent", field) from None
     except ValueError:
-        raise BrokerClientError(
-            f"the intent file {path} is not JSON (for a plan: terraform show -json PLAN)",
-            "invalid_argument",
+        raise _invalid(
+            f"{source} is not JSON (for a plan: terraform show -json PLAN)", field
         ) from None
-    return as_intent(value)
+    return as_intent(value, source, field)
+
+
+def _invalid(message: str, field: str) -> BrokerClientError:
+    return BrokerClientError(message, "invalid_argument", field=field)
 
 
 def digest(intent: Mapping[str, Any]) -> str:
