@@ -42,6 +42,11 @@ log = logging.getLogger(__name__)
 # Freezes are read from the store at most this often per process: a kill switch takes
 # effect on every replica within this many seconds.
 FREEZE_CACHE_SECONDS = 1.0
+BREAKER_KINDS = ("denial", "destructive", "out_of_scope")
+
+
+def _breaker_key(kind: str, principal: str) -> str:
+    return f"breaker:{kind}:{principal}"
 
 
 class GuardStore(FreezeStore, IssuedStore, CounterStore, AuditStore, Protocol):
@@ -130,11 +135,17 @@ class Guard:
         }
         limit = limits[kind]
         principal = identity.principal
-        key = f"breaker:{kind}:{principal}"
+        key = _breaker_key(kind, principal)
         _, before, _ = self.store.count_and_add(key, self.breaker.window_seconds, None, now)
         if before + 1 < limit or self.frozen(principal, None, None) is not None:
             return
         self.trip(principal, kind, before + 1, now)
+
+    def restart_breaker(self, principal: str) -> None:
+        """Start the breaker's counts of agent ``principal`` again: an operator lifted its
+        freeze after reading the evidence, and the refusals that tripped the breaker would
+        otherwise freeze it again at its next refusal."""
+        self.store.forget([_breaker_key(kind, principal) for kind in BREAKER_KINDS])
 
     def trip(self, principal: str, kind: str, count: int, now: float) -> None:
         window = self.breaker.window_seconds

@@ -432,6 +432,8 @@ class KillSwitch:
                 effective_at=effective_at if effective_at > now else None,
             ),
         )
+        if lifted and freeze.kind == "agent":
+            self.guard.restart_breaker(freeze.target)
         self.guard.forget_freezes()
         return Unfrozen(lifted, effective_at)
 

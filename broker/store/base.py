@@ -7,7 +7,7 @@ requests and approvals), so a test may hand it a small fake of exactly that.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Collection, Iterator, Sequence
 from contextlib import AbstractContextManager
 from typing import Any, Protocol
 
@@ -184,6 +184,10 @@ class CounterStore(Protocol):
         ...
 
     def count(self, key: str, window_seconds: float, now: float) -> int: ...
+
+    def forget(self, keys: Collection[str]) -> None:
+        """Drop every event of ``keys``."""
+        ...
 
 
 class TokenStore(Protocol):

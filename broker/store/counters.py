@@ -7,6 +7,7 @@ lock on PostgreSQL, the writer lock on SQLite), so replicas never both take the 
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Collection
 
 from sqlalchemy import and_, delete, func, insert, select
 
@@ -61,6 +62,11 @@ class SqlCounters:
                     )
                 ).scalar_one()
             )
+
+    def forget(self, keys: Collection[str]) -> None:
+        """Drop every event of ``keys``."""
+        with self.db.tx() as connection:
+            connection.execute(delete(t.counter_events).where(t.counter_events.c.key.in_(keys)))
 
 
 def _lock_id(key: str) -> int:

@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 
 from broker.config import BreakerSettings
+from broker.guard.revocation import RevokeTarget
 from tests.fixtures.broker import Broker
 from tests.guard.helpers import (
     AGENT,
@@ -190,3 +191,27 @@ def test_the_breaker_trips_when_slack_is_down(tmp_path: Path) -> None:
         if (r.action, r.outcome) == ("notify", "failed")
     ]
     assert failures == ["slack alert failed: ratelimited"] * 2
+
+
+def test_lifting_the_freeze_starts_the_count_again(
+    made: tuple[Broker, RecordingNotifier],
+) -> None:
+    """The operator unfroze the agent after reading the evidence: the refusals that tripped
+    the breaker are not counted again, or the agent's next refusal would freeze it at once."""
+    broker, notifier = made
+    for _ in range(BREAKER.max_denials):
+        post(broker, DENIED)
+    assert_frozen(broker)
+    for _ in range(BREAKER.max_out_of_scope - 1):
+        post(broker, OUT_OF_SCOPE, OTHER_AGENT)  # another agent's count: kept
+    target = RevokeTarget(agent=f"agent:{AGENT}")
+    lifted = broker.services.kill_switch.unfreeze(target, "ops", "looked at it")
+    broker.clock.advance(max(0.0, lifted.effective_at - broker.clock.now) + 1)
+    assert post(broker, DENIED)[0] == 404
+    assert post(broker, READ)[0] == 200  # not frozen again by one more refusal
+    for _ in range(BREAKER.max_denials - 1):
+        post(broker, DENIED)
+    assert_frozen(broker)  # a full count trips it again
+    post(broker, OUT_OF_SCOPE, OTHER_AGENT)
+    assert_frozen(broker, OTHER_AGENT)
+    assert len(notifier.alerts) == 3
