@@ -118,18 +118,21 @@ def test_an_unreachable_broker_is_a_state(files: CredentialWriter) -> None:
     assert tools.request_credentials(read())["code"] == "unreachable"
 
 
+ELEVATION = {
+    "service": "payments",
+    "environment": "prod",
+    "region": "us-east-1",
+    "tier": "write",
+    "justification": "remove the stray test object",
+}
+
+
 def test_an_elevation_can_carry_an_intent_inline_or_as_a_file(
     live: LiveBroker, files: CredentialWriter, tmp_path: Path
 ) -> None:
     tools = tools_for(live, files)
     operation = {"action": "s3:DeleteObject", "resource": "arn:aws:s3:::payments-prod-invoices/x"}
-    base = {
-        "service": "payments",
-        "environment": "prod",
-        "region": "us-east-1",
-        "tier": "write",
-        "justification": "remove the stray test object",
-    }
+    base = ELEVATION
     opened = tools.request_elevation(
         ElevationArguments.model_validate({**base, "intent": {"operations": [operation]}})
     )
@@ -163,13 +166,7 @@ def test_an_unreadable_intent_is_an_argument_error_naming_its_field(
     """A file nested deeper than the JSON parser recurses, or an inline intent of no known
     form, is ``invalid_argument`` naming the argument (no exception reaches the host)."""
     tools = tools_for(live, files)
-    base = {
-        "service": "payments",
-        "environment": "prod",
-        "region": "us-east-1",
-        "tier": "write",
-        "justification": "remove the stray test object",
-    }
+    base = ELEVATION
     deep = tmp_path / "deep.json"
     deep.write_text("[" * 100_000 + "]" * 100_000)
     refused = tools.request_elevation(
