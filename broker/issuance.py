@@ -33,7 +33,7 @@ from broker.errors import BrokerError, Frozen, UpstreamUnavailable
 from broker.identity.model import AgentIdentity
 from broker.ids import new_request_id
 from broker.intake import ResolvedRequest
-from broker.issuers.base import IssuedCredential, Issuer, IssueRequest, issued_record
+from broker.issuers.base import IssuedCredential, Issuer, IssueRequest
 from broker.metrics import Metrics
 from broker.policy.decision import matching_freeze
 from broker.store.base import IssuedStore
@@ -82,18 +82,25 @@ def issue_request(
     )
 
 
+def issued_by(request: IssueRequest) -> dict[str, Any]:
+    """Who was issued what: the names the issuance record and the cache key share."""
+    return {
+        "agent_key": request.identity.key,
+        "agent_subject": request.identity.principal,
+        "service": request.scope.service,
+        "environment": request.environment.name,
+        "region": request.region,
+        "tier": request.tier,
+        "backend": request.backend,
+    }
+
+
 def write_ahead(request: IssueRequest, at: float, longest_call: float) -> IssuedRecord:
     """The record written before the upstream call: who, what, under which request, and the
     longest the credential could live (the call may end ``longest_call`` seconds later)."""
     return IssuedRecord(
         request_id=request.request_id,
-        agent_key=request.identity.key,
-        agent_subject=request.identity.principal,
-        service=request.scope.service,
-        environment=request.environment.name,
-        region=request.region,
-        tier=request.tier,
-        backend=request.backend,
+        **issued_by(request),
         issued_at=at,
         expires_at=at + longest_call + request.duration_seconds,
         role_arn=request.grant.role_arn,
@@ -101,18 +108,29 @@ def write_ahead(request: IssueRequest, at: float, longest_call: float) -> Issued
     )
 
 
+def issued_record(
+    request: IssueRequest, credential: IssuedCredential, issued_at: float
+) -> IssuedRecord:
+    """The store's record of an issuance: correlation ids only, never the secret parts."""
+    public = credential.public
+    return IssuedRecord(
+        request_id=request.request_id,
+        **issued_by(request),
+        issued_at=issued_at,
+        expires_at=credential.expires_at,
+        access_key_id=public.get("access_key_id"),
+        source_identity=public.get("source_identity"),
+        role_arn=public.get("role_arn"),
+        vault_accessor=public.get("accessor"),
+        lease_id=public.get("lease_id"),
+        username=public.get("username"),
+    )
+
+
 def cache_key(request: IssueRequest) -> CacheKey:
     """Same agent, same grant, same lifetime: the same credentials may be handed out again."""
     return CacheKey(
-        agent_key=request.identity.key,
-        agent_subject=request.identity.principal,
-        service=request.scope.service,
-        environment=request.environment.name,
-        region=request.region,
-        tier=request.tier,
-        backend=request.backend,
-        resources=request.resources,
-        duration=request.duration_seconds,
+        **issued_by(request), resources=request.resources, duration=request.duration_seconds
     )
 
 

@@ -84,28 +84,3 @@ class Issuer(Protocol):
     def check(self) -> None:
         """Raise UpstreamUnavailable when the upstream cannot be reached (for /readyz)."""
         ...
-
-
-def issued_record(
-    request: IssueRequest, credential: IssuedCredential, issued_at: float
-) -> IssuedRecord:
-    """The store's record of an issuance: correlation ids only, never the secret parts."""
-    public = credential.public
-    return IssuedRecord(
-        request_id=request.request_id,
-        agent_key=request.identity.key,
-        agent_subject=request.identity.principal,
-        service=request.scope.service,
-        environment=request.environment.name,
-        region=request.region,
-        tier=request.tier,
-        backend=request.backend,
-        issued_at=issued_at,
-        expires_at=credential.expires_at,
-        access_key_id=public.get("access_key_id"),
-        source_identity=public.get("source_identity"),
-        role_arn=public.get("role_arn"),
-        vault_accessor=public.get("accessor"),
-        lease_id=public.get("lease_id"),
-        username=public.get("username"),
-    )
