@@ -11,7 +11,7 @@ and whatever the first attempt minted is revoked (at once, or by the reconciler)
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from typing import Protocol
 
@@ -80,6 +80,10 @@ class Approvals(Protocol):
     def rule_in_force(self, record: RequestRecord) -> RuleInForce | None: ...
 
     def expire_if_due(self, record: RequestRecord, now: float) -> RequestRecord: ...
+
+    def cancel(
+        self, record: RequestRecord, states: Sequence[str], actor: str, reason: str, now: float
+    ) -> RequestRecord | None: ...
 
 
 class IntentCheck(Protocol):
@@ -177,16 +181,7 @@ class Collector:
             f"collection failed ({error.message}); nothing was handed out and anything minted "
             "is revoked; open a new request"
         )
-        cancelled = svc.store.transition(
-            record.id,
-            ["collected"],
-            audit=svc.audit.build_request_event(
-                "request", "cancelled", "broker", record, reason=reason
-            ),
-            status="cancelled",
-            decided_at=now,
-            reason=reason,
-        )
+        cancelled = svc.cancel(record, ["collected"], "broker", reason, now)
         if cancelled is not None:
             svc.notices.updated(cancelled, svc.view(cancelled).approvals_received)
 

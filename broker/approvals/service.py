@@ -18,7 +18,7 @@ told of each change by :mod:`broker.approvals.notices`.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from typing import Any, NoReturn, Protocol
 
@@ -367,6 +367,16 @@ class ApprovalService:
                 count += 1
         return count
 
+    def cancel(
+        self, record: RequestRecord, states: Sequence[str], actor: str, reason: str, now: float
+    ) -> RequestRecord | None:
+        """End ``record`` as cancelled, with its audit record, if it is still in one of
+        ``states``; None when it had moved on."""
+        audit = self.audit.build_request_event("request", "cancelled", actor, record, reason=reason)
+        return self.store.transition(
+            record.id, list(states), audit=audit, status="cancelled", decided_at=now, reason=reason
+        )
+
     def cancel_open(
         self,
         reason: str,
@@ -390,16 +400,7 @@ class ApprovalService:
             )
         cancelled = []
         for record in candidates:
-            updated = self.store.transition(
-                record.id,
-                list(OPEN_STATES),
-                audit=self.audit.build_request_event(
-                    "request", "cancelled", actor, record, reason=reason
-                ),
-                status="cancelled",
-                decided_at=self.clock(),
-                reason=reason,
-            )
+            updated = self.cancel(record, OPEN_STATES, actor, reason, self.clock())
             if updated is not None:
                 cancelled.append(updated)
                 self.notices.updated(updated, self.view(updated).approvals_received)

@@ -272,16 +272,7 @@ class BreakGlass:
             view = self.approvals.decide(record.id, approver, "approve", VIA, ask.reason.strip())
         except BrokerError as e:
             why = f"break-glass refused: {e.message}"
-            self.store.transition(
-                record.id,
-                ["pending"],
-                audit=self.audit.build_request_event(
-                    "request", "cancelled", "broker", record, reason=why
-                ),
-                status="cancelled",
-                decided_at=now,
-                reason=why,
-            )
+            self.approvals.cancel(record, ["pending"], "broker", why, now)
             raise
         return self._recorded(view, approver, operator, ask.reason.strip(), opened=True)
 
