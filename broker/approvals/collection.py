@@ -86,8 +86,7 @@ def fallback_changes(
             collect_deadline=None,
             expires_at=now + pending_expiry,
         )
-        missing = needs.required - needs.counted
-        told = f"{reason}; back to pending, waiting for {missing} more approval(s)"
+        told = f"{reason}; back to pending, waiting for {needs.still_needed()}"
     return changes, Deny("not_ready", told)
 
 

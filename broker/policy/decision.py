@@ -351,10 +351,19 @@ class RuleNow:
     delay_seconds: int
     counted: int  # approvals from approvers who may still approve this tier
     tightened: tuple[str, ...]  # what became stricter, in words (empty: nothing)
+    # The sets of the rule in force its approvals do not meet, in words ("1 more of
+    # sre-oncall"; empty: every set met).
+    unmet: tuple[str, ...] = ()
 
     @property
     def satisfied(self) -> bool:
-        return self.counted >= self.required
+        return self.counted >= self.required and not self.unmet
+
+    def still_needed(self) -> str:
+        """What the request waits for, in words."""
+        if self.unmet:
+            return ", ".join(self.unmet)
+        return f"{self.required - self.counted} more approval(s)"
 
     def reason(self, record: RequestRecord) -> str:
         return (
@@ -388,7 +397,14 @@ def rule_now(record: RequestRecord, rule: RuleInForce, approved_by: Iterable[str
             f"{', '.join(gone)} may no longer approve it, so "
             f"{'that approval no longer counts' if len(gone) == 1 else 'theirs no longer count'}"
         )
-    return RuleNow(required, delay, len(approvers) - len(gone), tuple(tightened))
+    # Sets regrouped (all_of) with the same count and the same people: the approvals may
+    # still not be one per set, each from a different person.
+    unmet = tuple(quorum.missing(rule.sets, approvers))
+    if unmet and approvers and not tightened:
+        tightened.append(
+            f"its approvals no longer meet {rule.rule.describe_sets()} ({', '.join(unmet)})"
+        )
+    return RuleNow(required, delay, len(approvers) - len(gone), tuple(tightened), unmet)
 
 
 # -- collecting approved credentials --------------------------------------------------

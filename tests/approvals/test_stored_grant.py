@@ -164,6 +164,28 @@ def test_other_approvers_since_approval_make_earlier_approvals_not_count(shop: B
     assert collect(shop, request_id, agent=AGENT).status_code == 200
 
 
+def test_sets_regrouped_since_approval_need_each_set_met_again(shop: Broker) -> None:
+    """Same count, same people still eligible, but now one approval must come from carol:
+    alice's and bob's two approvals no longer meet the rule."""
+    edit_scope(shop, WRITE_RULE, "approvers: [alice, bob]\n      required: 2")
+    request_id = approved(shop, shop_write(), ("alice", "bob"))
+    assert status(shop, request_id, agent=AGENT)["status"] == "approved"
+    edit_scope(
+        shop,
+        "approvers: [alice, bob]\n      required: 2",
+        "all_of:\n        - {approvers: [alice, bob], required: 1}\n"
+        "        - {approvers: [carol], required: 1}",
+    )
+    refused = collect(shop, request_id, agent=AGENT)
+    assert refused.status_code == 409 and refused.json["error"] == "not_ready", refused.json
+    assert "no longer meet 1 of alice or bob and 1 of carol" in refused.json["message"]
+    assert "waiting for 1 more of carol" in refused.json["message"]
+    assert status(shop, request_id, agent=AGENT)["status"] == "pending"
+    assert shop.issuers["aws"].calls == []
+    shop.services.approvals.decide(request_id, "carol", "approve", via="page")
+    assert collect(shop, request_id, agent=AGENT).status_code == 200
+
+
 def test_a_longer_delay_since_approval_starts_over(shop: Broker) -> None:
     request_id = approved(shop, shop_write())
     edit_scope(shop, WRITE_RULE, WRITE_RULE + "\n      delay: 5m")
