@@ -104,6 +104,7 @@ def write_ahead(request: IssueRequest, at: float, longest_call: float) -> Issued
         issued_at=at,
         expires_at=at + longest_call + request.duration_seconds,
         role_arn=request.grant.role_arn,
+        grant_sha256=request.grant.sha256,
         state="minting",
     )
 
@@ -124,6 +125,7 @@ def issued_record(
         vault_accessor=public.get("accessor"),
         lease_id=public.get("lease_id"),
         username=public.get("username"),
+        grant_sha256=request.grant.sha256,
     )
 
 

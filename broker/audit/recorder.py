@@ -49,7 +49,8 @@ def http_request_id() -> str | None:
 
 
 def correlation_of(record: IssuedRecord) -> dict[str, str]:
-    """The public correlation ids of an issued credential (for revocation records)."""
+    """The public correlation ids of an issued credential (for revocation records), and the
+    hash of the grant it was issued under."""
     ids = {
         "access_key_id": record.access_key_id,
         "source_identity": record.source_identity,
@@ -57,6 +58,7 @@ def correlation_of(record: IssuedRecord) -> dict[str, str]:
         "accessor": record.vault_accessor,
         "lease_id": record.lease_id,
         "username": record.username,
+        "grant_sha256": record.grant_sha256,
     }
     return {k: v for k, v in ids.items() if v}
 

@@ -17,6 +17,7 @@ import hashlib
 import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from functools import cached_property
 from typing import Any
 
 from broker.policy.compiler import database_role, dumps, vault_policy, vault_policy_name
@@ -85,8 +86,9 @@ class Grant:
         """The stored form: canonical JSON (sorted keys, no white space); what is hashed."""
         return dumps(self.as_dict())
 
-    @property
+    @cached_property
     def sha256(self) -> str:
+        # Computed once per grant: every issuance's write-ahead, record and audit name it.
         return hashlib.sha256(self.canonical_json().encode()).hexdigest()
 
     @property

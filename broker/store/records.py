@@ -91,6 +91,7 @@ class IssuedRecord:
     vault_accessor: str | None = None
     lease_id: str | None = None
     username: str | None = None
+    grant_sha256: str | None = None  # of the grant issued (None: recorded before hashes)
     id: int | None = None
     revoked_at: float | None = None
     # "minting": written before the upstream call (its expiry the longest the credential

@@ -100,6 +100,8 @@ issued = Table(
     Column("vault_accessor", String(128)),
     Column("lease_id", String(512)),
     Column("username", String(128)),
+    # The SHA-256 of the grant issued (broker.policy.grant): what its audit records name.
+    Column("grant_sha256", String(64)),
     Column("revoked_at", Float),
     Column("state", String(10), nullable=False, server_default="active"),
     Index("ix_issued_state", "state"),

@@ -9,6 +9,8 @@ from typing import Any
 import pytest
 from sqlalchemy import update
 
+from broker.guard.revocation import RevokeTarget
+from broker.issuers.aws_accounts import AwsAccounts
 from broker.notify.base import ApprovalNotice
 from broker.notify.slack import summary_blocks
 from broker.store import tables as t
@@ -113,6 +115,26 @@ def test_a_tier_narrowed_after_approval_issues_the_intersection(
     ]
     assert collected.details["narrowed"] is True
     assert collected.details["issued_sha256"] != collected.details["grant_sha256"]
+
+
+def test_the_revocation_names_the_hash_of_the_grant_issued(
+    real: Broker, backends: Backends
+) -> None:
+    objects = f"arn:aws:s3:::{backends.name}-prod-data/reports/*"
+    request_id = approved(real, write_body(backends, objects))
+    assert collect(real, request_id, agent=AGENT).status_code == 200
+    real.services.kill_switch.accounts = AwsAccounts(backends.sts)
+    report = real.services.kill_switch.revoke(RevokeTarget(request_id=request_id), "ops", "done")
+    assert report.ok and report.backends["aws"].revoked == 1, report.lines()
+    steps = {
+        (r.action, r.outcome): r.details.get("grant_sha256")
+        for r in real.services.store.audit_records(request_id=request_id)
+    }
+    record = real.services.store.get_request(request_id)
+    assert record is not None and record.grant_sha256
+    assert steps[("revoke", "revoked")] == steps[("issue", "issued")] == record.grant_sha256
+    [issued] = real.services.store.issued_for_request(request_id)
+    assert issued.grant_sha256 == record.grant_sha256
 
 
 # -- the approval rule in force at collection ---------------------------------------------
