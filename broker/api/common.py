@@ -77,8 +77,13 @@ def json_body(max_bytes: int | None = None, deep_member: str | None = None) -> A
     except UnicodeDecodeError as e:
         raise BadRequest("request body is not UTF-8") from e
     depth = _depth(text)
-    if depth > (MAX_JSON_DEPTH if deep_member is None else DEEP_MEMBER_DEPTH):
+    if deep_member is None and depth > MAX_JSON_DEPTH:
         raise BadRequest(f"JSON nested deeper than {MAX_JSON_DEPTH} levels")
+    if deep_member is not None and depth > DEEP_MEMBER_DEPTH:
+        raise BadRequest(
+            f"JSON nested deeper than {DEEP_MEMBER_DEPTH - 1} levels inside {deep_member} "
+            f"({MAX_JSON_DEPTH} elsewhere)"
+        )
     try:
         value = json.loads(text)
     except (ValueError, RecursionError) as e:

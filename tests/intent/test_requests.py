@@ -305,6 +305,17 @@ def test_a_large_plan_fits_where_other_bodies_do_not(acme: Broker) -> None:
     assert "deeper than 32" in refused(post(acme, named), 400, "bad_request")["message"]
 
 
+def test_a_plan_nested_too_deeply_is_told_the_limit_intents_have(acme: Broker) -> None:
+    """Inside an intent the limit is 100 levels (docs/intents.md), and the refusal says so."""
+    plan = fixture("plan_s3_object_update")
+    deep: Any = "leaf"
+    for _ in range(150):
+        deep = {"nested": deep}
+    plan["planned_values"]["deep"] = deep
+    message = refused(post(acme, plan_request(plan)), 400, "bad_request")["message"]
+    assert "deeper than 100 levels inside intent" in message, message
+
+
 def test_plan_values_are_never_stored_or_audited(acme: Broker) -> None:
     plan = fixture("plan_s3_object_update")
     secret = "AKIA-plan-secret-value-0123456789"
