@@ -4,11 +4,12 @@ for the demo agent, made from the scopes actually loaded (not a fixed example). 
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from broker.guard.freeze_list import WindowInForce, list_freezes
 from broker.identity.model import AgentIdentity
 from broker.identity.requesters import may_request
 from broker.policy.globs import substitute
@@ -80,6 +81,11 @@ def demo_requests(
     return DemoRequests({**base, "tier": "read"}, write, approver)
 
 
+def windows_in_force(scope_set: ScopeSet, now: float) -> tuple[WindowInForce, ...]:
+    """The scopes' change-freeze windows in force at ``now`` (the example scopes have some)."""
+    return list_freezes((), scope_set.scopes.values(), now).windows
+
+
 @dataclass(frozen=True)
 class Endpoints:
     broker: str
@@ -90,7 +96,13 @@ class Endpoints:
     config: Path
 
 
-def render(endpoints: Endpoints, agent: str, token: str, demo: DemoRequests | None) -> str:
+def render(
+    endpoints: Endpoints,
+    agent: str,
+    token: str,
+    demo: DemoRequests | None,
+    windows: Sequence[WindowInForce] = (),
+) -> str:
     state = endpoints.config.parent
     lines = [
         "",
@@ -108,6 +120,12 @@ def render(endpoints: Endpoints, agent: str, token: str, demo: DemoRequests | No
         f"BROKER_URL={endpoints.broker}",
         f"BROKER_TOKEN={token}",
     ]
+    if windows:
+        lines += [
+            "",
+            "Change freezes of the scopes in force now (403 change_freeze; `broker freezes`):",
+        ]
+        lines += [f"  {w.service}: {w.window} stops {', '.join(w.tiers)} requests" for w in windows]
     if demo is None:
         lines += ["", f"(agent:{agent} may request no scope: add it to a scope's requesters.)"]
         return "\n".join(lines) + "\n"

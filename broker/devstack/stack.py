@@ -29,7 +29,13 @@ from broker.apply.command import apply_scopes
 from broker.apply.upstreams import HvacVaultManager
 from broker.config import Settings, load_settings
 from broker.devstack.alerts import LogFollower
-from broker.devstack.banner import Endpoints, demo_requests, demo_scope, render
+from broker.devstack.banner import (
+    Endpoints,
+    demo_requests,
+    demo_scope,
+    render,
+    windows_in_force,
+)
 from broker.devstack.processes import ServerProcess, free_port
 from broker.devstack.seed import (
     ADMIN_ROLE,
@@ -284,7 +290,8 @@ def banner(stack: Stack) -> str:
         stack.database,
         stack.config_path,
     )
-    return render(endpoints, stack.agent, stack.token, demo)
+    windows = windows_in_force(stack.scope_set, time.time())
+    return render(endpoints, stack.agent, stack.token, demo, windows)
 
 
 def run_dev(scopes: Path, state_dir: Path, port: int, echo: Callable[[str], None]) -> None:

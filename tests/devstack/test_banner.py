@@ -3,12 +3,19 @@ demo agent may send, with an approver who may approve it."""
 
 from __future__ import annotations
 
+import datetime as dt
 import shutil
 from pathlib import Path
 
 import pytest
 
-from broker.devstack.banner import Endpoints, demo_requests, demo_scope, render
+from broker.devstack.banner import (
+    Endpoints,
+    demo_requests,
+    demo_scope,
+    render,
+    windows_in_force,
+)
 from broker.devstack.stack import DEV_APPROVERS, DEV_GROUPS
 from broker.identity.model import AgentIdentity
 from broker.intake import parse_request, resolve
@@ -78,3 +85,22 @@ def test_an_agent_no_scope_admits_is_told_so(tmp_path: Path) -> None:
         None,
     )
     assert "may request no scope" in text
+
+
+def test_the_change_freezes_in_force_are_named_where_the_demo_starts(tmp_path: Path) -> None:
+    """On a weekend the example scope refuses delete (and over the year-end close, write):
+    the banner says so, so a newcomer's first 403 change_freeze is not a surprise."""
+    scope_set = scopes(tmp_path, "payments.yaml")
+    endpoints = Endpoints(
+        "http://b", "http://v", "http://a", tmp_path / "a.log", None, tmp_path / "c"
+    )
+    saturday = dt.datetime(2026, 12, 5, 17, 0, tzinfo=dt.UTC).timestamp()
+    wednesday = dt.datetime(2026, 12, 9, 17, 0, tzinfo=dt.UTC).timestamp()
+    closing = dt.datetime(2026, 12, 23, 17, 0, tzinfo=dt.UTC).timestamp()  # a Wednesday
+    text = render(endpoints, "payments-copilot", "T", None, windows_in_force(scope_set, saturday))
+    assert "payments: 'weekend deletes'" in text and "stops delete requests" in text
+    assert "403 change_freeze" in text
+    quiet = render(endpoints, "payments-copilot", "T", None, windows_in_force(scope_set, wednesday))
+    assert "403 change_freeze" not in quiet
+    text = render(endpoints, "payments-copilot", "T", None, windows_in_force(scope_set, closing))
+    assert "'year-end close'" in text and "stops write, delete requests" in text
