@@ -285,6 +285,31 @@ def test_every_refusal_is_structured_with_a_code_and_a_sentence(
     assert not (tmp_path / "aws" / "credentials").exists()  # nothing was issued
 
 
+def test_a_missing_or_malformed_argument_is_not_out_of_scope(
+    live: LiveBroker, tmp_path: Path, scan: Callable[[list[str]], None]
+) -> None:
+    """``out_of_scope`` tells the model not to retry: it is for what the agent may not have
+    (no such scope, region, resource), never for an argument it can correct."""
+
+    async def body(session: Session) -> None:
+        base = {"service": "payments", "environment": "prod"}
+        no_region = await session.call("request_credentials", ok=False, **base)
+        assert (no_region["code"], no_region["field"]) == ("invalid_argument", "region")
+        assert no_region["status"] == "error" and "region is required" in no_region["message"]
+        upper = await session.call(
+            "request_credentials", ok=False, **{**base, "service": "Payments"}, region="us-east-1"
+        )
+        assert (upper["code"], upper["field"]) == ("invalid_argument", "service"), upper
+        far = await session.call("request_credentials", ok=False, **base, region="ap-south-1")
+        assert (far["status"], far["code"]) == ("denied", "out_of_scope"), far
+        outside = await session.call(
+            "request_elevation", ok=False, **{**WRITE, "resources": ["arn:aws:s3:::other/x"]}
+        )
+        assert (outside["code"], outside["field"]) == ("out_of_scope", "resources"), outside
+
+    scan(serve(live, tmp_path, body))
+
+
 def test_vault_credentials_go_to_an_env_file(
     live: LiveBroker, tmp_path: Path, scan: Callable[[list[str]], None]
 ) -> None:

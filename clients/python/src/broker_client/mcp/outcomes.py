@@ -30,6 +30,18 @@ _OUT_OF_SCOPE = frozenset({"forbidden", "not_a_requester"})
 _SCOPE_FIELDS = frozenset({"service", "environment", "resources", "tier", "backend", "region"})
 
 
+def _out_of_scope(error: BrokerClientError) -> bool:
+    """What the agent may not have: a refusal, a scope part that does not exist (404), or
+    a resource the tier does not grant (the broker's circuit breaker counts the same). A
+    400 naming another field (a region missing, a name in capitals) is an argument the
+    model can correct, not a reason to stop."""
+    if error.code in _OUT_OF_SCOPE:
+        return True
+    if error.code == "not_found":
+        return error.field in _SCOPE_FIELDS
+    return error.code == "bad_request" and error.field == "resources"
+
+
 def refusal(code: str, message: str, status: str | None = None, **details: Any) -> Outcome:
     """A refusal: ``status`` (defaults to the code's family), ``code`` and ``message``."""
     family = status or _family(code)
@@ -72,9 +84,7 @@ def _code(error: BrokerClientError) -> str:
         return "pending"
     if isinstance(error, Expired):
         return "collected" if error.code == "collected" else "expired"
-    if error.code in _OUT_OF_SCOPE or (
-        error.code in ("not_found", "bad_request") and error.field in _SCOPE_FIELDS
-    ):
+    if _out_of_scope(error):
         return "out_of_scope"
     if isinstance(error, Denied):
         return error.code if error.code != "forbidden" else "denied"
