@@ -138,7 +138,7 @@ def verify_command(
                 copy = compare_with_copy(store, copy_entries(lines, against.name), batch)
     if copy is not None and not copy.ok:
         click.echo(f"TAMPERED: {copy.problem}")
-        click.echo(f"  {copy.compared} record(s) matched {against} before that.")
+        click.echo(f"  {copy.records} record(s) matched {against} before that.")
         sys.exit(EXIT_TAMPERED)
     click.echo(f"OK: {report.records} audit record(s); the hash chain is intact.")
     if anchored is not None and anchors is not None:
@@ -147,7 +147,7 @@ def verify_command(
             f"{anchors.where(anchors.prefix)}."
         )
     if copy is not None:
-        click.echo(f"OK: {copy.compared} record(s) match the copy in {against}.")
+        click.echo(f"OK: {copy.records} record(s) match the copy in {against}.")
 
 
 @audit.command("export")

@@ -10,20 +10,12 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass
 from itertools import islice, takewhile
 
+from broker.audit.chain import ChainReport
 from broker.errors import BadRequest
 from broker.store.base import AuditStore
 from broker.store.records import AuditRecord
-
-
-@dataclass(frozen=True)
-class CopyReport:
-    compared: int
-    ok: bool
-    first_bad_seq: int | None = None
-    problem: str = ""
 
 
 def copy_entries(lines: Iterable[str], name: str) -> Iterator[tuple[int, str]]:
@@ -50,8 +42,9 @@ def _stored(store: AuditStore, low: int, high: int) -> dict[int, AuditRecord]:
 
 def compare_with_copy(
     store: AuditStore, entries: Iterable[tuple[int, str]], batch: int = 1000
-) -> CopyReport:
-    """Name the first record (in ``seq`` order within each batch) the store no longer holds."""
+) -> ChainReport:
+    """Name the first record (in ``seq`` order within each batch) the store no longer holds;
+    ``records``: how many matched before it."""
     compared = 0
     iterator = iter(entries)
     while chunk := sorted(islice(iterator, batch)):
@@ -60,12 +53,12 @@ def compare_with_copy(
             record = stored.get(seq)
             if record is None:
                 problem = f"record {seq} is in the copy but not in the store: removed"
-                return CopyReport(compared, False, seq, problem)
+                return ChainReport(compared, False, seq, problem)
             if record.hash != digest:
                 problem = (
                     f"record {seq} differs from the copy (hash {digest[:12]}… there, "
                     f"{(record.hash or '')[:12]}… here): the store was rewritten"
                 )
-                return CopyReport(compared, False, seq, problem)
+                return ChainReport(compared, False, seq, problem)
             compared += 1
-    return CopyReport(compared, True)
+    return ChainReport(compared, True)
