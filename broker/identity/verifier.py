@@ -13,13 +13,12 @@ import math
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Any
 
 import jwt
 from cachetools import TTLCache
 
-from broker.config import IdentitySettings, OidcIssuer
+from broker.config import IdentitySettings, LocalIssuer, OidcIssuer
 from broker.errors import Unauthenticated
 from broker.identity.jwks import JwksCache
 from broker.identity.model import LOCAL_ISSUER, AgentIdentity
@@ -31,18 +30,6 @@ REQUIRED_CLAIMS = ["exp", "iat", "iss", "aud", "sub"]
 # Verified tokens are remembered briefly (by hash) so repeated calls skip the signature.
 VERIFIED_CACHE_SECONDS = 60
 KEY_REREAD_SECONDS = 30
-
-
-@dataclass(frozen=True)
-class _Issuer:
-    name: str
-    issuer: str
-    audience: str
-    algorithms: tuple[str, ...]
-    subject_claim: str
-    identity_claims: tuple[str, ...]
-    required_claims: tuple[str, ...]
-    jwks_url: str | None = None
 
 
 class TokenVerifier:
@@ -66,20 +53,10 @@ class TokenVerifier:
             max_stale_seconds=settings.jwks_max_stale_seconds,
         )
         self.clock = clock
-        self._issuers: dict[str, _Issuer] = {}
-        if settings.local.enabled:
-            local = settings.local
-            self._issuers[local.issuer] = _Issuer(
-                name=LOCAL_ISSUER_NAME,
-                issuer=local.issuer,
-                audience=local.audience,
-                algorithms=(LOCAL_ALGORITHM,),
-                subject_claim="sub",
-                identity_claims=(),
-                required_claims=(),
-            )
-        for oidc in settings.oidc:
-            self._issuers[oidc.issuer] = _from_oidc(oidc)
+        # The broker's own tokens follow the rules of any issuer; only their keys differ.
+        self._local = _local_issuer(settings.local) if settings.local.enabled else None
+        local = [self._local] if self._local is not None else []
+        self._issuers = {issuer.issuer: issuer for issuer in [*local, *settings.oidc]}
         self._verified: TTLCache[str, AgentIdentity] = TTLCache(
             maxsize=10_000, ttl=VERIFIED_CACHE_SECONDS, timer=clock
         )
@@ -122,8 +99,8 @@ class TokenVerifier:
         claims = self._decode(token, key, issuer, algorithm)
         return self._identity(issuer, claims)
 
-    def _key_for(self, issuer: _Issuer, kid: str | None, algorithm: str) -> Any:
-        if issuer.jwks_url is None:
+    def _key_for(self, issuer: OidcIssuer, kid: str | None, algorithm: str) -> Any:
+        if issuer is self._local:
             now = self.clock()
             key = self.keys.verification_key(kid, now)
             if key is None and self._reread_keys(now):
@@ -154,7 +131,7 @@ class TokenVerifier:
         self.keys = self.reload_keys()
         return True
 
-    def _decode(self, token: str, key: Any, issuer: _Issuer, algorithm: str) -> dict[str, Any]:
+    def _decode(self, token: str, key: Any, issuer: OidcIssuer, algorithm: str) -> dict[str, Any]:
         required = REQUIRED_CLAIMS + [c for c in issuer.required_claims if c not in REQUIRED_CLAIMS]
         try:
             claims: dict[str, Any] = jwt.decode(
@@ -185,7 +162,7 @@ class TokenVerifier:
             raise Unauthenticated("token issued in the future")
         return claims
 
-    def _identity(self, issuer: _Issuer, claims: dict[str, Any]) -> AgentIdentity:
+    def _identity(self, issuer: OidcIssuer, claims: dict[str, Any]) -> AgentIdentity:
         subject = claims.get(issuer.subject_claim)
         if not isinstance(subject, str) or not subject:
             raise Unauthenticated(f"token lacks the required claim '{issuer.subject_claim}'")
@@ -231,14 +208,13 @@ def _seconds(claims: dict[str, Any], name: str) -> float:
     return value
 
 
-def _from_oidc(oidc: OidcIssuer) -> _Issuer:
-    return _Issuer(
-        name=oidc.name,
-        issuer=oidc.issuer,
-        audience=oidc.audience,
-        algorithms=oidc.algorithms,
-        subject_claim=oidc.subject_claim,
-        identity_claims=oidc.identity_claims,
-        required_claims=oidc.required_claims,
-        jwks_url=oidc.jwks_url,
+def _local_issuer(local: LocalIssuer) -> OidcIssuer:
+    """The rules of the broker's own tokens (their keys are the broker's, not a JWKS)."""
+    return OidcIssuer(
+        name=LOCAL_ISSUER_NAME,
+        issuer=local.issuer,
+        audience=local.audience,
+        jwks_url="",
+        algorithms=(LOCAL_ALGORITHM,),
+        identity_claims=(),
     )
