@@ -26,14 +26,12 @@ import os
 import pwd
 import re
 import socket
-import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol
 
 from broker.approvals.pending import RequestView, pending_record
 from broker.approvals.service import ApprovalService
-from broker.audit.recorder import AuditRecorder
 from broker.config import Settings
 from broker.errors import BadRequest, BrokerError, Conflict, Forbidden, Frozen
 from broker.identity.mint import AGENT_SUBJECT_PREFIX
@@ -43,8 +41,6 @@ from broker.ids import looks_like_request_id
 from broker.intake import MAX_JUSTIFICATION, parse_request, resolve
 from broker.notify.base import Notifier, failure_reason
 from broker.policy.decision import not_eligible
-from broker.policy.iam_actions import IamDatabase
-from broker.scopes.holder import ScopeHolder
 from broker.store.base import ApprovalStore, AuditStore, CounterStore, RequestStore
 from broker.store.records import RequestRecord
 
@@ -192,21 +188,14 @@ class BreakGlassStore(RequestStore, ApprovalStore, CounterStore, AuditStore, Pro
 class BreakGlass:
     """Open and approve break-glass escalations, enforcing two distinct humans."""
 
-    settings: Settings
-    scopes: ScopeHolder
-    iam: IamDatabase
-    store: BreakGlassStore
-    audit: AuditRecorder
+    # Settings, scopes, the audit trail, freezes and the clock are the approval service's.
     approvals: ApprovalService
+    store: BreakGlassStore
     notifier: Notifier
-    frozen: Callable[[str, str | None, str | None], object | None]
-    clock: Callable[[], float] = time.time
 
     @classmethod
     def from_services(cls, services: Services) -> BreakGlass:
-        s = services
-        parts = (s.settings, s.scopes, s.iam, s.store, s.audit, s.approvals, s.notifier)
-        return cls(*parts, frozen=s.guard.frozen, clock=s.clock)
+        return cls(services.approvals, services.store, services.notifier)
 
     # -- opening ----------------------------------------------------------------------
 
@@ -219,14 +208,15 @@ class BreakGlass:
             raise
 
     def _request(self, ask: BreakGlassAsk, approver: str, operator: Operator) -> BreakGlassOutcome:
-        now = self.clock()
+        svc = self.approvals
+        now = svc.clock()
         problem = reason_problem(ask.reason)
         if problem:
             raise BadRequest(problem, "reason")
         if ask.tier not in ("write", "delete"):
             raise BadRequest("break-glass is for write or delete (read needs no approval)", "tier")
-        identity = agent_identity(ask.agent, self.settings)
-        self.approvals.approver_identity(approver)
+        identity = agent_identity(ask.agent, svc.settings)
+        svc.approver_identity(approver)
         parsed = parse_request(
             {
                 "service": ask.service,
@@ -235,13 +225,13 @@ class BreakGlass:
                 "backend": ask.backend,
                 "resources": list(ask.resources),
                 "justification": ask.reason.strip(),
-                "duration": self.settings.approvals.break_glass_ttl_seconds,
+                "duration": svc.settings.approvals.break_glass_ttl_seconds,
                 **({"region": ask.region} if ask.region is not None else {}),
             }
         )
         # The scope still decides: requesters, environment, resources, the blast-radius cap.
-        resolved = resolve(parsed, self.scopes.current, identity, self.iam)
-        if self.frozen(identity.principal, ask.service, ask.environment) is not None:
+        resolved = resolve(parsed, svc.scopes.current, identity, svc.iam)
+        if svc.frozen(identity.principal, ask.service, ask.environment) is not None:
             raise Frozen(
                 f"frozen: {identity.principal} or {ask.service}/{ask.environment} is frozen by "
                 "the kill switch or the circuit breaker; break-glass does not lift a freeze "
@@ -258,7 +248,7 @@ class BreakGlass:
             delay_seconds=0,
         )
         self._check_eligible(record, approver)
-        opened = self.audit.build_request_event(
+        opened = svc.audit.build_request_event(
             "request",
             "pending",
             f"approver:{approver}",
@@ -269,10 +259,10 @@ class BreakGlass:
         self.store.create_request(record, opened)
         self._claim(record.id, operator, now)
         try:
-            view = self.approvals.decide(record.id, approver, "approve", VIA, ask.reason.strip())
+            view = svc.decide(record.id, approver, "approve", VIA, ask.reason.strip())
         except BrokerError as e:
             why = f"break-glass refused: {e.message}"
-            self.approvals.cancel(record, ["pending"], "broker", why, now)
+            svc.cancel(record, ["pending"], "broker", why, now)
             raise
         return self._recorded(view, approver, operator, ask.reason.strip(), opened=True)
 
@@ -292,7 +282,7 @@ class BreakGlass:
     def _approve(
         self, request_id: str, approver: str, reason: str, operator: Operator
     ) -> BreakGlassOutcome:
-        now = self.clock()
+        now = self.approvals.clock()
         problem = reason_problem(reason)
         if problem:
             raise BadRequest(problem, "reason")
@@ -364,7 +354,7 @@ class BreakGlass:
         record = view.record
         granted = record.status == "approved"
         outcome = "issued" if granted else "requested"
-        self.audit.request_event(
+        self.approvals.audit.request_event(
             ACTION,
             outcome,
             f"approver:{approver}",
@@ -425,7 +415,9 @@ class BreakGlass:
             self.notifier.alert(text, list(evidence))
         except Exception as e:  # noqa: BLE001 - break-glass must work when the notifier fails
             reason = failure_reason(e)
-            self.audit.record("notify", "failed", "broker", reason=reason, request_id=request_id)
+            self.approvals.audit.record(
+                "notify", "failed", "broker", reason=reason, request_id=request_id
+            )
             log.warning("break-glass alert failed: %s", reason, extra={"request_id": request_id})
             return reason
         return None
@@ -442,7 +434,7 @@ class BreakGlass:
     ) -> None:
         """Audit (and, for a refused rule, alert) a refused break-glass attempt."""
         try:
-            self.audit.record(
+            self.approvals.audit.record(
                 ACTION,
                 "refused",
                 f"approver:{approver[:64]}",
