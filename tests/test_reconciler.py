@@ -7,6 +7,7 @@ from __future__ import annotations
 import sys
 import threading
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -26,7 +27,7 @@ from broker.issuers.aws_accounts import AwsAccounts
 from broker.issuers.vault_common import VaultCaller, make_client
 from broker.issuers.vault_token import VaultTokenIssuer
 from broker.keys import load_keys
-from broker.store.records import AuditRecord, Completion, IssuedRecord
+from broker.store.records import AuditRecord, Completion, FreezeRecord, IssuedRecord
 from broker.store.sql import SqlStore
 from tests.approvals.flows import collect, open_request
 from tests.fixtures.backends import FAST_RETRY, Backends
@@ -168,24 +169,42 @@ def test_an_aws_session_minted_without_a_record_is_denied_by_the_reconciler(
     assert not s3_reads(backends, session)
 
 
+@pytest.mark.parametrize("stop", ["kill switch", "circuit breaker"])
+@pytest.mark.parametrize("path", ["issuance", "collection"])
 def test_a_freeze_while_a_token_is_being_minted_revokes_it_and_hands_nothing_out(
-    shop: Broker, backends: Backends
+    shop: Broker, backends: Backends, path: str, stop: str
 ) -> None:
-    """The replica read the freezes before the kill switch; Vault answers after it."""
+    """The replica read the freezes before the stop; Vault answers after it. The kill
+    switch also marks the write-ahead revoked; the circuit breaker only freezes: the
+    completion must see the freeze itself, in a read at once and at collection."""
+    request_id = None
+    body = read(backends, "vault")
+    if path == "collection":
+        body = {**body, "tier": "write", "resources": [f"{backends.name}/prod/api-key"]}
+        request_id = open_request(shop, body, agent=AGENT)
+        shop.services.approvals.decide(request_id, "alice", "approve", via="page")
     with fault_proxy(backends.bao.url) as proxy:
         client = make_client(proxy.url, backends.bao.root_token)
         issuer = VaultTokenIssuer(VaultCaller("vault", client, FAST_RETRY), backends.bao.url)
         shop.services.issuance.issuers = {**backends.issuers, "vault": issuer}
         proxy.inject(Fault("latency", times=1, match="auth/token/create", seconds=1.5))
         answers: list[Any] = []
-        asking = threading.Thread(
-            target=lambda: answers.append(
-                shop.post("/v1/credentials", read(backends, "vault"), agent=AGENT)
-            )
-        )
+
+        def ask() -> None:
+            if request_id is None:
+                answers.append(shop.post("/v1/credentials", body, agent=AGENT))
+            else:
+                answers.append(collect(shop, request_id, agent=AGENT))
+
+        asking = threading.Thread(target=ask)
         asking.start()
         time.sleep(0.5)
-        shop.services.kill_switch.revoke(RevokeTarget(agent=f"agent:{AGENT}"), "ops", "in flight")
+        if stop == "kill switch":
+            target = RevokeTarget(agent=f"agent:{AGENT}")
+            shop.services.kill_switch.revoke(target, "ops", "in flight")
+        else:
+            freeze = FreezeRecord("agent", f"agent:{AGENT}", "tripped", "circuit-breaker", 0.0)
+            shop.services.store.add_freeze(replace(freeze, created_at=shop.clock()))
         asking.join(30)
     [answer] = answers
     assert answer.status_code == 403 and answer.json["error"] == "frozen", answer.json
@@ -195,7 +214,17 @@ def test_a_freeze_while_a_token_is_being_minted_revokes_it_and_hands_nothing_out
         if (r.action, r.outcome) == ("issue", "withdrawn")
     ]
     assert len(withdrawn) == 1
-    assert tokens_of(backends, str(withdrawn[0].request_id)) == []
+    minted = str(withdrawn[0].request_id)
+    assert tokens_of(backends, minted) == []
+    assert not policy_exists(backends, f"broker-req-{minted}")
+    if request_id is not None:
+        # The collection ended the request: collecting again would mint a second token.
+        assert minted == request_id
+        record = shop.services.store.get_request(request_id)
+        assert record is not None and record.status == "cancelled", record
+        shop.services.store.lift_freezes("agent", f"agent:{AGENT}", shop.clock())
+        shop.services.guard.forget_freezes()
+        assert collect(shop, request_id, agent=AGENT).status_code == 410
 
 
 def test_each_requests_own_documents_go_once_its_credential_ended(
