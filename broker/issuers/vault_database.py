@@ -56,7 +56,6 @@ class DatabaseIssuer:
             )
 
         self.caller(create_role)
-        issued_at = self.clock()
         response = json_answer(
             self.caller(
                 lambda client: client.secrets.database.generate_credentials(
@@ -65,6 +64,9 @@ class DatabaseIssuer:
             ),
             BACKEND,
         )
+        # Vault counts the lease from its own receipt of the call (delayed on the way, or
+        # retried): the end as seen after the answer is never earlier than the lease's.
+        answered_at = self.clock()
         data = response.get("data") or {}
         lease_id = response.get("lease_id")
         username, password = data.get("username"), data.get("password")
@@ -83,7 +85,7 @@ class DatabaseIssuer:
         }
         return IssuedCredential(
             backend=BACKEND,
-            expires_at=issued_at + lease,
+            expires_at=answered_at + lease,
             secret={"password": password},
             public=public,
         )

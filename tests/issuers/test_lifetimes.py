@@ -17,9 +17,13 @@ from hvac import exceptions as vault_errors
 
 from broker.config import ApprovalSettings
 from broker.guard.break_glass import BreakGlass, BreakGlassAsk
+from broker.issuers.vault_common import VaultCaller, make_client
+from broker.issuers.vault_database import DatabaseIssuer
+from broker.issuers.vault_token import VaultTokenIssuer
 from tests.approvals.flows import collect, open_request
-from tests.fixtures.backends import Backends
+from tests.fixtures.backends import FAST_RETRY, Backends
 from tests.fixtures.broker import Broker, make_broker
+from tests.fixtures.faults import Fault, fault_proxy
 from tests.guard.helpers import operator
 
 AGENT = "shop-bot"
@@ -119,3 +123,35 @@ def test_credentials_live_as_long_as_asked_and_no_longer(
     [record] = shop.services.store.active_issued(time.time(), agent_subject=f"agent:{AGENT}")
     # The record, which the kill switch reads, outlives the credential.
     assert record.expires_at >= time.time() + left - 1
+
+
+@pytest.mark.parametrize("backend", ["vault", "database"])
+def test_a_slow_upstream_never_makes_a_credential_outlive_its_record(
+    shop: Broker, backends: Backends, backend: str
+) -> None:
+    """Vault counts a lease from when it receives the call: a call delayed on its way (or
+    retried) ends later than a clock read before it. The record must not end first, or
+    the kill switch (which reads records not yet expired) misses a live login."""
+    with fault_proxy(backends.bao.url) as proxy:
+        client = make_client(proxy.url, backends.bao.root_token)
+        caller = VaultCaller(backend, client, FAST_RETRY)
+        issuer: Any = (
+            DatabaseIssuer(caller)
+            if backend == "database"
+            else VaultTokenIssuer(caller, backends.bao.url)
+        )
+        shop.services.issuance.issuers = {**backends.issuers, backend: issuer}
+        match = "/creds/" if backend == "database" else "auth/token/create"
+        proxy.inject(Fault("latency", times=1, match=match, seconds=2.0))
+        body = {"service": backends.name, "environment": "prod", "tier": "read"}
+        response = shop.post("/v1/credentials", {**body, "backend": backend}, agent=AGENT)
+    assert response.status_code == 200, response.json
+    credentials = response.json["credentials"]
+    root = backends.vault_client
+    if backend == "database":
+        lease = root.sys.read_lease(lease_id=credentials["lease_id"])["data"]
+    else:
+        lease = root.auth.token.lookup_accessor(credentials["accessor"])["data"]
+    ends = dt.datetime.fromisoformat(lease["expire_time"]).timestamp()
+    [record] = shop.services.store.active_issued(time.time(), agent_subject=f"agent:{AGENT}")
+    assert record.expires_at >= ends, (record.expires_at, ends)
