@@ -92,6 +92,33 @@ def test_a_tier_widened_after_approval_gives_the_agent_nothing_more(
     assert collected.details["issued_sha256"] == record.grant_sha256  # exactly what was approved
 
 
+def test_a_change_that_widens_the_tier_and_tightens_its_rule_grants_nothing_unseen(
+    real: Broker, backends: Backends
+) -> None:
+    """One merge widens the write tier and asks for a second approver: the request goes
+    back to pending; once approved again, the agent still gets only the stored grant."""
+    objects = f"arn:aws:s3:::{backends.name}-prod-data/reports/*"
+    request_id = approved(real, write_body(backends, objects))
+    edit_scope(real, "- actions: [s3:PutObject]", "- actions: [s3:PutObject, s3:PutObjectTagging]")
+    edit_scope(real, WRITE_RULE, "approvers: [alice, bob]\n      required: 2")
+    backends.apply(yes=True)
+    refused = collect(real, request_id, agent=AGENT)
+    assert refused.status_code == 409 and "2 approvals instead of 1" in refused.json["message"]
+    page = real.client.get(f"/approve/{link_token(real, request_id, 'bob')}")
+    assert "PutObjectTagging" not in page.get_data(as_text=True).split('id="grant"', 1)[1]
+    real.services.approvals.decide(request_id, "bob", "approve", via="page")
+    response = collect(real, request_id, agent=AGENT)
+    assert response.status_code == 200, response.json
+    s3 = backends.moto.agent_client(response.json["credentials"], "s3")
+    bucket = f"{backends.name}-prod-data"
+    s3.put_object(Bucket=bucket, Key="reports/r1.csv", Body=b"x")
+    assert denied(
+        lambda: s3.put_object_tagging(
+            Bucket=bucket, Key="reports/r1.csv", Tagging={"TagSet": [{"Key": "k", "Value": "v"}]}
+        )
+    )
+
+
 def test_a_tier_narrowed_after_approval_issues_the_intersection(
     real: Broker, backends: Backends
 ) -> None:
