@@ -300,3 +300,24 @@ def test_a_database_login_for_one_table_cannot_write_another_and_lives_as_asked(
         ]
         > 120
     )
+
+
+def test_a_connection_opened_before_the_kill_switch_does_not_survive_it(
+    shop: Broker, backends: Backends
+) -> None:
+    """An agent that keeps a session open is not spared by the password's end or a
+    dropped login: the revocation ends its connections too."""
+    credentials = issue(shop, backends, "database", "write", ["shop.orders"])
+    url = "postgresql://{username}:{password}@{host}:{port}/{database}".format(**credentials)
+    with psycopg.connect(url, autocommit=True, connect_timeout=5) as connection:
+        connection.execute("INSERT INTO shop.orders VALUES (8, 'kept open')")
+        shop.clock.now = time.time()
+        report = shop.services.kill_switch.revoke(
+            RevokeTarget(agent=f"agent:{AGENT}"), "ops", "held connection"
+        )
+        assert report.ok and report.backends["database"].revoked == 1, report.lines()
+        with pytest.raises(psycopg.OperationalError):
+            connection.execute("INSERT INTO shop.orders VALUES (9, 'after the revoke')")
+    with psycopg.connect(backends.database_url, autocommit=True) as admin:
+        rows = admin.execute("SELECT count(*) FROM shop.orders WHERE id = 9").fetchone()
+    assert rows == (0,)
