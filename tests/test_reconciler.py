@@ -23,6 +23,9 @@ from broker.devstack.processes import ServerProcess, free_port
 from broker.errors import StoreUnavailable
 from broker.guard.revocation import RevokeTarget
 from broker.identity.mint import mint_agent_token
+from broker.ids import new_request_id
+from broker.intake import parse_request, resolve
+from broker.issuance import issue_request, write_ahead
 from broker.issuers.aws_accounts import AwsAccounts
 from broker.issuers.vault_common import VaultCaller, make_client
 from broker.issuers.vault_token import VaultTokenIssuer
@@ -34,7 +37,7 @@ from tests.fixtures.backends import FAST_RETRY, Backends
 from tests.fixtures.broker import Broker, make_broker
 from tests.fixtures.faults import Fault, fault_proxy
 from tests.fixtures.secret_scan import Watcher
-from tests.killswitch.support import s3_reads
+from tests.killswitch.support import can_log_in, s3_reads
 
 AGENT = "shop-bot"
 
@@ -137,8 +140,6 @@ def test_an_aws_session_minted_without_a_record_is_denied_by_the_reconciler(
     store = shop.services.store
     assert isinstance(store, CompletionFails)
     identity = shop.services.verifier.verify(shop.token(AGENT))
-    from broker.intake import parse_request, resolve
-
     resolved = resolve(
         parse_request(read(backends, "aws")),
         shop.services.scopes.current,
@@ -167,6 +168,30 @@ def test_an_aws_session_minted_without_a_record_is_denied_by_the_reconciler(
     report = shop.services.reconciler.run()
     assert len(report.orphans_revoked) == 1 and not report.errors
     assert not s3_reads(backends, session)
+
+
+def test_a_database_login_minted_without_a_record_is_dropped_by_the_reconciler(
+    shop: Broker, backends: Backends
+) -> None:
+    """The replica wrote ahead and Vault made the login, then the replica died: no record
+    names the lease. The reconciler revokes every lease under the request's own role."""
+    services = shop.services
+    identity = services.verifier.verify(shop.token(AGENT))
+    body = {**read(backends, "database"), "tier": "write", "resources": ["shop.orders"]}
+    resolved = resolve(parse_request(body), services.scopes.current, identity, services.iam)
+    request = issue_request(identity, resolved, new_request_id())
+    services.store.begin_issue(write_ahead(request, time.time(), 10.0))
+    login = backends.issuers["database"].issue(request).body()  # never recorded
+    assert can_log_in(login)
+    shop.clock.now = time.time() + 30
+    report = services.reconciler.run()
+    assert report.orphans_revoked == [request.request_id] and not report.errors
+    assert not can_log_in(login)
+    [row] = services.store.issued_for_request(request.request_id)
+    assert row.state == "orphan"
+    db = backends.vault_client.secrets.database
+    with pytest.raises(vault_errors.InvalidPath):  # its role is gone too
+        db.read_role(name=f"broker-req-{request.request_id}", mount_point=backends.db_mount)
 
 
 @pytest.mark.parametrize("stop", ["kill switch", "circuit breaker"])
