@@ -65,6 +65,18 @@ def approved(broker: Broker, body: dict[str, Any], approvers: tuple[str, ...] = 
     return request_id
 
 
+def writes_but_cannot_tag(backends: Backends, credentials: dict[str, str]) -> bool:
+    """The approved write works; tagging, added to the tier after approval, is refused."""
+    s3 = backends.moto.agent_client(credentials, "s3")
+    bucket = f"{backends.name}-prod-data"
+    s3.put_object(Bucket=bucket, Key="reports/r1.csv", Body=b"x")
+    return denied(
+        lambda: s3.put_object_tagging(
+            Bucket=bucket, Key="reports/r1.csv", Tagging={"TagSet": [{"Key": "k", "Value": "v"}]}
+        )
+    )
+
+
 def test_a_tier_widened_after_approval_gives_the_agent_nothing_more(
     real: Broker, backends: Backends
 ) -> None:
@@ -75,14 +87,7 @@ def test_a_tier_widened_after_approval_gives_the_agent_nothing_more(
     backends.apply(yes=True)
     response = collect(real, request_id, agent=AGENT)
     assert response.status_code == 200, response.json
-    s3 = backends.moto.agent_client(response.json["credentials"], "s3")
-    bucket = f"{backends.name}-prod-data"
-    s3.put_object(Bucket=bucket, Key="reports/r1.csv", Body=b"x")
-    assert denied(
-        lambda: s3.put_object_tagging(
-            Bucket=bucket, Key="reports/r1.csv", Tagging={"TagSet": [{"Key": "k", "Value": "v"}]}
-        )
-    )
+    assert writes_but_cannot_tag(backends, response.json["credentials"])
     record = real.services.store.get_request(request_id)
     assert record is not None and record.grant_sha256
     [collected] = [
@@ -109,14 +114,7 @@ def test_a_change_that_widens_the_tier_and_tightens_its_rule_grants_nothing_unse
     real.services.approvals.decide(request_id, "bob", "approve", via="page")
     response = collect(real, request_id, agent=AGENT)
     assert response.status_code == 200, response.json
-    s3 = backends.moto.agent_client(response.json["credentials"], "s3")
-    bucket = f"{backends.name}-prod-data"
-    s3.put_object(Bucket=bucket, Key="reports/r1.csv", Body=b"x")
-    assert denied(
-        lambda: s3.put_object_tagging(
-            Bucket=bucket, Key="reports/r1.csv", Tagging={"TagSet": [{"Key": "k", "Value": "v"}]}
-        )
-    )
+    assert writes_but_cannot_tag(backends, response.json["credentials"])
 
 
 def test_a_tier_narrowed_after_approval_issues_the_intersection(
