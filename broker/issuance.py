@@ -126,6 +126,7 @@ def issued_record(
         lease_id=public.get("lease_id"),
         username=public.get("username"),
         grant_sha256=request.grant.sha256,
+        vault_policy=public.get("policies"),
     )
 
 

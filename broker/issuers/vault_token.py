@@ -115,7 +115,9 @@ class VaultTokenIssuer:
 
     def revoke(self, record: IssuedRecord) -> None:
         """Revoke the token, then delete the request's own policy (if it had one): a token
-        whose policy is gone can do nothing, whatever its accessor."""
+        whose policy is gone can do nothing, whatever its accessor. A token recorded with its
+        tier's shared policy has none to delete; a record that does not say (written before
+        the policy was recorded, or never completed) has its request's deleted to be sure."""
         accessor = record.vault_accessor
 
         def revoke(client: Any) -> Any:
@@ -126,7 +128,8 @@ class VaultTokenIssuer:
 
         if accessor:
             self.caller(revoke)
-        self.delete_policy(record.request_id)
+        if record.vault_policy in (None, request_artifact(record.request_id)):
+            self.delete_policy(record.request_id)
 
     def revoke_orphans(self, request_ids: set[str], scan_limit: int = 50_000) -> set[str]:
         """Revoke tokens minted for ``request_ids`` but never recorded (found by the

@@ -40,6 +40,7 @@ COMPLETED_COLUMNS = (
     "lease_id",
     "username",
     "state",
+    "vault_policy",
 )
 FREEZE_COLUMNS = tuple(column.name for column in t.freezes.columns)
 

@@ -98,6 +98,9 @@ class IssuedRecord:
     # could live), "active" once recorded, "orphan" when the reconciler revoked a mint that
     # was never recorded.
     state: IssuedState = "active"
+    # The Vault policy a token carries: its tier's shared one, or the one made for its
+    # request (deleted with the token). None on records from before it was recorded.
+    vault_policy: str | None = None
 
 
 @dataclass(frozen=True)

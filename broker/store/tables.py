@@ -104,6 +104,7 @@ issued = Table(
     Column("grant_sha256", String(64)),
     Column("revoked_at", Float),
     Column("state", String(10), nullable=False, server_default="active"),
+    Column("vault_policy", String(128)),
     Index("ix_issued_state", "state"),
 )
 

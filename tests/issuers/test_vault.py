@@ -15,10 +15,12 @@ from broker.guard.revocation import RevokeTarget
 from broker.ids import new_request_id
 from broker.intake import parse_request, resolve
 from broker.issuance import Issued, issue_request
-from broker.issuers.vault_common import make_client
+from broker.issuers.vault_common import VaultCaller, make_client
+from broker.issuers.vault_token import VaultTokenIssuer
+from broker.policy.grant import REQUEST_PREFIX, request_artifact
 from tests.fixtures.backends import Backends
 from tests.fixtures.broker import Broker, make_broker
-from tests.fixtures.faults import fault_proxy
+from tests.fixtures.faults import FaultProxy, fault_proxy
 
 AGENT = "shop-bot"
 
@@ -257,11 +259,66 @@ def test_a_write_token_for_one_path_cannot_write_another_path_of_the_tier(
     )
     [policy] = client.auth.token.lookup_self()["data"]["policies"]
     assert policy.startswith("broker-req-req_")
-    # Revoking the token deletes the request's own policy too.
+    # Revoking the token deletes the request's own policy too (the record names it).
     [record] = shop.services.store.active_issued(shop.clock(), agent_subject="agent:shop-bot")
+    assert record.vault_policy == policy
     backends.issuers["vault"].revoke(record)
     with pytest.raises(vault_errors.InvalidPath):
         backends.vault_client.sys.read_acl_policy(name=policy)
+
+
+def policy_deletes(proxy: FaultProxy) -> int:
+    return proxy.attempts("DELETE /v1/sys/policies/acl/")
+
+
+def revoking_through(proxy: FaultProxy, backends: Backends) -> VaultTokenIssuer:
+    """The broker's token issuer, its Vault calls counted by ``proxy``."""
+    client = make_client(proxy.url, backends.bao.root_token)
+    return VaultTokenIssuer(VaultCaller("vault", client), backends.bao.url)
+
+
+def test_a_token_on_its_tiers_shared_policy_is_revoked_and_no_policy_is_deleted(
+    shop: Broker, backends: Backends
+) -> None:
+    """A read naming no paths carries its tier's shared policy, and its record says so: the
+    kill switch ends the token and deletes no policy (it has none of its own)."""
+    credentials = issue(shop, backends, "vault", "read")
+    store = shop.services.store
+    [record] = store.active_issued(shop.clock(), agent_subject=f"agent:{AGENT}")
+    assert record.vault_policy == credentials["policies"]
+    assert not record.vault_policy.startswith(REQUEST_PREFIX)
+    with fault_proxy(backends.bao.url) as proxy:
+        issuer = revoking_through(proxy, backends)
+        shop.services.kill_switch.issuers = {**shop.services.kill_switch.issuers, "vault": issuer}
+        report = shop.services.kill_switch.revoke(
+            RevokeTarget(agent=f"agent:{AGENT}"), "ops", "shared policy test"
+        )
+        assert report.backends["vault"].revoked == 1 and report.ok
+        assert proxy.attempts("/v1/auth/token/revoke-accessor") == 1
+        assert policy_deletes(proxy) == 0
+    assert forbidden(lambda: kv(backends, credentials["token"]).auth.token.lookup_self())
+    assert not store.active_issued(shop.clock(), agent_subject=f"agent:{AGENT}")
+    [revoked] = store.issued_for_request(record.request_id)
+    assert revoked.revoked_at is not None and revoked.vault_policy == record.vault_policy
+    # The tier's policy serves other tokens: it is still there.
+    assert backends.vault_client.sys.read_acl_policy(name=record.vault_policy)
+
+
+def test_a_record_that_does_not_name_its_policy_has_its_requests_policy_deleted(
+    shop: Broker, backends: Backends
+) -> None:
+    """Records written before the policy was recorded (or write-aheads never completed) do
+    not say which policy the token carries: revoking deletes the request's own to be sure."""
+    credentials = issue(shop, backends, "vault", "write")
+    [record] = shop.services.store.active_issued(shop.clock(), agent_subject=f"agent:{AGENT}")
+    policy = credentials["policies"]
+    assert policy == request_artifact(record.request_id)
+    with fault_proxy(backends.bao.url) as proxy:
+        revoking_through(proxy, backends).revoke(replace(record, vault_policy=None))
+        assert policy_deletes(proxy) == 1
+    with pytest.raises(vault_errors.InvalidPath):
+        backends.vault_client.sys.read_acl_policy(name=policy)
+    assert forbidden(lambda: kv(backends, credentials["token"]).auth.token.lookup_self())
 
 
 def test_a_database_login_for_one_table_cannot_write_another_and_lives_as_asked(

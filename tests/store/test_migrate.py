@@ -8,9 +8,11 @@ from pathlib import Path
 
 import pytest
 from alembic.script import ScriptDirectory
+from sqlalchemy import insert
 
+from broker.store import tables as t
 from broker.store.engine import make_engine
-from broker.store.migrate import alembic_config, current_revision, head_revision
+from broker.store.migrate import alembic_config, current_revision, head_revision, upgrade
 from broker.store.sql import SqlStore
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -52,3 +54,32 @@ def test_a_current_store_opens_without_importing_alembic(tmp_path: Path) -> None
         [sys.executable, "-c", probe], capture_output=True, text=True, cwd=ROOT, check=True
     )
     assert done.stdout.strip() == "[]", done.stdout
+
+
+def test_issued_rows_from_before_the_vault_policy_was_recorded_say_none(tmp_path: Path) -> None:
+    """Their revocation falls back to deleting the request's own policy (tests/issuers)."""
+    url = f"sqlite:///{tmp_path / 'old.db'}"
+    engine = make_engine(url)
+    upgrade(engine, "0006_issued_grant")
+    with engine.begin() as connection:
+        connection.execute(
+            insert(t.issued).values(
+                request_id="req_old",
+                agent_key="local:agent:ops:x",
+                agent_subject="agent:ops",
+                service="payments",
+                environment="prod",
+                tier="read",
+                backend="vault",
+                issued_at=1.0,
+                expires_at=4e9,
+                vault_accessor="acc-old",
+            )
+        )
+    engine.dispose()
+    store = SqlStore.from_url(url)
+    try:
+        [record] = store.active_issued(2.0)
+        assert (record.vault_accessor, record.vault_policy) == ("acc-old", None)
+    finally:
+        store.close()
