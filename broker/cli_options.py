@@ -20,6 +20,7 @@ def config_option(text: str = DEFAULT_CONFIG_HELP) -> Callable[[F], F]:
         "config_path",
         type=click.Path(path_type=Path, dir_okay=False),
         envvar="BROKER_CONFIG",
+        show_envvar=True,
         help=text,
     )
 
