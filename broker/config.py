@@ -21,6 +21,7 @@ from urllib.parse import urlsplit
 from pydantic import AfterValidator, PlainValidator, TypeAdapter
 from pydantic_core import InitErrorDetails
 
+from broker.approver_identities import shared_identities
 from broker.audit.anchor_settings import AnchorSettings
 from broker.errors import ConfigError, InvalidFileError, Problem
 from broker.guard.fanout import DEFAULT_CONCURRENCY
@@ -374,6 +375,7 @@ class Settings(Declared):
 
     def problems(self) -> Iterator[InitErrorDetails]:
         yield from self._admin_problems()
+        yield from shared_identities(self.approvers)
         for group, members in self.groups.items():
             for index, member in enumerate(members):
                 if member not in self.approvers:

@@ -279,3 +279,21 @@ def test_admins_are_issuer_and_subject(tmp_path: Path) -> None:
         write(tmp_path, f"identity: {{oidc: [{_oidc('gh')}]}}\nadmins: ['agent:ops']\n"), {}
     )
     assert only_local.identity.admin_issuers == ("local",)
+
+
+def test_one_person_is_one_approver(tmp_path: Path) -> None:
+    """Two approvers with the same email, Slack user or OIDC subject are one person twice:
+    the two-person rule would count them twice, and a Slack click would always be the first."""
+    text = (
+        "approvers:\n"
+        "  alice: {email: alice@example.com, slack_user_id: U111, oidc_subject: s-1}\n"
+        "  bob: {email: Alice@Example.com, slack_user_id: U111, oidc_subject: s-1}\n"
+        "  carol: {email: carol@example.com, slack_user_id: U333, oidc_subject: s-3}\n"
+    )
+    found = problems(tmp_path, text)
+    assert len(found) == 3, found
+    for attribute in ("email", "slack_user_id", "oidc_subject"):
+        assert any(
+            f"approvers.bob.{attribute}" in p and "also alice's: one person is one approver" in p
+            for p in found
+        ), found
