@@ -259,15 +259,21 @@ RULE_GONE = Refuse("forbidden", "the scope or tier of this request no longer exi
 
 
 def is_requester(approver: Approver, record: RequestRecord) -> bool:
-    """True when the approver's identities include the requesting agent's."""
-    agent_ids = {record.agent_subject, record.agent_claims.get("sub", "")} - {""}
+    """True when the approver's identities include the requesting agent's (its subject, or
+    an email among its identity claims; emails compared without case, as sign-in does)."""
+    claims = record.agent_claims
+    agent_ids = {record.agent_subject, claims.get("sub", ""), claims.get("email", "")}
     approver_ids = {
         approver.name,
         f"agent:{approver.name}",
         approver.oidc_subject or "",
         approver.email or "",
-    } - {""}
-    return bool(agent_ids & approver_ids)
+    }
+    return bool(_identities(agent_ids) & _identities(approver_ids))
+
+
+def _identities(values: set[str]) -> set[str]:
+    return {v.casefold() if "@" in v else v for v in values} - {""}
 
 
 REQUESTER_CANNOT_APPROVE = Refuse("forbidden", "the requester cannot approve its own request")

@@ -303,3 +303,21 @@ def test_a_change_freeze_begun_after_approval_stops_collection_but_not_break_gla
     assert refused is not None and refused.window == "year-end close"
     glass = record("approved", break_glass=True)
     assert collection_window_refusal(write, glass, YEAR_END) is None
+
+
+@pytest.mark.parametrize(
+    ("subject", "claims"),
+    [
+        ("Alice@Example.COM", {}),  # an issuer whose subject claim is the email
+        ("00u-alice", {"email": "ALICE@example.com"}),  # an identity claim naming her
+    ],
+)
+def test_an_approver_is_the_requester_whatever_the_case_of_her_email(
+    scopes: ScopeSet, subject: str, claims: dict[str, str]
+) -> None:
+    """Emails name one mailbox whatever their case (the sign-in compares them so): an
+    agent acting as alice@example.com cannot have alice approve it."""
+    alice = Approver(name="alice", email="alice@example.com")
+    mine = record(agent_subject=subject, agent_issuer="corp", agent_claims=claims)
+    verdict = decide_approval(mine, alice, "approve", "link", rule(scopes), TUESDAY)
+    assert isinstance(verdict, Refuse) and "cannot approve its own request" in verdict.reason
