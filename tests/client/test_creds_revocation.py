@@ -121,3 +121,44 @@ def test_the_issuance_endpoint_answers_only_for_the_agents_own(
     live.freeze()
     frozen = live.client().issuance(request_id)
     assert frozen.status == "frozen" and "kill switch drill" in (frozen.reason or "")
+
+
+STAGING = ["--service", "payments", "--environment", "staging", "--region", "us-east-1"]
+
+
+def test_the_kill_switch_empties_every_cached_copy_of_the_agent_not_only_the_one_asked(
+    live: LiveBroker, env: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Credentials cached by other commands of the same agent (another environment) were
+    revoked too: they leave the cache when a revocation is found, while another agent's
+    standing copy stays."""
+    monkeypatch.setenv("BROKER_TOKEN", live.token("ledger-maintainer"))
+    issued(run(["--service", "ledger", "--environment", "prod", "--backend", "vault"], capsys))
+    [ledger] = cached_request_ids(env)
+    monkeypatch.setenv("BROKER_TOKEN", live.token())
+    issued(run(CHECK_NOW, capsys))
+    issued(run([*STAGING, "--check-interval", "0"], capsys))
+    assert len(cached_request_ids(env)) == 3
+    live.services.kill_switch.revoke(
+        RevokeTarget(agent="agent:payments-copilot"), "admin:ops", "kill switch drill"
+    )
+    code, _, err = run(CHECK_NOW, capsys)
+    assert code == EXIT_FROZEN, err
+    assert cached_request_ids(env) == [ledger]  # the staging copy went too
+
+
+def test_a_copy_that_still_stands_stays_when_another_is_revoked(
+    live: LiveBroker, env: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    issued(run(CHECK_NOW, capsys))
+    [prod] = cached_request_ids(env)
+    staging = issued(run([*STAGING, "--check-interval", "0"], capsys))
+    [kept] = [r for r in cached_request_ids(env) if r != prod]
+    live.services.kill_switch.revoke(
+        RevokeTarget(service="payments", environment="prod"), "admin:ops", "prod only"
+    )
+    assert run(CHECK_NOW, capsys).code == EXIT_FROZEN
+    assert cached_request_ids(env) == [kept]  # asked, and still standing
+    before = posts(live)
+    assert issued(run([*STAGING, "--check-interval", "0"], capsys)) == staging
+    assert posts(live) == before  # served from the cache

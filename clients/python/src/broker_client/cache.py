@@ -30,6 +30,8 @@ CACHE_VERSION = 2
 #: How long the broker's word that an issuance still stands is trusted (seconds, not
 #: minutes: a kill switch reaches cached credentials within this).
 CHECK_SECONDS = 5.0
+#: How many other cached issuances one run checks after finding one revoked.
+MAX_OTHERS = 16
 
 
 def default_cache_dir() -> Path:
@@ -51,10 +53,17 @@ class LocalCache:
         directory: Path,
         clock: Callable[[], float] = time.time,
         warn: Callable[[str], None] = lambda _: None,
+        owner: str = "",
     ) -> None:
         self.directory = directory
         self.clock = clock
         self.warn = warn
+        self.owner = owner  # whose entries these are (:meth:`owner_of`): a broker and agent
+
+    @staticmethod
+    def owner_of(url: str, identity: str) -> str:
+        """The broker and agent an entry belongs to, as a digest (no token on disk)."""
+        return hashlib.sha256(json.dumps([url, identity]).encode()).hexdigest()[:24]
 
     @staticmethod
     def key(url: str, identity: str, request: Mapping[str, object]) -> str:
@@ -146,11 +155,26 @@ class LocalCache:
             return
         entry = {
             "kind": "issued",
+            "owner": self.owner,
             "fresh_until": expires - margin,
             "checked_at": now,
             "issued": issued.to_json(),
         }
         self.write(key, entry)
+
+    def others(self, key: str) -> list[tuple[str, str]]:
+        """(key, request id) of the owner's other cached issuances, at most MAX_OTHERS:
+        when one turned out revoked, the kill switch may have reached these too."""
+        found: list[tuple[str, str]] = []
+        for path in sorted(self.directory.glob("*.json"))[: MAX_OTHERS * 4]:
+            entry = self.read(path.stem) if path.stem != key else None
+            if entry is None or entry.get("kind") != "issued" or not self.owner:
+                continue
+            body = entry.get("issued")
+            request_id = body.get("request_id") if isinstance(body, dict) else None
+            if entry.get("owner") == self.owner and isinstance(request_id, str):
+                found.append((path.stem, request_id))
+        return found[:MAX_OTHERS]
 
     def pending(self, key: str) -> str | None:
         """The id of an open request for the same key, if one was left waiting."""

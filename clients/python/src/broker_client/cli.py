@@ -187,10 +187,13 @@ def _run(args: argparse.Namespace) -> int:
     if intent is not None:
         # The cache is keyed by the intent's fingerprint; the intent itself is never stored.
         request["intent_digest"] = digest(intent)
-    store = LocalCache(args.cache_dir or default_cache_dir(), warn=_warn) if args.cache else None
+    store = None
     key = ""
-    if store is not None:
-        key = LocalCache.key(broker_url(args), token_identity(current_token(tokens)), request)
+    if args.cache:
+        identity = token_identity(current_token(tokens))
+        owner = LocalCache.owner_of(broker_url(args), identity)
+        store = LocalCache(args.cache_dir or default_cache_dir(), warn=_warn, owner=owner)
+        key = LocalCache.key(broker_url(args), identity, request)
     progress = Progress.for_terminal(time.time, args.progress)
     run = CredsRun(client, store, key, progress, args.offline, args.check_interval, intent)
     try:
@@ -292,9 +295,26 @@ class CredsRun:
                 f"cached credentials of request {request_id} no longer stand "
                 f"({state.status}: {state.reason or state.status}); asking the broker again"
             )
+            self._forget_others_revoked()
             return None
         self.store.confirm(self.key, now)
         return hit.issued
+
+    def _forget_others_revoked(self) -> None:
+        """The kill switch that reached one cached copy may have reached the agent's other
+        ones (other environments, backends): drop those that no longer stand, so revoked
+        credentials do not stay on disk until their own command runs again."""
+        if self.store is None:
+            return
+        for key, request_id in self.store.others(self.key):
+            try:
+                stands = self.client.issuance(request_id).stands
+            except BrokerClientError as e:
+                if e.code != "not_found":
+                    return  # unreachable or refused: the next run checks them anyway
+                stands = False
+            if not stands:
+                self.store.drop(key)
 
     def _request(
         self, request: dict[str, Any], justification: str, wait_timeout: float | None
