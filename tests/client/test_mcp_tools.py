@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import stat
 from pathlib import Path
 
@@ -180,3 +181,20 @@ def test_an_unreadable_intent_is_an_argument_error_naming_its_field(
     assert (refused["code"], refused["field"]) == ("invalid_argument", "intent"), refused
     assert "file" not in refused["message"], refused
     assert live.requests.count("POST /v1/credentials") == 0
+
+
+@pytest.mark.timeout(30)
+def test_an_intent_file_must_be_a_regular_file(
+    live: LiveBroker, files: CredentialWriter, tmp_path: Path
+) -> None:
+    """The model names intent_file: a pipe (or /dev/stdin, the stdio transport's own
+    stream) would block the server, so only a regular file is read."""
+    tools = tools_for(live, files)
+    pipe = tmp_path / "pipe"
+    os.mkfifo(pipe)
+    for path in (str(pipe), "/dev/stdin"):
+        refused = tools.request_elevation(
+            ElevationArguments.model_validate({**ELEVATION, "intent_file": path})
+        )
+        assert (refused["code"], refused["field"]) == ("invalid_argument", "intent_file"), refused
+        assert "not a regular file" in refused["message"], refused

@@ -12,9 +12,10 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
+import stat
 import sys
 from collections.abc import Mapping
-from pathlib import Path
 from typing import Any
 
 from broker_client.errors import BrokerClientError
@@ -49,8 +50,7 @@ def load_intent(path: str, field: str = "intent_file") -> dict[str, Any]:
         if path == "-":
             text = sys.stdin.read(MAX_FILE_BYTES + 1)
         else:
-            with Path(path).open(encoding="utf-8") as handle:
-                text = handle.read(MAX_FILE_BYTES + 1)
+            text = _read_regular_file(path, source, field)
     except OSError as e:
         raise _invalid(f"cannot read {source}: {e.strerror or type(e).__name__}", field) from None
     except UnicodeDecodeError:
@@ -66,6 +66,17 @@ def load_intent(path: str, field: str = "intent_file") -> dict[str, Any]:
             f"{source} is not JSON (for a plan: terraform show -json PLAN)", field
         ) from None
     return as_intent(value, source, field)
+
+
+def _read_regular_file(path: str, source: str, field: str) -> str:
+    """The text of ``path`` if it is a regular file. A pipe, a device or /dev/stdin (on the
+    MCP stdio transport, the host's own stream) would block or eat what is not ours; it
+    is opened without waiting and refused."""
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
+    with os.fdopen(fd, "rb") as handle:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise _invalid(f"{source} is not a regular file ('-' reads standard input)", field)
+        return handle.read(MAX_FILE_BYTES + 1).decode("utf-8")
 
 
 def _invalid(message: str, field: str) -> BrokerClientError:
