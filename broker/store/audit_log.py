@@ -222,7 +222,11 @@ class Journal:
         values["id"] = issued.id
         cursor.execute(self._sql.complete_issued, values)
         row = cursor.fetchone()
-        return replace(issued, revoked_at=row[0] if row else None)
+        if row is None:
+            # The write-ahead is gone (the database lost a commit it had not yet flushed:
+            # see durable_enough): the credential is recorded anew, never handed out unlisted.
+            return self._insert(cursor, replace(issued, id=None))
+        return replace(issued, revoked_at=row[0])
 
     def _chain(self, cursor: Any, records: list[AuditRecord]) -> list[AuditRecord]:
         """Chain ``records`` in order inside the caller's transaction: the head is read and

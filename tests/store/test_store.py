@@ -335,6 +335,40 @@ def test_a_state_change_and_its_audit_record_commit_together(store: SqlStore) ->
     assert len(list(store.audit_records(request_id=request_id))) == 1
 
 
+def test_a_completion_whose_write_ahead_was_lost_still_leaves_a_record(store: SqlStore) -> None:
+    """The write-ahead commits without waiting for the disk: a database crash may lose it
+    while the upstream minted. The completion then records the credential anew, so the
+    kill switch still lists what is handed out."""
+    from sqlalchemy import delete
+
+    from broker.store import tables as t
+
+    intent = store.begin_issue(
+        IssuedRecord(
+            request_id="req_" + "d" * 26,
+            agent_key="k",
+            agent_subject="agent:x",
+            service="payments",
+            environment="prod",
+            region=None,
+            tier="read",
+            backend="vault",
+            issued_at=100.0,
+            expires_at=200.0,
+            state="minting",
+        )
+    )
+    with store.db.tx() as connection:
+        connection.execute(delete(t.issued).where(t.issued.c.id == intent.id))
+    done = store.complete_issue(
+        replace(intent, vault_accessor="acc", expires_at=190.0, state="active"),
+        AuditRecord(at=130.0, actor="agent:x", action="issue", outcome="issued"),
+    )
+    assert done.record.id is not None and done.record.revoked_at is None
+    [listed] = store.active_issued(150.0)
+    assert (listed.id, listed.vault_accessor, listed.state) == (done.record.id, "acc", "active")
+
+
 def test_a_write_ahead_is_completed_or_found_stale(store: SqlStore) -> None:
     intent = store.begin_issue(
         IssuedRecord(
