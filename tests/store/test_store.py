@@ -38,6 +38,23 @@ def store(store_url: str) -> Iterator[SqlStore]:
     made.close()
 
 
+def minting(request_id: str) -> IssuedRecord:
+    """A write-ahead: a Vault token about to be minted, issued at 100, ending by 200."""
+    return IssuedRecord(
+        request_id=request_id,
+        agent_key="k",
+        agent_subject="agent:x",
+        service="payments",
+        environment="prod",
+        region=None,
+        tier="read",
+        backend="vault",
+        issued_at=100.0,
+        expires_at=200.0,
+        state="minting",
+    )
+
+
 def request_record(request_id: str = "req_" + "a" * 26, status: str = "pending") -> RequestRecord:
     return RequestRecord(
         id=request_id,
@@ -291,18 +308,8 @@ def test_a_failed_audit_write_stores_neither_record_and_is_a_store_error(tmp_pat
         )
         refuse.commit()
         refuse.close()
-        issued = IssuedRecord(
-            request_id="req_x",
-            agent_key="k",
-            agent_subject="agent:x",
-            service="payments",
-            environment="prod",
-            region=None,
-            tier="read",
-            backend="vault",
-            issued_at=1.0,
-            expires_at=9e9,
-            vault_accessor="acc",
+        issued = replace(
+            minting("req_x"), issued_at=1.0, expires_at=9e9, vault_accessor="acc", state="active"
         )
         audit = AuditRecord(at=1.0, actor="agent:x", action="issue", outcome="issued")
         with pytest.raises(StoreUnavailable) as raised:
@@ -343,21 +350,7 @@ def test_a_completion_whose_write_ahead_was_lost_still_leaves_a_record(store: Sq
 
     from broker.store import tables as t
 
-    intent = store.begin_issue(
-        IssuedRecord(
-            request_id="req_" + "d" * 26,
-            agent_key="k",
-            agent_subject="agent:x",
-            service="payments",
-            environment="prod",
-            region=None,
-            tier="read",
-            backend="vault",
-            issued_at=100.0,
-            expires_at=200.0,
-            state="minting",
-        )
-    )
+    intent = store.begin_issue(minting("req_" + "d" * 26))
     with store.db.tx() as connection:
         connection.execute(delete(t.issued).where(t.issued.c.id == intent.id))
     done = store.complete_issue(
@@ -370,21 +363,7 @@ def test_a_completion_whose_write_ahead_was_lost_still_leaves_a_record(store: Sq
 
 
 def test_a_write_ahead_is_completed_or_found_stale(store: SqlStore) -> None:
-    intent = store.begin_issue(
-        IssuedRecord(
-            request_id="req_" + "c" * 26,
-            agent_key="k",
-            agent_subject="agent:x",
-            service="payments",
-            environment="prod",
-            region=None,
-            tier="read",
-            backend="vault",
-            issued_at=100.0,
-            expires_at=200.0,
-            state="minting",
-        )
-    )
+    intent = store.begin_issue(minting("req_" + "c" * 26))
     assert intent.id is not None
     assert [r.id for r in store.stale_intents(101.0)] == [intent.id]
     assert [r.id for r in store.active_issued(150.0)] == [intent.id]  # the kill switch sees it
