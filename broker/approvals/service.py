@@ -235,11 +235,13 @@ class ApprovalService:
                     "decided_at": now,
                     "reason": f"denied by {approver.name}" + (f": {reason}" if reason else ""),
                 }
-            stricter = {}
+            stricter: dict[str, Any] = {}
             if needs.required != current.approvals_required:
                 stricter["approvals_required"] = needs.required
             if needs.delay_seconds != current.delay_seconds:
                 stricter["delay_seconds"] = needs.delay_seconds
+            if stricter and needs.tightened:
+                stricter["reason"] = needs.reason(current)  # what the agent's poll shows
             if current.status == "pending" and approvals_complete(needs, in_force, approvers):
                 return {
                     **stricter,

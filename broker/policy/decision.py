@@ -406,7 +406,7 @@ def rule_now(record: RequestRecord, rule: RuleInForce, approved_by: Iterable[str
     # Sets regrouped (all_of) with the same count and the same people: the approvals may
     # still not be one per set, each from a different person.
     unmet = tuple(quorum.missing(rule.sets, approvers))
-    if unmet and approvers and not tightened:
+    if unmet and len(approvers) - len(gone) >= required and not tightened:
         tightened.append(
             f"its approvals no longer meet {rule.rule.describe_sets()} ({', '.join(unmet)})"
         )

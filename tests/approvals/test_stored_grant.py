@@ -257,6 +257,10 @@ def test_a_stricter_rule_applies_to_a_request_still_pending(shop: Broker) -> Non
     edit_scope(shop, WRITE_RULE, "approvers: [alice, bob]\n      required: 2")
     view = shop.services.approvals.decide(request_id, "alice", "approve", via="page")
     assert (view.record.status, view.record.approvals_required) == ("pending", 2)
+    # The agent polling it is told why it waits for more than it was first told.
+    assert "became stricter since it was opened: 2 approvals instead of 1" in (
+        status(shop, request_id, agent=AGENT)["reason"] or ""
+    )
 
 
 # -- the grant approvers see, and its hash everywhere ----------------------------------------
