@@ -6,6 +6,7 @@ from flask import Blueprint, Response, jsonify, request
 
 from broker.api.common import current_agent, services
 from broker.api.credentials import iso, issued_body
+from broker.api.long_polls import waiting_slot
 from broker.approvals.pending import RequestView
 from broker.approvals.service import MAX_WAIT_SECONDS
 from broker.errors import BadRequest
@@ -47,8 +48,9 @@ def _request_id(value: str) -> str:
 def get_request(request_id: str) -> Response:
     """The state of one of the agent's own requests.
 
-    ``?wait=N`` long-polls up to N seconds (at most 30) for a change. 200; 400 malformed id
-    or wait; 401; 404 no such request of this agent.
+    ``?wait=N`` long-polls up to N seconds (at most 30) for a change, when one of the
+    worker's long-poll slots is free (half its threads), else answers at once. 200; 400
+    malformed id or wait; 401; 404 no such request of this agent.
     """
     agent = current_agent()
     wait_text = request.args.get("wait", "0")
@@ -58,7 +60,9 @@ def get_request(request_id: str) -> Response:
         raise BadRequest("wait must be a number of seconds", "wait") from e
     if not 0 <= wait <= MAX_WAIT_SECONDS:
         raise BadRequest(f"wait must be between 0 and {MAX_WAIT_SECONDS}", "wait")
-    view = services().approvals.status(_request_id(request_id), agent, wait)
+    svc = services()
+    with waiting_slot(wait, svc.settings.threads) as allowed:
+        view = svc.approvals.status(_request_id(request_id), agent, allowed)
     return jsonify(view_body(view))
 
 

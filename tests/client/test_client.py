@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import threading
+import time
 from collections.abc import Callable, Iterator
 
 import pytest
@@ -147,6 +148,32 @@ def test_wait_and_complete_give_up_after_their_timeout(live: LiveBroker) -> None
     with pytest.raises(ApprovalPending) as still:
         client.complete(pending.request_id, timeout=0)
     assert still.value.request_id == pending.request_id and still.value.code == "pending"
+
+
+def test_a_poll_answered_at_once_is_not_repeated_at_once(live: LiveBroker) -> None:
+    """When every long-poll slot of the broker is taken, it answers at once; the client
+    then waits a second before asking again, instead of asking hundreds of times."""
+    client = live.client()
+    pending = client.request(*WRITE, "us-east-1", [INVOICE])
+    assert isinstance(pending, PendingRequest)
+    slots = live.services.settings.threads // 2
+    holders = [
+        threading.Thread(target=client.status, args=(pending.request_id, 30)) for _ in range(slots)
+    ]
+    for holder in holders:
+        holder.start()
+    try:
+        deadline = time.monotonic() + 10
+        while live.polls() < slots and time.monotonic() < deadline:
+            time.sleep(0.05)
+        time.sleep(0.3)  # the holders are waiting
+        before = live.polls()
+        assert client.wait(pending.request_id, timeout=3).status == "pending"
+        assert live.polls() - before <= 6, live.polls() - before
+    finally:
+        live.services.approvals.decide(pending.request_id, "bob", "deny", via="page")
+        for holder in holders:
+            holder.join(10)
 
 
 def test_frozen_agents_get_frozen(live: LiveBroker) -> None:

@@ -50,6 +50,7 @@ if TYPE_CHECKING:
 
 #: The longest long-poll the broker accepts (``GET /v1/requests/<id>?wait=N``).
 MAX_WAIT_SECONDS = 30
+MIN_POLL_SECONDS = 1.0  # between polls the broker answered at once, nothing having changed
 DEFAULT_TIMEOUT_SECONDS = 10.0
 USER_AGENT = "agent-credential-broker-client/1"
 _REQUEST_ID = re.compile(r"req_[a-z0-9]{26}")
@@ -185,7 +186,14 @@ class BrokerClient:
                 if left <= 0:
                     return state
                 poll = min(poll, left)
-            state = self.status(request_id, wait=min(MAX_WAIT_SECONDS, max(0.1, poll)))
+            wait = min(MAX_WAIT_SECONDS, max(0.1, poll))
+            asked = time.monotonic()
+            state = self.status(request_id, wait=wait)
+            early = time.monotonic() - asked < min(wait, MIN_POLL_SECONDS)
+            if early and state == seen:
+                # The broker answered without waiting (its long-poll slots were taken):
+                # ask again in a second, not at once.
+                time.sleep(min(MIN_POLL_SECONDS, max(0.0, poll - (time.monotonic() - asked))))
 
     def collect(self, request_id: str) -> Issued:
         """Collect an approved request's credentials (once; their lifetime starts now)."""
