@@ -8,7 +8,6 @@ to 30 s behind them. Tested against `broker serve` (gunicorn, one worker of 8 th
 
 from __future__ import annotations
 
-import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -17,10 +16,11 @@ import requests
 import yaml
 
 from broker.config import load_settings
-from broker.devstack.processes import ServerProcess, free_port
+from broker.devstack.processes import free_port
 from broker.identity.mint import mint_agent_token
 from broker.keys import load_keys
 from tests.fixtures.broker import READ_PAYMENTS, make_broker
+from tests.fixtures.serve import broker_serve
 
 WRITE_PAYMENTS = {
     **READ_PAYMENTS,
@@ -43,12 +43,7 @@ def test_waiting_agents_leave_threads_for_the_rest_of_the_api(tmp_path: Path) ->
         load_keys(settings.state_dir), settings.identity.local, "payments-copilot", 600
     )
     headers = {"Authorization": f"Bearer {token}"}
-    url = f"http://127.0.0.1:{port}"
-    server = ServerProcess(
-        [sys.executable, "-m", "broker.cli", "serve", "--config", str(config)],
-        tmp_path / "serve.log",
-    )
-    server.start(lambda: requests.get(f"{url}/healthz", timeout=1).ok, timeout=60)
+    server, url = broker_serve(config, port, tmp_path / "serve.log")
     try:
         opened = requests.post(f"{url}/v1/credentials", json=WRITE_PAYMENTS, headers=headers)
         assert opened.status_code == 202, opened.text

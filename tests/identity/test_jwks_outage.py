@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import socket
-import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -24,13 +23,14 @@ import requests
 import yaml
 
 from broker.config import load_settings
-from broker.devstack.processes import ServerProcess, free_port
+from broker.devstack.processes import free_port
 from broker.errors import InvalidFileError, Unauthenticated
 from broker.identity.jwks import JwksCache
 from broker.identity.mint import mint_agent_token
 from broker.keys import load_keys
 from tests.fixtures.agent_issuer import KID, RSA_KEY, OidcProvider
 from tests.fixtures.broker import READ_PAYMENTS, make_broker
+from tests.fixtures.serve import broker_serve
 
 ISSUER = "https://slow-ci.example.test"
 
@@ -106,12 +106,7 @@ def test_a_hanging_key_set_holds_one_thread_while_the_api_answers(
     local = mint_agent_token(
         load_keys(settings.state_dir), settings.identity.local, "payments-copilot", 600
     )
-    url = f"http://127.0.0.1:{port}"
-    server = ServerProcess(
-        [sys.executable, "-m", "broker.cli", "serve", "--config", str(config)],
-        tmp_path / "serve.log",
-    )
-    server.start(lambda: requests.get(f"{url}/healthz", timeout=1).ok, timeout=60)
+    server, url = broker_serve(config, port, tmp_path / "serve.log")
     try:
 
         def unauthenticated(n: int) -> tuple[int, float]:
