@@ -198,3 +198,20 @@ def test_an_intent_file_must_be_a_regular_file(
         )
         assert (refused["code"], refused["field"]) == ("invalid_argument", "intent_file"), refused
         assert "not a regular file" in refused["message"], refused
+
+
+def test_request_credentials_never_leaves_an_escalation_open(
+    live: LiveBroker, files: CredentialWriter
+) -> None:
+    """The read tool with an intent that writes: the broker would open a write request
+    with no justification for approvers to read; the tool withdraws it and says to use
+    request_elevation."""
+    tools = tools_for(live, files)
+    operation = {"action": "s3:PutObject", "resource": "arn:aws:s3:::payments-prod-invoices/x"}
+    refused = tools.request_credentials(
+        read(region="us-east-1", intent={"operations": [operation]})
+    )
+    assert (refused["code"], refused["field"]) == ("invalid_argument", "intent"), refused
+    assert "request_elevation" in refused["message"]
+    [record] = live.services.store.list_requests(limit=5)
+    assert record.status == "cancelled"

@@ -56,7 +56,18 @@ class BrokerTools:
     def request_credentials(self, args: CredentialsArguments) -> Outcome:
         """Read credentials now, written to an AWS profile or an env file."""
         outcome = self._ask(args, "read", args.resources, "")
-        return outcome.outcome if isinstance(outcome, Opened) else outcome
+        if not isinstance(outcome, Opened):
+            return outcome
+        # An intent that changes something made the broker open a write/delete request,
+        # with no justification for the approvers: withdraw it, and say which tool asks.
+        self.withdraw(outcome.pending.request_id)
+        return refusal(
+            "invalid_argument",
+            f"this intent needs {outcome.outcome.get('intent', {}).get('tier', 'approval')} "
+            "access, which people approve: call request_elevation with a justification",
+            "error",
+            field="intent",
+        )
 
     def request_elevation(self, args: ElevationArguments) -> Outcome | Opened:
         """Open a write/delete request (or, rarely, be issued at once)."""
