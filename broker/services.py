@@ -23,13 +23,13 @@ from broker.approvals.links import LinkSigner
 from broker.approvals.notices import Notices
 from broker.approvals.read_access import ReadAccess
 from broker.approvals.service import ApprovalService
-from broker.audit.anchor import Anchorer, AnchorStore
-from broker.audit.recorder import AuditRecorder, AuditStream
+from broker.audit.anchor import Anchorer, AnchorStore, anchor_now
+from broker.audit.recorder import AuditRecorder
 from broker.cache import CredentialCache
 from broker.config import Settings
 from broker.credentials import CredentialService
 from broker.errors import BrokerError, Problem
-from broker.guard.guard import FREEZE_CACHE_SECONDS, Guard
+from broker.guard.guard import Guard
 from broker.guard.revocation import KillSwitch, RevocationReport, RevokeTarget
 from broker.identity.verifier import TokenVerifier
 from broker.issuance import IssuanceService
@@ -43,7 +43,7 @@ from broker.reconciler import Reconciler
 from broker.scopes.holder import ReloadOutcome, ScopeHolder
 from broker.scopes.lint_base import context_for
 from broker.store.base import Store
-from broker.store.sql import SqlStore
+from broker.store.opened import open_store
 
 log = logging.getLogger(__name__)
 
@@ -152,20 +152,8 @@ class Services:
         return report
 
     def anchor(self, reason: str) -> list[str]:
-        """Anchor the audit chain now (when configured); a failure is logged and audited,
-        never raised: the chain is still in the store, and the next anchor covers it."""
-        if self.anchorer is None:
-            return []
-        try:
-            written = self.anchorer.anchor(reason)
-        except Exception as e:  # noqa: BLE001 - S3 down must not break the kill switch
-            log.warning("audit anchor failed: %s", type(e).__name__)
-            message = e.message if isinstance(e, BrokerError) else type(e).__name__
-            self.audit.record("audit_anchor", "failed", "broker", reason=message)
-            return []
-        for where in written:
-            log.info("audit chain anchored", extra={"anchor": where, "why": reason})
-        return written
+        """Anchor the audit chain now (when configured); never raises (:func:`anchor_now`)."""
+        return anchor_now(self.anchorer, self.audit, reason)
 
     def start_background(self) -> None:
         """Watch the scope files, expire overdue requests, reconcile what was minted with
@@ -237,9 +225,8 @@ def build_services(
     # Keys from the state directory are read again when a rotation there is noticed.
     reload_keys = None if keys is not None else (lambda: load_keys(settings.state_dir))
     keys = keys or load_keys(settings.state_dir)
-    store = store or SqlStore.from_url(settings.database_url)
-    if settings.audit_stream:
-        store.subscribe_audit(AuditStream(settings.audit_stream))
+    # A store given (tests, `broker revoke` cancelling requests) streams as its opener set.
+    store = store or open_store(settings)
     metrics = Metrics()
     scopes = ScopeHolder(settings.scopes_dir, context_for(iam, settings))
     audit = AuditRecorder(store, clock)
@@ -297,11 +284,12 @@ def build_services(
     )
     if accounts is None and build_accounts is not None:
         accounts = build_accounts(settings, issuers)
-    kill_switch = KillSwitch(
+    kill_switch = KillSwitch.for_settings(
+        settings,
         store=store,
         issuers=issuers,
         accounts=accounts,
-        scopes=scopes,
+        scopes=lambda: scopes.current.scopes.values(),
         approvals=approvals,
         cache=cache,
         guard=guard,
@@ -309,8 +297,6 @@ def build_services(
         audit=audit,
         metrics=metrics,
         clock=clock,
-        concurrency=settings.revocation_concurrency,
-        in_flight_seconds=FREEZE_CACHE_SECONDS + settings.upstream_deadline_seconds + 1.0,
     )
     reconciler = Reconciler(
         store=store,

@@ -24,6 +24,8 @@ from dataclasses import dataclass, field
 from itertools import takewhile
 from typing import Protocol
 
+from broker.audit.recorder import AuditRecorder
+from broker.errors import BrokerError
 from broker.store.base import AuditStore
 from broker.store.records import AuditRecord
 
@@ -169,3 +171,20 @@ def _between(store: AuditStore, first: int, last: int) -> Iterator[AuditRecord]:
 
 def _when(at: float) -> str:
     return time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(at))
+
+
+def anchor_now(anchorer: Anchorer | None, audit: AuditRecorder, reason: str) -> list[str]:
+    """Anchor the audit chain now (when configured); a failure is logged and audited, never
+    raised: the chain is still in the store, and the next anchor covers it."""
+    if anchorer is None:
+        return []
+    try:
+        written = anchorer.anchor(reason)
+    except Exception as e:  # noqa: BLE001 - S3 down must not break the kill switch
+        log.warning("audit anchor failed: %s", type(e).__name__)
+        message = e.message if isinstance(e, BrokerError) else type(e).__name__
+        audit.record("audit_anchor", "failed", "broker", reason=message)
+        return []
+    for where in written:
+        log.info("audit chain anchored", extra={"anchor": where, "why": reason})
+    return written

@@ -23,8 +23,6 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
-from flask import g, has_request_context
-
 from broker.audit.redact import secret_fields
 from broker.store import tables as t
 from broker.store.base import AuditStore
@@ -41,9 +39,12 @@ MAX_UNCLIPPED = 2000
 
 
 def http_request_id() -> str | None:
-    """The X-Request-ID of the HTTP request being served, to join audit records and logs."""
-    if has_request_context():
-        value = g.get("request_id")
+    """The X-Request-ID of the HTTP request being served, to join audit records and logs.
+    A process that never imported Flask (`broker revoke`) serves none: it is not imported
+    for this (a tenth of the command's start-up)."""
+    flask = sys.modules.get("flask")
+    if flask is not None and flask.has_request_context():
+        value = flask.g.get("request_id")
         return value if isinstance(value, str) else None
     return None
 

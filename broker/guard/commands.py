@@ -18,6 +18,7 @@ from broker.cli_options import config_option
 from broker.guard.revocation import RevokeTarget
 
 if TYPE_CHECKING:
+    from broker.guard.revoke_wiring import Revoker
     from broker.services import Services
 
 EXIT_PARTIAL = 2
@@ -35,6 +36,18 @@ def _with_services(config_path: Path | None, act: Callable[[Services], T]) -> T:
         return act(services)
     finally:
         services.close()
+
+
+def _with_revoker(config_path: Path | None, act: Callable[[Revoker], T]) -> T:
+    """The kill switch alone (a start-up light enough for an incident), as ``act`` uses it."""
+    from broker.config import load_settings
+    from broker.guard.revoke_wiring import build_revoker
+
+    revoker = build_revoker(load_settings(config_path))
+    try:
+        return act(revoker)
+    finally:
+        revoker.close()
 
 
 def _operator() -> str:
@@ -89,7 +102,7 @@ def revoke_command(reason: str, config_path: Path | None, **target: Any) -> None
     Exits 0 when every backend confirmed, 2 when some could not be reached (run it again).
     """
     chosen = RevokeTarget(**target)
-    report = _with_services(config_path, lambda s: s.revoke(chosen, _operator(), reason))
+    report = _with_revoker(config_path, lambda r: r.revoke(chosen, _operator(), reason))
     for line in report.lines():
         click.echo(line)
     if not report.ok:
@@ -103,9 +116,7 @@ def unfreeze_command(reason: str, config_path: Path | None, **target: Any) -> No
     new credentials again. Revoked credentials stay revoked. `broker freezes` lists the
     freezes in force."""
     chosen = RevokeTarget(**target)
-    done = _with_services(
-        config_path, lambda s: s.kill_switch.unfreeze(chosen, _operator(), reason)
-    )
+    done = _with_revoker(config_path, lambda r: r.kill_switch.unfreeze(chosen, _operator(), reason))
     if not done.lifted:
         click.echo(f"{chosen.describe()} was not frozen.")
         return

@@ -17,13 +17,12 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from broker.audit.recorder import AuditRecorder
 from broker.config import BreakerSettings
 from broker.errors import BrokerError
 from broker.identity.model import AgentIdentity
-from broker.intake import ResolvedRequest
 from broker.notify.base import NotificationFailed, Notifier
 from broker.policy.decision import (
     Counters,
@@ -36,6 +35,9 @@ from broker.policy.decision import (
 )
 from broker.store.base import AuditStore, CounterStore, FreezeStore, IssuedStore
 from broker.store.records import FreezeRecord
+
+if TYPE_CHECKING:
+    from broker.intake import ResolvedRequest  # not imported at run time: `broker revoke`
 
 log = logging.getLogger(__name__)
 

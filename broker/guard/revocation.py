@@ -21,14 +21,13 @@ from __future__ import annotations
 import contextvars
 import logging
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from botocore.exceptions import BotoCoreError, ClientError
 
-from broker.approvals.service import ApprovalService
 from broker.audit.recorder import AuditRecorder
 from broker.cache import CredentialCache
 from broker.errors import BadRequest, BrokerError
@@ -52,9 +51,12 @@ from broker.issuers.base import Issuer
 from broker.metrics import Metrics
 from broker.notify.base import NotificationFailed, Notifier
 from broker.policy.globs import substitute
-from broker.scopes.holder import ScopeHolder
+from broker.scopes.model import Scope
 from broker.store.base import FreezeStore, IssuedStore, LockStore
 from broker.store.records import AuditRecord, FreezeRecord, IssuedRecord
+
+if TYPE_CHECKING:
+    from broker.config import Settings
 
 log = logging.getLogger(__name__)
 
@@ -128,6 +130,20 @@ class Unfrozen:
     effective_at: float
 
 
+class OpenRequests(Protocol):
+    """Cancels the open requests a revocation reaches (the approval service)."""
+
+    def cancel_open(
+        self,
+        reason: str,
+        actor: str,
+        agent_subject: str | None = None,
+        service: str | None = None,
+        environment: str | None = None,
+        request_id: str | None = None,
+    ) -> Sequence[object]: ...
+
+
 class KillSwitchStore(FreezeStore, IssuedStore, LockStore, Protocol):
     """Freezes to add and lift, issued credentials to find and mark revoked, and a lock per
     role for its revocation policy."""
@@ -138,8 +154,9 @@ class KillSwitch:
     store: KillSwitchStore
     issuers: Mapping[str, Issuer]
     accounts: AwsAccounts | None
-    scopes: ScopeHolder
-    approvals: ApprovalService
+    # The scopes whose roles a revocation may have to deny (those in force, in a server).
+    scopes: Callable[[], Iterable[Scope]]
+    approvals: OpenRequests
     cache: CredentialCache
     guard: Guard
     notifier: Notifier
@@ -151,6 +168,16 @@ class KillSwitch:
     # How long after a freeze another replica may still mint: its freezes cache, the
     # upstream deadline, a second for the write before the call and for clock skew.
     in_flight_seconds: float = FREEZE_CACHE_SECONDS + 11.0
+
+    @classmethod
+    def for_settings(cls, settings: Settings, **parts: Any) -> KillSwitch:
+        """With the settings' concurrency, and as in-flight window another replica's
+        freezes cache, its upstream deadline and a second (the write-ahead, clock skew)."""
+        return cls(
+            **parts,
+            concurrency=settings.revocation_concurrency,
+            in_flight_seconds=FREEZE_CACHE_SECONDS + settings.upstream_deadline_seconds + 1.0,
+        )
 
     def revoke(self, target: RevokeTarget, actor: str, reason: str) -> RevocationReport:
         if len(reason.strip()) < 3:
@@ -303,7 +330,7 @@ class KillSwitch:
         roles = {r.role_arn for r in records if r.role_arn}
         if target.request_id is not None:
             return sorted(roles)
-        for scope in self.scopes.current.scopes.values():
+        for scope in self.scopes():
             if target.service is not None and scope.service != target.service:
                 continue
             if target.agent is not None and not may_be_requested_by(scope, target.agent):

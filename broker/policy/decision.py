@@ -19,7 +19,7 @@ import math
 import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 from broker.config import Approver
 from broker.errors import (
@@ -37,12 +37,14 @@ from broker.errors import (
 )
 from broker.guard.windows import active_window, describe_window
 from broker.identity.model import AgentIdentity
-from broker.intake import ResolvedRequest
 from broker.policy import quorum
 from broker.policy.quorum import PeopleSet
 from broker.scopes.model import Approval, RateLimit, Scope
 from broker.store.records import ApprovalRecord, FreezeRecord, RequestRecord
 from broker.yamldoc import format_duration
+
+if TYPE_CHECKING:  # not imported at run time: the kill switch needs none of the intake
+    from broker.intake import ResolvedRequest
 
 Ballot = Literal["approve", "deny"]
 OPEN_STATES = ("pending", "approved")

@@ -141,3 +141,15 @@ def _placed(scope: Scope, document: Document) -> Scope:
             statements.append(replace(statement, position=position))
         tiers[name] = replace(tier, aws=tuple(statements))
     return replace(scope, source=document.name, tiers=tiers)
+
+
+def readable_scopes(path: Path) -> list[Scope]:
+    """Every scope under ``path`` that reads as a Scope, neither linted nor compiled (no IAM
+    action data is loaded): where `broker revoke` looks for the roles an agent may hold. A
+    scope failing its lint is served by no replica; its roles only gain a needless deny."""
+    scopes = []
+    for file in scope_files(path) if path.exists() else ():
+        loaded, _ = load_scope_file(file)
+        if loaded is not None:
+            scopes.append(loaded.scope)
+    return scopes
