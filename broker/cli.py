@@ -8,6 +8,8 @@ traceback reaches the terminal.
 from __future__ import annotations
 
 import importlib
+import logging
+import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -15,7 +17,7 @@ from typing import TYPE_CHECKING
 
 import click
 
-from broker.cli_options import config_option, directory_option
+from broker.cli_options import Finished, config_option, directory_option
 from broker.errors import BrokerError, InvalidFileError
 
 if TYPE_CHECKING:
@@ -376,7 +378,7 @@ def _add_feature_commands() -> None:
 def main(argv: Sequence[str] | None = None) -> None:
     _add_feature_commands()
     try:
-        cli.main(
+        done = cli.main(
             args=list(argv) if argv is not None else None, prog_name="broker", standalone_mode=False
         )
     except click.exceptions.Abort:
@@ -392,6 +394,14 @@ def main(argv: Sequence[str] | None = None) -> None:
     except BrokerError as e:
         click.echo(f"error: {e.message}", err=True)
         sys.exit(EXIT_PROBLEMS)
+    if isinstance(done, Finished):
+        if argv is None:  # the process's own command line: nothing else runs after it
+            sys.stdout.flush()
+            sys.stderr.flush()
+            logging.shutdown()
+            os._exit(done.exit_code)
+        if done.exit_code:
+            sys.exit(done.exit_code)
 
 
 if __name__ == "__main__":

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
 
-from broker.cli_options import config_option
+from broker.cli_options import Finished, config_option
 from broker.guard.revocation import RevokeTarget
 
 if TYPE_CHECKING:
@@ -96,7 +96,7 @@ def _with(options: list[Callable[[F], F]]) -> Callable[[F], F]:
 
 @click.command("revoke")
 @_with(REVOKE_OPTIONS)
-def revoke_command(reason: str, config_path: Path | None, **target: Any) -> None:
+def revoke_command(reason: str, config_path: Path | None, **target: Any) -> Finished:
     """Cut off an agent, a service, a request or everything: revoke, freeze, cancel, alert.
 
     Exits 0 when every backend confirmed, 2 when some could not be reached (run it again).
@@ -105,8 +105,7 @@ def revoke_command(reason: str, config_path: Path | None, **target: Any) -> None
     report = _with_revoker(config_path, lambda r: r.revoke(chosen, _operator(), reason))
     for line in report.lines():
         click.echo(line)
-    if not report.ok:
-        sys.exit(EXIT_PARTIAL)
+    return Finished(0 if report.ok else EXIT_PARTIAL)
 
 
 @click.command("unfreeze")
