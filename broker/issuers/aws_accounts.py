@@ -42,12 +42,15 @@ class AwsAccounts:
         self._identity: dict[str, Any] | None = None
         self._clients: dict[str, tuple[float, Any]] = {}
         self._lock = threading.Lock()
+        self._identity_lock = threading.Lock()
 
     def identity(self) -> dict[str, Any]:
-        if self._identity is None:
-            sts = self.sts.client("sts", "us-east-1")
-            self._identity = dict(sts.get_caller_identity())
-        return self._identity
+        # Asked once: the kill switch's threads (one per role) would each ask STS at once.
+        with self._identity_lock:
+            if self._identity is None:
+                sts = self.sts.client("sts", "us-east-1")
+                self._identity = dict(sts.get_caller_identity())
+            return self._identity
 
     def own_account(self) -> str:
         return str(self.identity()["Account"])
