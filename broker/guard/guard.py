@@ -117,7 +117,9 @@ class Guard:
         limit = resolved.tier.rate_limit
         if limit is None:
             return Counters()
-        key = f"rate:{identity.key}:{request.service}:{request.tier}"
+        # The agent (issuer and subject), not identity.key: that also hashes the other
+        # identity claims, and an agent whose tokens vary them would get a count per variant.
+        key = f"rate:{identity.principal}:{request.service}:{request.tier}"
         taken, count, oldest = self.store.count_and_add(key, limit.per_seconds, limit.count, now)
         return Counters(rate=RateCount(limit, taken, count, oldest))
 

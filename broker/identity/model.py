@@ -66,7 +66,9 @@ class AgentIdentity:
 
     @cached_property  # asked several times per request; a sha256 each time otherwise
     def key(self) -> str:
-        """A stable identifier of this identity, used to key caches and rate limits."""
+        """A stable identifier of this identity and its claims: what owns a request and keys
+        the credential cache. Counts per agent (rate limits, the breaker) and freezes key on
+        :attr:`principal` instead, so varying the other claims buys nothing."""
         parts = [self.issuer, self.subject, *(f"{k}={v}" for k, v in sorted(self.claims.items()))]
         digest = hashlib.sha256("\x1f".join(parts).encode()).hexdigest()[:24]
         return f"{self.issuer}:{self.subject}:{digest}"

@@ -9,9 +9,10 @@ from pathlib import Path
 
 import pytest
 
-from broker.config import BreakerSettings
+from broker.config import BreakerSettings, IdentitySettings, LocalIssuer
 from broker.keys import load_keys
 from broker.store.sql import SqlStore
+from tests.fixtures.agent_issuer import OidcProvider
 from tests.fixtures.broker import Broker
 from tests.guard.helpers import (
     AGENT,
@@ -79,6 +80,29 @@ def test_the_limit_is_per_agent_and_per_tier(made: tuple[Broker, RecordingNotifi
     assert write(broker)[0] == 429
     assert write(broker, OTHER_AGENT)[0] == 202  # another agent has its own count
     assert broker.post("/v1/credentials", DELETE, agent=AGENT).status_code == 202  # other tier
+
+
+def test_varying_claims_do_not_buy_more_requests(tmp_path: Path, oidc: OidcProvider) -> None:
+    """The limit keys on the agent (issuer and subject): tokens of one CI subject whose other
+    identity claims differ (another workflow, another repository) share one count."""
+    broker, _ = guard_broker(
+        tmp_path,
+        identity=IdentitySettings(local=LocalIssuer(), oidc=(oidc.config(required_claims=()),)),
+    )
+    scope = tmp_path / "scopes" / "shop.yaml"
+    requester = "  - {issuer: ci, claims: {repository: 'acme/*'}}\n"
+    scope.write_text(scope.read_text().replace("requesters:\n", f"requesters:\n{requester}", 1))
+    assert broker.services.scopes.reload().applied
+
+    def ci_write(workflow: str, repository: str = "acme/payments") -> int:
+        token = oidc.sign(oidc.claims(workflow=workflow, repository=repository))
+        headers = {"Authorization": f"Bearer {token}"}
+        return int(broker.client.post("/v1/credentials", json=WRITE, headers=headers).status_code)
+
+    assert [ci_write(f"deploy-{n}") for n in range(LIMIT)] == [202] * LIMIT
+    assert ci_write("deploy-another") == 429
+    assert ci_write("deploy", repository="acme/shop") == 429
+    assert write(broker)[0] == 202  # the local agent has its own count
 
 
 def test_refused_requests_do_not_use_up_the_limit(tmp_path: Path) -> None:
