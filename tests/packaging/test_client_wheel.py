@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -22,6 +23,12 @@ import pytest
 from tests.client.conftest import LiveBroker, start_live_broker
 
 ROOT = Path(__file__).resolve().parents[2]
+# What a wheel is not built from: VCS data, environments, caches, and the trees that ship
+# in neither wheel (the server's wheel holds broker/ only, the client's src/ only).
+_NOT_SOURCES = shutil.ignore_patterns(
+    ".git", ".venv", "build", "*.egg-info", "__pycache__", "node_modules", ".*_cache",
+    ".broker", "tests", "bench", "docs", "deploy", "clients",
+)
 SERVER_ONLY = ("flask", "sqlalchemy", "alembic", "psycopg", "gunicorn", "policy-sentry", "mcp")
 
 
@@ -37,8 +44,13 @@ def run(*argv: str | Path, timeout: float = 600, **kwargs: object) -> str:
 def wheels(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     out = tmp_path_factory.mktemp("wheels")
     pip = [sys.executable, "-m", "pip", "wheel", "--quiet", "--no-deps", "--wheel-dir", out]
-    run(*pip, ROOT / "clients" / "python")
-    run(*pip, ROOT)
+    # setuptools writes build/ and *.egg-info beside the sources: build from copies so the
+    # checkout stays as it was (a stray build/ tree confuses mypy and ruff runs by hand).
+    sources = tmp_path_factory.mktemp("sources")
+    for name, tree in (("client", ROOT / "clients" / "python"), ("server", ROOT)):
+        copy = sources / name
+        shutil.copytree(tree, copy, ignore=_NOT_SOURCES)
+        run(*pip, copy)
     built = {p.name.split("-")[0]: p for p in out.glob("*.whl")}
     assert set(built) == {"agent_credential_broker_client", "agent_credential_broker"}, built
     return built
