@@ -70,8 +70,9 @@ def get_request(request_id: str) -> Response:
 def collect(request_id: str) -> Response:
     """Collect the credentials of an approved request, once, by the requesting agent.
 
-    200 credentials; 401; 403 another agent, denied, frozen or change freeze; 404; 409 not
-    approved yet or the delay is running; 410 already collected or expired; 503 upstream.
+    200 credentials; 401; 403 denied, frozen or change freeze; 404 no such request of this
+    agent (another agent's reads the same); 409 not approved yet or the delay is running;
+    410 already collected or expired; 503 upstream.
     """
     agent = current_agent()
     issued = services().approvals.collect(_request_id(request_id), agent)
@@ -88,6 +89,6 @@ def withdraw(request_id: str) -> Response:
     """
     agent = current_agent()
     approvals = services().approvals
-    view = approvals.status(_request_id(request_id), agent)
+    view = approvals.status(_request_id(request_id), agent, operation="withdraw")
     approvals.cancel_open("withdrawn by the agent", agent.principal, request_id=view.record.id)
     return jsonify(view_body(approvals.status(view.record.id, agent)))

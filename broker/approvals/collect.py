@@ -16,6 +16,7 @@ from dataclasses import dataclass, replace
 from typing import Protocol
 
 from broker.approvals.collection import RuleKeeper, issuable_grant
+from broker.approvals.lookups import record_refused_lookup
 from broker.approvals.notices import Notices
 from broker.approvals.pending import RequestView, requested
 from broker.audit.recorder import AuditRecorder
@@ -27,7 +28,6 @@ from broker.issuance import IssuanceService, Issued
 from broker.policy.decision import (
     ALREADY_COLLECTED,
     NO_SUCH_REQUEST,
-    NOT_THE_REQUESTER,
     RULE_GONE,
     Deny,
     RuleInForce,
@@ -38,7 +38,7 @@ from broker.policy.decision import (
 )
 from broker.policy.iam_actions import IamDatabase
 from broker.scopes.holder import ScopeHolder
-from broker.store.base import ApprovalStore, RequestStore
+from broker.store.base import ApprovalStore, IssuedStore, RequestStore
 from broker.store.records import FreezeRecord, IssuedRecord, RequestRecord
 
 
@@ -92,8 +92,8 @@ class IntentCheck(Protocol):
         ...
 
 
-class CollectionStore(RequestStore, ApprovalStore, Protocol):
-    """Requests to read, claim and end, and the approvals on them."""
+class CollectionStore(RequestStore, ApprovalStore, IssuedStore, Protocol):
+    """Requests to read, claim and end, the approvals on them, what was issued under them."""
 
 
 @dataclass(eq=False, repr=False)  # a use case: no generated equality or repr
@@ -107,17 +107,10 @@ class Collector:
         svc = self.approvals
         now = svc.clock()
         record = svc.store.get_request(request_id)
-        if record is None:
+        if record is None or record.agent_key != identity.key:
+            # Another agent's request reads as an unknown one (broker.approvals.lookups).
+            record_refused_lookup(svc.store, svc.audit, identity, request_id, "collect")
             raise NO_SUCH_REQUEST.error()
-        if record.agent_key != identity.key:
-            svc.audit.record(
-                "collect",
-                "refused",
-                identity.principal,
-                reason="not the requesting agent",
-                request_id=record.id,
-            )
-            raise NOT_THE_REQUESTER.error()
         record = svc.expire_if_due(record, now)
         approvals = svc.view(record).approvals_received if record.status == "pending" else 0
         # Only an approved request gets as far as the freezes: read them for that one.

@@ -23,6 +23,7 @@ from dataclasses import dataclass, replace
 from typing import Any, NoReturn, Protocol
 
 from broker.approvals.collect import Collector, IntentCheck
+from broker.approvals.lookups import record_refused_lookup
 from broker.approvals.notices import Notices
 from broker.approvals.pending import (
     Pending,
@@ -55,7 +56,7 @@ from broker.policy.decision import (
 from broker.policy.iam_actions import IamDatabase
 from broker.scopes.holder import ScopeHolder
 from broker.scopes.model import Approval, Scope
-from broker.store.base import ApprovalStore, RequestChanges, RequestStore
+from broker.store.base import ApprovalStore, IssuedStore, RequestChanges, RequestStore
 from broker.store.records import (
     ApprovalRecord,
     AuditRecord,
@@ -68,8 +69,9 @@ Decision = Ballot
 MAX_WAIT_SECONDS = 30
 
 
-class RequestsStore(RequestStore, ApprovalStore, RequestChanges, Protocol):
-    """Requests, the approvals recorded on them, and their announced changes."""
+class RequestsStore(RequestStore, ApprovalStore, RequestChanges, IssuedStore, Protocol):
+    """Requests, the approvals recorded on them, and their announced changes; what was
+    issued under an id (a lookup of another agent's id is audited as such)."""
 
 
 class ImpactMeasurement(Protocol):
@@ -137,7 +139,9 @@ class ApprovalService:
             raise NO_SUCH_REQUEST.error()
         return self._expire_if_due(record, self.clock())
 
-    def status(self, request_id: str, identity: AgentIdentity, wait: float = 0) -> RequestView:
+    def status(
+        self, request_id: str, identity: AgentIdentity, wait: float = 0, operation: str = "status"
+    ) -> RequestView:
         """The request as its agent sees it; with ``wait``, long-poll for a change.
 
         The poll wakes when the store announces a change of this request (a decision on
@@ -145,7 +149,7 @@ class ApprovalService:
         collectable.
         """
         mark = self.store.change_mark(request_id)  # before reading: no change is missed
-        record = self._own(request_id, identity)
+        record = self._own(request_id, identity, operation)
         view = self.view(record)
         deadline = time.monotonic() + min(max(wait, 0), MAX_WAIT_SECONDS)
         while record.status in OPEN_STATES and time.monotonic() < deadline:
@@ -162,10 +166,12 @@ class ApprovalService:
             view = changed
         return view
 
-    def _own(self, request_id: str, identity: AgentIdentity) -> RequestRecord:
-        """The request, if ``identity`` made it; 404 otherwise (no leak of other agents')."""
+    def _own(self, request_id: str, identity: AgentIdentity, operation: str) -> RequestRecord:
+        """The request, if ``identity`` made it; else 404 as for an unknown id, audited
+        (:mod:`broker.approvals.lookups`)."""
         record = self.store.get_request(request_id)
         if record is None or record.agent_key != identity.key:
+            record_refused_lookup(self.store, self.audit, identity, request_id, operation)
             raise NO_SUCH_REQUEST.error()
         return self._expire_if_due(record, self.clock())
 

@@ -27,6 +27,7 @@ SLACK = "slack"
 APPROVE = "approve"
 DENY = "deny"
 COLLECT = "collect"
+LOOKUP = "lookup"
 SIGN_IN = "sign_in"
 ISSUE = "issue"
 REVOKE = "revoke"
@@ -66,6 +67,12 @@ CATALOGUE: tuple[Action, ...] = (
     Action(APPROVE, "an approver approved (or was refused)", ("recorded", "refused")),
     Action(DENY, "an approver denied (or was refused)", ("recorded", "refused")),
     Action(COLLECT, "the agent collected approved credentials", ("collected", "refused")),
+    Action(
+        LOOKUP,
+        "an agent named a request id that is not its own (another agent's, or none): "
+        "answered as unknown",
+        ("refused",),
+    ),
     Action(
         SIGN_IN,
         "an approver signed in through the OIDC provider (or was refused), or signed out",
@@ -142,6 +149,7 @@ VERBS: dict[tuple[str, str], str] = {
     (DENY, "refused"): "denial refused",
     (COLLECT, "collected"): "collected",
     (COLLECT, "refused"): "collect refused",
+    (LOOKUP, "refused"): "lookup refused",
     (ISSUE, "issued"): "issued",
     (ISSUE, "cached"): "issued (cache)",
     (ISSUE, "failed"): "issue failed",

@@ -417,9 +417,6 @@ def rule_now(record: RequestRecord, rule: RuleInForce, approved_by: Iterable[str
 
 # -- collecting approved credentials --------------------------------------------------
 
-NOT_THE_REQUESTER = Deny(
-    "forbidden", "only the agent that made a request can collect its credentials"
-)
 ALREADY_COLLECTED = Deny("gone", "these credentials were already collected")
 NO_SUCH_REQUEST = Deny("not_found", "no such request")
 
