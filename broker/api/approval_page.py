@@ -22,7 +22,7 @@ from flask import Blueprint, Response, g, session, url_for
 
 from broker.api import oidc_signin, pages
 from broker.api.common import services
-from broker.api.signin_session import signed_in
+from broker.api.signin_session import signed_in, signed_in_identity
 from broker.approvals.links import LinkClaims
 from broker.config import Approver
 from broker.errors import BadRequest, Forbidden, Gone, Unauthenticated
@@ -111,7 +111,9 @@ def show(token: str) -> Response:
     claims, approver = _approver(token)
     if _needs_sign_in(claims, approver):
         return _sign_in_first(token, claims, approver)
-    model = pages.page_model(claims.request_id, approver, claims.jti)
+    model = pages.page_model(
+        claims.request_id, approver, claims.jti, signed_in=signed_in_identity(approver)
+    )
     response = pages.show_request(
         model,
         "link",
@@ -165,7 +167,14 @@ def act(token: str) -> Response:
             raise Gone(f"{second_ballot(mine).reason}: this link was already used")
         raise Gone("this link was already used; ask for a new one with the Review button in Slack")
     session[pages.SESSION_APPROVER] = approver.name
-    view = svc.approvals.decide(claims.request_id, approver.name, chosen, "link", reason)
+    view = svc.approvals.decide(
+        claims.request_id,
+        approver.name,
+        chosen,
+        "link",
+        reason,
+        signed_in=signed_in_identity(approver),
+    )
     return pages.show_outcome(view, chosen, approver)
 
 

@@ -57,6 +57,7 @@ from broker.errors import (
 )
 from broker.identity.fetch import SameOriginRedirects, secure_url
 from broker.ids import looks_like_request_id
+from broker.policy.requester import SignInIdentity
 
 blueprint = Blueprint("oidc_signin", __name__)
 pages.secure_pages(blueprint)  # the same locked-down pages as the personal-link page
@@ -278,7 +279,7 @@ def request_page(request_id: str) -> Response:
             note=g.get("sign_in_ended", ""),
         )
         return pages.render("request.html", request_id=request_id, sign_in=offer)
-    model = pages.page_model(request_id, who.approver)
+    model = pages.page_model(request_id, who.approver, signed_in=who.identity)
     return pages.show_request(
         model, "oidc", issuer=oidc_settings().issuer, here=f"/requests/{request_id}"
     )
@@ -311,7 +312,9 @@ def decide(request_id: str) -> Response:
             g.get("sign_in_ended", "") or "you are not signed in; sign in from the request's page"
         )
     chosen, reason = pages.chosen_decision()
-    view = services().approvals.decide(request_id, who.approver.name, chosen, "oidc", reason)
+    view = services().approvals.decide(
+        request_id, who.approver.name, chosen, "oidc", reason, signed_in=who.identity
+    )
     return pages.show_outcome(view, chosen, who.approver, via="oidc", issuer=oidc_settings().issuer)
 
 
@@ -416,6 +419,13 @@ def callback() -> BaseResponse:
             Unauthenticated(f"the ID token's algorithm {_printable(algorithm)} is not allowed")
         )
     subject = _printable(claims.get("sub"), MAX_CLAIM)
+    verified_subject = claims.get("sub")
+    if (
+        not isinstance(verified_subject, str)
+        or not verified_subject
+        or len(verified_subject) > MAX_CLAIM
+    ):
+        raise _refuse_sign_in(Unauthenticated("the provider's ID token names no usable subject"))
     try:
         value = _claim_value(client, token, claims, oidc.approver_claim)
         approver = _approver_for(oidc.approver_claim, value)
@@ -434,7 +444,7 @@ def callback() -> BaseResponse:
     target = pending.get("next")
     if previous is not None:
         end_session(previous)  # signing in again: copies of the old cookie die too
-    start_session(approver, now)
+    start_session(approver, SignInIdentity(oidc.issuer, verified_subject), now)
     svc.audit.record(
         "sign_in",
         "signed_in",

@@ -33,6 +33,7 @@ from broker.errors import BadRequest, BrokerError, Forbidden
 from broker.policy import quorum
 from broker.policy.decision import OPEN_STATES, not_an_approver_of, not_eligible
 from broker.policy.grants import describe_exception
+from broker.policy.requester import SignInIdentity, agent_names_of
 from broker.scopes.model import TIERS, Scope, VaultKv
 from broker.store.records import RequestRecord
 
@@ -143,8 +144,14 @@ class PageModel:
     grant: GrantView | None = None  # exactly what is issued, and its SHA-256
 
 
-def page_model(request_id: str, approver: Approver, link_jti: str | None = None) -> PageModel:
-    """The page for ``approver``; ``link_jti`` names the personal link in use, if any.
+def page_model(
+    request_id: str,
+    approver: Approver,
+    link_jti: str | None = None,
+    signed_in: SignInIdentity | None = None,
+) -> PageModel:
+    """The page for ``approver``; ``link_jti`` names the personal link in use, if any;
+    ``signed_in`` their verified sign-in, if any (it may be the requesting agent's own).
 
     Only the request's approvers see it: anyone else (not listed for the tier now, the
     requester itself, or everyone once the tier's rule is gone) gets 403, audited, and
@@ -153,7 +160,8 @@ def page_model(request_id: str, approver: Approver, link_jti: str | None = None)
     svc = services()
     record = svc.approvals.get(request_id)
     rule = svc.approvals.rule_in_force(record)
-    outsider = not_an_approver_of(record, approver, rule)
+    as_agents = agent_names_of(signed_in, svc.settings.identity.oidc)
+    outsider = not_an_approver_of(record, approver, rule, as_agents)
     if outsider is not None:
         svc.audit.request_event(
             "view", "refused", f"approver:{approver.name}", record, reason=outsider.reason

@@ -1,7 +1,9 @@
 """An approver's signed-in session (OIDC sign-in), kept in Flask's signed cookie.
 
-The cookie holds the approver's name, a random session id and when the session started and
-was last used. A session ends after ``session_idle`` without a request, after
+The cookie holds the approver's name, the provider's issuer and subject it verified at
+sign-in (an approver who is the requesting agent's own identity there may not approve:
+:mod:`broker.policy.requester`), a random session id and when the session started and was
+last used. A session ends after ``session_idle`` without a request, after
 ``session_max`` in any case, and at sign-out, when its id is recorded in the store (like a
 used link's) so that a copy of the cookie is refused on every replica too.
 """
@@ -16,6 +18,7 @@ from flask import g, session
 from broker.api import pages
 from broker.api.common import services
 from broker.config import Approver, OidcSignIn
+from broker.policy.requester import SignInIdentity
 
 SESSION_KEY = "oidc"
 
@@ -31,6 +34,16 @@ class SignedIn:
     approver: Approver
     session_id: str
     signed_in_at: float
+    identity: SignInIdentity  # the provider's issuer and the subject it verified
+
+
+def signed_in_identity(approver: Approver) -> SignInIdentity | None:
+    """The verified sign-in of ``approver`` in this browser, if sign-in is configured and
+    they are signed in (a link's page checks it too: their sign-in may be the agent's)."""
+    if services().settings.approvals.oidc is None:
+        return None
+    who = signed_in()
+    return who.identity if who is not None and who.approver.name == approver.name else None
 
 
 def _session_jti(session_id: str) -> str:
@@ -63,9 +76,12 @@ def _check_session(data: object) -> SignedIn | str:
     fields = data if isinstance(data, dict) else {}
     name, sid = fields.get("approver"), fields.get("sid")
     started, seen = fields.get("at"), fields.get("seen")
+    issuer, subject = fields.get("iss"), fields.get("sub")
     if not (
         isinstance(name, str)
         and isinstance(sid, str)
+        and isinstance(issuer, str)
+        and isinstance(subject, str)
         and isinstance(started, int | float)
         and isinstance(seen, int | float)
     ):
@@ -84,15 +100,17 @@ def _check_session(data: object) -> SignedIn | str:
     approver = svc.settings.approvers.get(name)
     if approver is None:
         return f"'{name}' is no longer a configured approver; sign in again"
-    return SignedIn(approver, sid, float(started))
+    return SignedIn(approver, sid, float(started), SignInIdentity(issuer, subject))
 
 
-def start_session(approver: Approver, now: float) -> None:
+def start_session(approver: Approver, identity: SignInIdentity, now: float) -> None:
     """A new session for ``approver``: the browser's earlier one (CSRF secret, a link's
     binding, pending sign-ins) is dropped, so a planted cookie gains nothing."""
     session.clear()
     session[SESSION_KEY] = {
         "approver": approver.name,
+        "iss": identity.issuer,
+        "sub": identity.subject,
         "sid": secrets.token_urlsafe(24),
         "at": now,
         "seen": now,

@@ -54,6 +54,7 @@ from broker.policy.decision import (
     second_ballot,
 )
 from broker.policy.iam_actions import IamDatabase
+from broker.policy.requester import SignInIdentity, agent_names_of
 from broker.scopes.holder import ScopeHolder
 from broker.scopes.model import Approval, Scope
 from broker.store.base import ApprovalStore, IssuedStore, RequestChanges, RequestStore
@@ -197,9 +198,18 @@ class ApprovalService:
     # -- deciding ---------------------------------------------------------------------
 
     def decide(
-        self, request_id: str, approver_name: str, decision: Decision, via: str, reason: str = ""
+        self,
+        request_id: str,
+        approver_name: str,
+        decision: Decision,
+        via: str,
+        reason: str = "",
+        signed_in: SignInIdentity | None = None,
     ) -> RequestView:
         """Record one approver's decision, enforcing every rule; return the new state.
+
+        ``signed_in``: the approver's verified OIDC sign-in, if they signed in; the
+        requesting agent's own identity at that provider may not approve.
 
         The rules are decided twice: once here for a clear refusal, and the status again
         inside the store's locked transaction, where a decision arriving after the request
@@ -217,7 +227,8 @@ class ApprovalService:
             invalid = ScopeInvalid(record.service, [str(p) for p in broken])
             self._refuse(Refuse("conflict", invalid.message), approver.name, record, decision, via)
         in_force = self.rule_in_force(record)
-        verdict = decide_approval(record, approver, decision, via, in_force, now)
+        as_agents = agent_names_of(signed_in, self.settings.identity.oidc)
+        verdict = decide_approval(record, approver, decision, via, in_force, now, as_agents)
         if isinstance(verdict, Refuse):
             self._refuse(verdict, approver.name, record, decision, via)
         assert in_force is not None  # decide_approval refuses when the rule is gone

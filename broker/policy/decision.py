@@ -39,6 +39,7 @@ from broker.guard.windows import active_window, describe_window
 from broker.identity.model import AgentIdentity
 from broker.policy import quorum
 from broker.policy.quorum import PeopleSet
+from broker.policy.requester import is_requester
 from broker.scopes.model import Approval, RateLimit, Scope
 from broker.store.records import ApprovalRecord, FreezeRecord, RequestRecord
 from broker.yamldoc import format_duration
@@ -260,35 +261,24 @@ def second_ballot(first: ApprovalRecord) -> Refuse:
 RULE_GONE = Refuse("forbidden", "the scope or tier of this request no longer exists")
 
 
-def is_requester(approver: Approver, record: RequestRecord) -> bool:
-    """True when the approver's identities include the requesting agent's (its subject, or
-    an email among its identity claims; emails compared without case, as sign-in does)."""
-    claims = record.agent_claims
-    agent_ids = {record.agent_subject, claims.get("sub", ""), claims.get("email", "")}
-    approver_ids = {
-        approver.name,
-        f"agent:{approver.name}",
-        approver.oidc_subject or "",
-        approver.email or "",
-    }
-    return bool(_identities(agent_ids) & _identities(approver_ids))
-
-
-def _identities(values: set[str]) -> set[str]:
-    return {v.casefold() if "@" in v else v for v in values} - {""}
-
-
 REQUESTER_CANNOT_APPROVE = Refuse("forbidden", "the requester cannot approve its own request")
 
 
 def not_an_approver_of(
-    record: RequestRecord, approver: Approver, rule: RuleInForce | None
+    record: RequestRecord,
+    approver: Approver,
+    rule: RuleInForce | None,
+    as_agents: frozenset[tuple[str, str]] = frozenset(),
 ) -> Refuse | None:
     """Why ``approver`` is not one of ``record``'s approvers under the rule in force (its
-    tier's rule gone, the requester itself, not listed for the tier), or None."""
+    tier's rule gone, the requester itself, not listed for the tier), or None.
+
+    ``as_agents``: the agent identities the approver's sign-in is (see
+    :func:`broker.policy.requester.agent_names_of`); none for a link, Slack or the CLI.
+    """
     if rule is None:
         return RULE_GONE
-    if is_requester(approver, record):
+    if is_requester(approver, record, as_agents):
         return REQUESTER_CANNOT_APPROVE
     if approver.name not in rule.eligible:
         return not_eligible(approver.name, record)
@@ -302,11 +292,13 @@ def decide_approval(
     via: str,
     rule: RuleInForce | None,
     now: float,
+    as_agents: frozenset[tuple[str, str]] = frozenset(),
 ) -> ApprovalDecision:
-    """May ``approver`` cast ``ballot`` on ``record`` through ``via`` now, under ``rule``?"""
+    """May ``approver`` cast ``ballot`` on ``record`` through ``via`` now, under ``rule``?
+    (``as_agents``: the agent identities their sign-in is, as for :func:`not_an_approver_of`.)"""
     if record.status not in OPEN_STATES:
         return already_decided(record)
-    outsider = not_an_approver_of(record, approver, rule)
+    outsider = not_an_approver_of(record, approver, rule, as_agents)
     if outsider is not None or rule is None:
         return outsider or RULE_GONE
     if ballot == "approve" and record.break_glass and via != "break-glass":
