@@ -45,6 +45,7 @@ from bench.issuance_bench import direct_calls
 from bench.procstat import pid_of, process_cpu, rss_mb
 from bench.stack import POSTGRES, BenchStack, bench_stack
 from bench.upstream_calls import AGENT_PREFIX, SERVICE
+from broker.issuers.source_identity import source_identity
 from broker.store.sql import SqlStore
 
 AGENTS = int(os.environ.get("BENCH_AGENTS", "5000"))
@@ -268,7 +269,7 @@ def crossed(stack: BenchStack, outcome: Outcome, label: str) -> int:
         agent = f"agent:{AGENT_PREFIX}{label}-{i}"
         credentials = body["credentials"]
         if "source_identity" in credentials:
-            if credentials["source_identity"] != agent.replace(":", "-"):
+            if credentials["source_identity"] != source_identity(agent):
                 wrong += 1
         elif i % 10 == 1:  # Vault: check a sample against the token's own metadata
             meta = vault.auth.token.lookup_accessor(credentials["accessor"])["data"]["meta"]

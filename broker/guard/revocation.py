@@ -46,8 +46,8 @@ from broker.guard.role_denials import RoleDenials
 from broker.identity.model import parse_principal
 from broker.identity.requesters import may_be_requested_by
 from broker.issuers.aws_accounts import AwsAccounts, failure_reason
-from broker.issuers.aws_sts import source_identity
 from broker.issuers.base import Issuer
+from broker.issuers.source_identity import legacy_source_identity, source_identity
 from broker.metrics import Metrics
 from broker.notify.base import NotificationFailed, Notifier
 from broker.policy.globs import substitute
@@ -116,7 +116,9 @@ def denial_for(target: RevokeTarget, cutoff: int) -> Denial:
     """What the target's revocation denies on a tier role: sessions issued before ``cutoff``,
     of one agent (SourceIdentity), one request (its session tag), or all of them."""
     if target.agent is not None:
-        return Denial(cutoff, AGENT_KEY, frozenset({source_identity(target.agent)}))
+        # Sessions issued before SourceIdentity named one agent each carry the old value.
+        values = {source_identity(target.agent), legacy_source_identity(target.agent)}
+        return Denial(cutoff, AGENT_KEY, frozenset(values))
     if target.request_id is not None:
         return Denial(cutoff, REQUEST_KEY, frozenset({target.request_id}))
     return Denial(cutoff)

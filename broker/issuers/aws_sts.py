@@ -36,6 +36,7 @@ from broker.issuers.resilience import (
     call,
     within_deadline,
 )
+from broker.issuers.source_identity import source_identity
 from broker.policy.compiler import dumps
 from broker.store.records import IssuedRecord
 
@@ -61,13 +62,6 @@ def session_name(agent: str, request_id: str) -> str:
     suffix = request_id[-10:]
     base = _NAME_CHARS.sub("-", agent.removeprefix("agent:"))[: 64 - len(suffix) - 1]
     return f"{base}-{suffix}"
-
-
-def source_identity(agent: str) -> str:
-    """SourceIdentity persists through role chaining: the agent's principal (issuer and
-    subject, :mod:`broker.identity.model`), made valid."""
-    value = _NAME_CHARS.sub("-", agent)[:64]
-    return value if len(value) >= 2 else f"agent-{value}"
 
 
 def _tag(value: str) -> str:
