@@ -130,19 +130,20 @@ class Conflict(BrokerError):
 
 class ScopeInvalid(Conflict):
     """The scope's file is broken on disk: the scope is not served (not even its last good
-    version) until the file is fixed."""
+    version) until the file is fixed.
+
+    A plain refusal: where and why the file is broken (server paths, lines, its words) is
+    for operators, in the log, the audit's ``scope_reload`` record, the approvers' alert and
+    ``broker scopes validate``, never in an answer to a caller.
+    """
 
     code = "scope_invalid"
 
-    def __init__(self, service: str, problems: list[str]) -> None:
-        first = problems[0] if problems else "its file has problems"
+    def __init__(self, service: str) -> None:
         super().__init__(
-            f"scope {service} is invalid and not served until its file is fixed: {first}"
+            f"scope {service} is invalid and not served until its file is fixed; "
+            "an operator can see why with `broker scopes validate`"
         )
-        self.problems = problems[:10]
-
-    def body(self) -> dict[str, object]:
-        return {"problems": self.problems}
 
 
 class RequestNotReady(Conflict):

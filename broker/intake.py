@@ -182,7 +182,7 @@ def resolve(
     scope = scopes.get(request.service)
     broken = scopes.invalid.get(request.service)
     if scope is None and broken:
-        raise ScopeInvalid(request.service, [str(p) for p in broken])
+        raise ScopeInvalid(request.service)
     if scope is None:
         # Suggest only among scopes this agent may request: no others are revealed.
         mine = [s.service for s in scopes.scopes.values() if may_request(s, identity)]

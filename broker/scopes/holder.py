@@ -120,7 +120,11 @@ class ScopeHolder:
                 "scope reload: %d problem(s); %s",
                 len(result.problems),
                 outcome.describe(),
-                extra={"invalid": sorted(new.invalid)},
+                # Where each file is broken: callers only hear that the scope is invalid.
+                extra={
+                    "invalid": sorted(new.invalid),
+                    "problems": [str(p) for p in result.problems[:20]],
+                },
             )
         else:
             log.info("scope reload: %s", outcome.describe())

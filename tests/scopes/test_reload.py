@@ -1,9 +1,10 @@
 """A scope broken on disk while served: not served at all until fixed (fail closed).
 
 Its last good version may grant more than the fix will: its requests answer 409
-``scope_invalid`` with file:line, approvals under it are refused, ``/readyz`` lists it, the
-approvers are alerted once, and the other scopes go on. A good reload is logged with what
-changed.
+``scope_invalid`` (a plain refusal: no server paths or file details reach agents; the log,
+the audit, the approvers' alert and `broker scopes validate` keep them), approvals under it are
+refused, ``/readyz`` lists it, the approvers are alerted once, and the other scopes go on.
+A good reload is logged with what changed.
 """
 
 from __future__ import annotations
@@ -47,16 +48,30 @@ def test_a_scope_broken_on_disk_is_not_served(
         assert broker.post("/v1/credentials", READ_PAYMENTS).status_code == 200
         pending = open_request(broker, WRITE_PAYMENTS)
         path = _break(broker)
-        outcome = broker.services.scopes.reload()
+        with caplog.at_level(logging.WARNING, logger="broker.scopes.holder"):
+            outcome = broker.services.scopes.reload()
         assert not outcome.applied and outcome.invalid == {"payments"}
+        # The log and the audit keep where the file is broken, line and all.
+        problem = next(p for p in outcome.problems if "tll" in p.reason)
+        assert problem.path == str(path)
+        assert path.read_text().splitlines()[problem.line - 1].strip().startswith("tll")
+        assert any(str(problem) in str(r.__dict__.get("problems")) for r in caplog.records)
+        [reloaded] = [
+            r for r in broker.services.store.audit_records() if r.action == "scope_reload"
+        ][-1:]
+        assert str(problem) in reloaded.details["problems"]
 
         refused = broker.post("/v1/credentials", READ_PAYMENTS)
         body = refused.get_json()
         assert refused.status_code == 409 and body["error"] == "scope_invalid"
-        assert body["message"].startswith("scope payments is invalid and not served until")
-        assert body["problems"] and body["problems"][0].startswith(f"{path}:")
-        line = int(body["problems"][0].split(":")[1])
-        assert path.read_text().splitlines()[line - 1].strip().startswith("tll")
+        assert body["message"] == (
+            "scope payments is invalid and not served until its file is fixed; "
+            "an operator can see why with `broker scopes validate`"
+        )
+        assert "problems" not in body
+        # Nothing of the server's files reaches the agent: no directory, file, line or word.
+        for secretish in (str(path.parent), path.name, "tll", f":{problem.line}:"):
+            assert secretish not in refused.get_data(as_text=True)
         # Nobody approves under a broken file, and nothing already cached is handed out.
         with pytest.raises(Conflict, match="scope payments is invalid"):
             broker.services.approvals.decide(pending, "alice", "approve", "link")
@@ -67,8 +82,8 @@ def test_a_scope_broken_on_disk_is_not_served(
         )
 
         ready = broker.client.get("/readyz").get_json()
-        assert list(ready["invalid_scopes"]) == ["payments"]
-        assert ready["invalid_scopes"]["payments"][0].startswith(f"{path}:")
+        assert ready["invalid_scopes"] == {"payments": 2}  # how many problems, not where
+        assert str(path.parent) not in broker.client.get("/readyz").get_data(as_text=True)
         alerts = [
             c for c in fake_slack.api("chat.postMessage") if c.body["channel"] == DEFAULT_CHANNEL
         ]
