@@ -168,46 +168,75 @@ class Journal:
         self._intents.close()
 
     def _insert(self, cursor: Any, issued: IssuedRecord) -> IssuedRecord:
+        return self._inserted(self._send_insert(cursor, issued), issued)
+
+    def _send_insert(self, cursor: Any, issued: IssuedRecord) -> Any:
         sql = self._sql
         values = columns(issued)
         cursor.execute(sql.insert_issued, {c: values.get(c) for c in sql.issued_columns})
+        return cursor
+
+    @staticmethod
+    def _inserted(cursor: Any, issued: IssuedRecord) -> IssuedRecord:
         return replace(issued, id=int(cursor.fetchone()[0]))
 
     def _begin_batch(self, items: list[IssuedRecord]) -> list[IssuedRecord]:
-        with self.db.driver_tx() as cursor:
+        # Every statement is sent before any answer is read: on PostgreSQL (pipeline mode,
+        # Database.driver_tx) the batch and its commit are one round trip.
+        with self.db.driver_tx() as connection:
             if self._sql.durable_enough:
-                cursor.execute(self._sql.durable_enough)
-            return [self._insert(cursor, item) for item in items]
+                connection.cursor().execute(self._sql.durable_enough)
+            sent = [self._send_insert(connection.cursor(), item) for item in items]
+            if self.db.is_postgres:
+                connection.commit()  # answers are read after it (SQLite drops them at commit)
+            return [self._inserted(cursor, item) for cursor, item in zip(sent, items, strict=True)]
 
     def _write_batch(self, items: list[_Write]) -> list[Written]:
         sql = self._sql
-        issued_out: list[IssuedRecord | None] = []
-        freezes: tuple[FreezeRecord, ...] = ()
         completing = [i for i, _ in items if i is not None and i.id is not None]
-        with self.db.driver_tx() as cursor:
+        audits = [audit for _, audit in items if audit is not None]
+        with self.db.driver_tx() as connection:
+            # Sent first, read after: one wait for the server on PostgreSQL, not one each.
             if completing and sql.share_freeze_lock:
-                cursor.execute(sql.share_freeze_lock)
+                connection.cursor().execute(sql.share_freeze_lock)
+            sent: list[Any] = []
             for issued, _ in items:
                 if issued is None:
-                    issued_out.append(None)
+                    sent.append(None)
                 elif issued.id is not None:
-                    issued_out.append(self._complete(cursor, issued))
+                    sent.append(self._send_complete(connection.cursor(), issued))
                 else:
-                    issued_out.append(self._insert(cursor, issued))
+                    sent.append(self._send_insert(connection.cursor(), issued))
+            freezes_cursor = None
             if completing:
                 # Lifted only after the earliest mint of the batch still counts (fail closed).
                 since = min(i.issued_at for i in completing)
-                cursor.execute(sql.freezes_since, {"since": since})
+                freezes_cursor = connection.cursor()
+                freezes_cursor.execute(sql.freezes_since, {"since": since})
+            head_cursor = self._send_head(connection.cursor()) if audits else None
+            issued_out = [
+                None
+                if issued is None
+                else self._completed(connection.cursor(), cursor, issued)
+                if issued.id is not None
+                else self._inserted(cursor, issued)
+                for cursor, (issued, _) in zip(sent, items, strict=True)
+            ]
+            freezes: tuple[FreezeRecord, ...] = ()
+            if freezes_cursor is not None:
                 freezes = tuple(
                     FreezeRecord(**dict(zip(FREEZE_COLUMNS, row, strict=True)))
-                    for row in cursor.fetchall()
+                    for row in freezes_cursor.fetchall()
                 )
-            audits = [audit for _, audit in items if audit is not None]
-            chained = iter(self._chain(cursor, audits))
+            chained: list[AuditRecord] = []
+            if head_cursor is not None:
+                cursor = connection.cursor()
+                chained = self._append(cursor, self._head(cursor, head_cursor), audits)
+        in_order = iter(chained)
         written = [
             Written(
                 stored_issued,
-                next(chained) if audit is not None else None,
+                next(in_order) if audit is not None else None,
                 freezes if issued is not None and issued.id is not None else (),
             )
             for stored_issued, (issued, audit) in zip(issued_out, items, strict=True)
@@ -215,32 +244,49 @@ class Journal:
         self.announce([w.audit for w in written if w.audit is not None])
         return written
 
-    def _complete(self, cursor: Any, issued: IssuedRecord) -> IssuedRecord:
-        """Complete a write-ahead with the credential's ids and expiry; return it as stored
-        (``revoked_at`` set when the kill switch reached it first)."""
+    def _send_complete(self, cursor: Any, issued: IssuedRecord) -> Any:
+        """Complete a write-ahead with the credential's ids and expiry (read by
+        :meth:`_completed`)."""
         values = {name: getattr(issued, name) for name in COMPLETED_COLUMNS}
         values["id"] = issued.id
         cursor.execute(self._sql.complete_issued, values)
+        return cursor
+
+    def _completed(self, spare: Any, cursor: Any, issued: IssuedRecord) -> IssuedRecord:
+        """The completed record as stored (``revoked_at`` set when the kill switch reached
+        it first)."""
         row = cursor.fetchone()
         if row is None:
             # The write-ahead is gone (the database lost a commit it had not yet flushed:
             # see durable_enough): the credential is recorded anew, never handed out unlisted.
-            return self._insert(cursor, replace(issued, id=None))
+            return self._insert(spare, replace(issued, id=None))
         return replace(issued, revoked_at=row[0])
 
     def _chain(self, cursor: Any, records: list[AuditRecord]) -> list[AuditRecord]:
         """Chain ``records`` in order inside the caller's transaction: the head is read and
         locked once, the rows are inserted in one statement, the head moves once."""
-        sql = self._sql
-        cursor.execute(sql.select_head)
-        head = cursor.fetchone()
+        return self._append(cursor, self._head(cursor, self._send_head(cursor)), records)
+
+    def _send_head(self, cursor: Any) -> Any:
+        cursor.execute(self._sql.select_head)
+        return cursor
+
+    def _head(self, cursor: Any, sent: Any) -> tuple[int, str]:
+        """The chain's head, read (and locked) by :meth:`_send_head`'s statement."""
+        head = sent.fetchone()
         if head is None:
             # Two replicas may both find no head: the second waits, then inserts nothing.
-            cursor.execute(sql.create_head, {"genesis": GENESIS})
-            cursor.execute(sql.select_head)
+            cursor.execute(self._sql.create_head, {"genesis": GENESIS})
+            cursor.execute(self._sql.select_head)
             head = cursor.fetchone()
-        seq = int(head[0])
-        prev = str(head[1])
+        return int(head[0]), str(head[1])
+
+    def _append(
+        self, cursor: Any, head: tuple[int, str], records: list[AuditRecord]
+    ) -> list[AuditRecord]:
+        """Insert ``records`` after ``head`` (in one statement) and move the head once."""
+        sql = self._sql
+        seq, prev = head
         rows: list[dict[str, Any]] = []
         chained: list[AuditRecord] = []
         for record in records:
