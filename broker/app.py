@@ -78,9 +78,8 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
         response.headers["Referrer-Policy"] = "no-referrer"
         endpoint = request.url_rule.rule if request.url_rule else "unmatched"
         services_ = app.extensions["broker"]
-        services_.metrics.requests.labels(endpoint=endpoint, status=response.status_code).observe(
-            elapsed
-        )
+        metrics = services_.metrics
+        metrics.labelled(metrics.requests, endpoint, response.status_code).observe(elapsed)
         agent = g.get("agent")
         log.info(
             "%s %s %s",

@@ -266,7 +266,7 @@ class IssuanceService:
             expires_at=entry.credential.expires_at,
             **correlation_ids(entry.credential),
         )
-        self.metrics.issued.labels(backend=request.backend, tier=request.tier, source="cache").inc()
+        self.metrics.labelled(self.metrics.issued, request.backend, request.tier, "cache").inc()
         return Issued(entry.request_id, entry.credential, cached=True)
 
     def _call_upstream(self, issuer: Issuer, request: IssueRequest) -> IssuedCredential:
@@ -297,7 +297,5 @@ class IssuanceService:
             **correlation_ids(credential),
         )
         done = self.store.complete_issue(record, audit)
-        self.metrics.issued.labels(
-            backend=request.backend, tier=request.tier, source="upstream"
-        ).inc()
+        self.metrics.labelled(self.metrics.issued, request.backend, request.tier, "upstream").inc()
         return done

@@ -11,7 +11,7 @@ import hvac
 from broker.audit.s3_anchors import S3Anchors
 from broker.config import Settings
 from broker.issuers.aws_accounts import AwsAccounts
-from broker.issuers.aws_sts import StsIssuer
+from broker.issuers.aws_sts import StsIssuer, aws_session
 from broker.issuers.base import Issuer
 from broker.issuers.resilience import CircuitBreaker, RetryPolicy
 from broker.issuers.vault_common import VaultCaller, make_client
@@ -37,7 +37,7 @@ def circuit(settings: Settings, backend: str) -> CircuitBreaker:
 def build_sts(settings: Settings) -> StsIssuer:
     """STS with the broker's own credentials from boto3's standard chain."""
     return StsIssuer(
-        boto3.Session(region_name=settings.aws.default_region),
+        aws_session(settings.aws.default_region),
         endpoint_url=settings.aws.endpoint_url,
         regional=settings.aws.regional_sts,
         retry=retry_policy(settings),

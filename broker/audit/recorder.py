@@ -70,8 +70,32 @@ def _clip(value: str | None, limit: int) -> str | None:
     return value[: limit - 1] + "\u2026"
 
 
+_SCALARS = (str, int, float, bool, type(None))
+
+
+class _NotPlain(Exception):
+    """A value JSON would change (a type of its own, a key not text): encoded and decoded."""
+
+
+def _plain(value: Any) -> Any:
+    """``value`` as JSON returns it, for the plain values nearly every record carries."""
+    kind = type(value)
+    if kind in _SCALARS:
+        return value
+    if kind is list or kind is tuple:
+        return [_plain(item) for item in value]
+    if kind is dict and all(type(key) is str for key in value):
+        return {key: _plain(value[key]) for key in sorted(value)}
+    raise _NotPlain
+
+
 def plain_json(details: Mapping[str, Any]) -> dict[str, Any]:
     """``details`` as the store will return them (tuples become lists, odd types text)."""
+    try:
+        plain: dict[str, Any] = _plain(dict(details))
+        return plain
+    except _NotPlain:
+        pass
     result: dict[str, Any] = json.loads(json.dumps(dict(details), sort_keys=True, default=str))
     return result
 

@@ -10,12 +10,14 @@ boto3's standard chain and never leave this module.
 
 from __future__ import annotations
 
+import datetime as dt
 import re
 import threading
 from collections.abc import Callable
 from typing import Any
 
 import boto3
+import botocore.session
 from botocore.config import Config
 from botocore.exceptions import (
     BotoCoreError,
@@ -25,6 +27,7 @@ from botocore.exceptions import (
     EndpointConnectionError,
     ReadTimeoutError,
 )
+from botocore.utils import parse_timestamp
 
 from broker.errors import UpstreamUnavailable
 from broker.issuers.base import IssuedCredential, IssueRequest
@@ -64,6 +67,28 @@ def session_name(agent: str, request_id: str) -> str:
     return f"{base}-{suffix}"
 
 
+def utc_timestamp(value: Any) -> dt.datetime:
+    """A timestamp of an AWS answer: ISO 8601 in UTC (``2024-05-01T12:00:00Z``, what STS
+    sends) read by the standard library; anything else by botocore's own parser (dateutil's
+    general one, a tenth of an AssumeRole's client side)."""
+    if isinstance(value, str) and len(value) >= 20 and value[10] == "T" and value[-1] == "Z":
+        try:
+            return dt.datetime.fromisoformat(value[:-1]).replace(tzinfo=dt.UTC)
+        except ValueError:
+            pass
+    parsed: dt.datetime = parse_timestamp(value)
+    return parsed
+
+
+def aws_session(region: str | None = None) -> boto3.Session:
+    """boto3's session (the standard credential chain) whose answers' timestamps are read by
+    :func:`utc_timestamp`."""
+    core = botocore.session.get_session()
+    parsers = core.get_component("response_parser_factory")
+    parsers.set_parser_defaults(timestamp_parser=utc_timestamp)
+    return boto3.Session(botocore_session=core, region_name=region)
+
+
 def _tag(value: str) -> str:
     return re.sub(r"[^\w .:/=+@-]", "-", value)[:256]
 
@@ -98,6 +123,9 @@ class StsIssuer:
             connect_timeout=min(3.0, self.retry.deadline_seconds),
             read_timeout=self._read_timeout,
             max_pool_connections=50,
+            # Every parameter is built here, and STS validates them again: botocore's own
+            # check of each call against the API model is work done twice.
+            parameter_validation=False,
         )
 
     def client(self, service: str, region: str) -> Any:

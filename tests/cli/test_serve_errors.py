@@ -12,8 +12,10 @@ from pathlib import Path
 
 import pytest
 import requests
+from gunicorn.workers.gthread import ThreadWorker
 
 from broker.devstack.processes import ServerProcess, free_port
+from broker.serve_errors import JsonErrorWorker
 from tests.fixtures.broker import make_broker
 
 
@@ -88,3 +90,19 @@ def test_the_app_alone_answers_a_large_token_in_json(tmp_path: Path) -> None:
         assert response.get_json()["message"] == "token is larger than 8192 bytes"
     finally:
         made.services.close()
+
+
+def test_the_worker_tells_the_arbiter_it_is_alive_at_most_once_a_second(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    told: list[float] = []
+    now = [1000.0]
+    monkeypatch.setattr(ThreadWorker, "notify", lambda self: told.append(now[0]))
+    monkeypatch.setattr("broker.serve_errors.time.monotonic", lambda: now[0])
+    worker = object.__new__(JsonErrorWorker)  # only its loop's heartbeat is exercised
+
+    for step in (0.0, 0.25, 0.25, 0.25, 0.25, 0.5, 2.0):
+        now[0] += step
+        worker.notify()
+
+    assert told == [1000.0, 1001.0, 1003.5]

@@ -13,9 +13,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from botocore.utils import parse_timestamp
 
 from broker.intake import parse_request, resolve
 from broker.issuance import Issued
+from broker.issuers.aws_sts import utc_timestamp
 from broker.policy.compiler import dumps, session_policy
 from tests.fixtures.backends import Backends
 from tests.fixtures.broker import Broker, make_broker
@@ -185,3 +187,19 @@ def test_issued_record_keeps_correlation_ids_only(shop: Broker, backends: Backen
     stored = json.dumps(record.__dict__, default=str)
     assert credentials["secret_access_key"] not in stored
     assert credentials["session_token"] not in stored
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        "2026-12-05T08:20:00Z",
+        "2026-12-05T08:20:00.123Z",
+        "2026-12-05T08:20:00+01:00",
+        "2026-12-05T08:20:00",
+        "1700000000",
+        1700000000,
+        "Sat, 05 Dec 2026 08:20:00 GMT",
+    ],
+)
+def test_aws_timestamps_are_read_as_botocore_reads_them(value: object) -> None:
+    assert utc_timestamp(value) == parse_timestamp(value)
