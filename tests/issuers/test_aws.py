@@ -13,11 +13,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from botocore.awsrequest import AWSRequest
 from botocore.utils import parse_timestamp
 
 from broker.intake import parse_request, resolve
 from broker.issuance import Issued
-from broker.issuers.aws_sts import utc_timestamp
+from broker.issuers.aws_sts import encode_body_once, utc_timestamp
 from broker.policy.compiler import dumps, session_policy
 from tests.fixtures.backends import Backends
 from tests.fixtures.broker import Broker, make_broker
@@ -201,5 +202,18 @@ def test_issued_record_keeps_correlation_ids_only(shop: Broker, backends: Backen
         "Sat, 05 Dec 2026 08:20:00 GMT",
     ],
 )
-def test_aws_timestamps_are_read_as_botocore_reads_them(value: object) -> None:
+def test_aws_timestamps_are_read_as_botocore_reads_them(value: Any) -> None:
     assert utc_timestamp(value) == parse_timestamp(value)
+
+
+def test_a_query_body_is_encoded_once_into_what_botocore_would_send() -> None:
+    policy = dumps({"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Action": "s3:*"}]})
+    data = {"Action": "AssumeRole", "Policy": policy, "RoleSessionName": "a b+c"}
+    fresh = AWSRequest(method="POST", url="https://sts.amazonaws.com/", data=dict(data))
+    encoded = AWSRequest(method="POST", url="https://sts.amazonaws.com/", data=dict(data))
+
+    encode_body_once(encoded)
+
+    assert isinstance(encoded.data, str)
+    assert encoded.prepare().body == fresh.prepare().body
+    assert encoded.body == fresh.body  # what SigV4 hashes
