@@ -9,9 +9,14 @@ Lock in compliance mode, :mod:`broker.audit.s3_anchors`). ``broker audit verify`
 checks the store against every anchor ever written, and names the first record where they
 part: a chain rewritten consistently is caught at its first rewritten anchored record.
 
-Anchors of several replicas may overlap; a version written over an anchor's key (anyone
-with write access can add one) is checked like any other, so a forged anchor is one more
-mismatch, never a way to hide one.
+Every worker of every replica has an :class:`Anchorer`; each range of records is anchored
+once. Anchoring happens under a lock held on every replica (``audit-anchor``), and each
+anchor, once written, is claimed in the shared store by its first record
+(``audit-anchored:FIRST``, noting its last): the next anchorer, of whichever worker, walks
+those claims from where it last knew the anchors ended and starts after the last one.
+(Were a claim lost after its anchor was written, the next anchor would overlap it: harmless.)
+A version written over an anchor's key (anyone with write access can add one) is checked
+like any other, so a forged anchor is one more mismatch, never a way to hide one.
 """
 
 from __future__ import annotations
@@ -26,12 +31,19 @@ from typing import Protocol
 
 from broker.audit.recorder import AuditRecorder
 from broker.errors import BrokerError
-from broker.store.base import AuditStore
+from broker.store.base import AuditStore, LockStore, TokenStore
 from broker.store.records import AuditRecord
 
 log = logging.getLogger(__name__)
 
 MAX_HASHES_PER_ANCHOR = 200_000  # about 13 MB of JSON; a longer gap is anchored in parts
+ANCHOR_LOCK = "audit-anchor"
+CLAIM_PREFIX = "audit-anchored:"
+CLAIM_KEEP_SECONDS = 10 * 365 * 86400  # the claims are the shared record of where anchors end
+
+
+class AnchorerStore(AuditStore, TokenStore, LockStore, Protocol):
+    """The chain to anchor, the claims of anchored ranges, and the lock every worker takes."""
 
 
 @dataclass(frozen=True)
@@ -71,7 +83,7 @@ class AnchorStore(Protocol):
 class Anchorer:
     """Writes the chain's head (and the hashes since the last anchor) to the anchor store."""
 
-    store: AuditStore
+    store: AnchorerStore
     anchors: AnchorStore
     clock: Callable[[], float] = time.time
     _last_seq: int | None = field(default=None, init=False)
@@ -95,22 +107,38 @@ class Anchorer:
         if not self._checked:
             self.anchors.check()
             self._checked = True
-        if self._last_seq is None:
-            self._last_seq = self.anchors.last_seq()
-        head = self.store.audit_head_entry()
-        if head is None or head[0] <= self._last_seq:
-            return []
-        written = []
-        while self._last_seq < head[0]:
-            first = self._last_seq + 1
-            upto = min(head[0], self._last_seq + MAX_HASHES_PER_ANCHOR)
-            hashes = tuple(r.hash or "" for r in _between(self.store, first, upto))
-            if len(hashes) != upto - first + 1:
-                raise RuntimeError("the chain has gaps: run broker audit verify")
-            anchor = Anchor(upto, hashes[-1], first, hashes, self.clock(), reason)
-            written.append(self.anchors.write(anchor))
-            self._last_seq = upto
-        return written
+        with self.store.exclusive(ANCHOR_LOCK):  # one anchorer at a time, on every replica
+            if self._last_seq is None:
+                self._last_seq = self.anchors.last_seq()
+            self._last_seq = self._claimed_upto(self._last_seq)
+            head = self.store.audit_head_entry()
+            if head is None or head[0] <= self._last_seq:
+                return []
+            written = []
+            while self._last_seq < head[0]:
+                first = self._last_seq + 1
+                upto = min(head[0], self._last_seq + MAX_HASHES_PER_ANCHOR)
+                hashes = tuple(r.hash or "" for r in _between(self.store, first, upto))
+                if len(hashes) != upto - first + 1:
+                    raise RuntimeError("the chain has gaps: run broker audit verify")
+                now = self.clock()
+                anchor = Anchor(upto, hashes[-1], first, hashes, now, reason)
+                written.append(self.anchors.write(anchor))
+                # Claimed once written (under the lock): a failed write leaves it unclaimed.
+                self.store.use_token(
+                    f"{CLAIM_PREFIX}{first}", f"upto:{upto}", now + CLAIM_KEEP_SECONDS, now
+                )
+                self._last_seq = upto
+            return written
+
+    def _claimed_upto(self, last_seq: int) -> int:
+        """Where the anchors end: after ``last_seq``, following the claims of any worker."""
+        while (note := self.store.token_note(f"{CLAIM_PREFIX}{last_seq + 1}")) is not None:
+            upto = note.removeprefix("upto:")
+            if not upto.isdigit() or int(upto) <= last_seq:
+                break  # not a claim this code wrote: anchor from here (an overlap at worst)
+            last_seq = int(upto)
+        return last_seq
 
 
 @dataclass(frozen=True)

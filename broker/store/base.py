@@ -199,6 +199,10 @@ class TokenStore(Protocol):
 
     def token_used(self, jti: str) -> bool: ...
 
+    def token_note(self, jti: str) -> str | None:
+        """What ``jti`` was used for (its ``request_id`` argument), or None if unused."""
+        ...
+
     def prune(self, now: float) -> None: ...
 
 

@@ -37,6 +37,12 @@ class SqlTokens:
         with self.db.tx() as connection:
             return connection.execute(query).first() is not None
 
+    def token_note(self, jti: str) -> str | None:
+        query = select(t.used_tokens.c.request_id).where(t.used_tokens.c.jti == jti)
+        with self.db.tx() as connection:
+            row = connection.execute(query).first()
+        return None if row is None else str(row[0])
+
     def prune(self, now: float) -> None:
         """Forget used tokens once they could no longer be replayed anyway."""
         with self.db.tx() as connection:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import secrets
+import threading
 from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
@@ -223,3 +224,43 @@ def test_replicas_anchor_once_per_interval(tmp_path: Path, moto: Moto, bucket: s
         assert anchor.reason == "periodic" and anchor.first_seq == 1
     finally:
         first.services.close()
+
+
+def _ranges(anchors: S3Anchors) -> list[tuple[int, int]]:
+    return sorted((a.first_seq, a.seq) for a in anchors.anchors())
+
+
+def test_workers_anchor_each_range_once(store: SqlStore, moto: Moto, bucket: str) -> None:
+    """Each gunicorn worker has an Anchorer of its own on one store: whichever anchors next
+    starts where the last anchor of any of them ended, so no record is anchored twice."""
+    one, two = Anchorer(store, _anchors(moto, bucket)), Anchorer(store, _anchors(moto, bucket))
+    fill(store, 3)
+    assert len(one.anchor("periodic")) == 1
+    fill(store, 2, start=1_700_001_000.0)
+    assert len(two.anchor("kill switch")) == 1
+    fill(store, 4, start=1_700_002_000.0)
+    assert len(one.anchor("periodic")) == 1  # its own last anchor is behind: not the start
+    assert two.anchor("periodic") == []  # nothing new since the last anchor of either
+    assert _ranges(_anchors(moto, bucket)) == [(1, 3), (4, 5), (6, 9)]
+    assert verify_anchors(store, _anchors(moto, bucket).anchors(), 9).ok
+
+
+def test_workers_anchoring_at_once_write_disjoint_ranges(
+    store: SqlStore, moto: Moto, bucket: str
+) -> None:
+    workers = [Anchorer(store, _anchors(moto, bucket)) for _ in range(4)]
+    for worker in workers:
+        worker.anchor("periodic")  # each has read where the anchors end (nothing yet)
+    fill(store, 5)
+    start = threading.Barrier(len(workers))
+
+    def run(worker: Anchorer) -> None:
+        start.wait()
+        worker.anchor("kill switch")
+
+    threads = [threading.Thread(target=run, args=(w,)) for w in workers]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(60)
+    assert _ranges(_anchors(moto, bucket)) == [(1, 5)]
