@@ -12,15 +12,9 @@ from typing import Any
 import pytest
 
 from broker.ids import new_request_id
-from tests.approvals.flows import open_request
+from tests.approvals.flows import WRITE_PAYMENTS, open_request
 from tests.fixtures.broker import READ_PAYMENTS, Broker
 
-WRITE_PAYMENTS = {
-    **READ_PAYMENTS,
-    "tier": "write",
-    "resources": ["arn:aws:s3:::payments-prod-invoices/2026/11/report.csv"],
-    "justification": "re-upload the November report",
-}
 OWNER, PROBER = "payments-copilot", "ledger-maintainer"
 
 # (method, path) of every agent endpoint that takes a request id.
