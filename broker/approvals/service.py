@@ -20,11 +20,12 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
-from typing import Any, NoReturn, Protocol
+from typing import Any, NoReturn, Protocol, Unpack
 
 from broker.approvals.collect import Collector, IntentCheck
 from broker.approvals.lookups import record_refused_lookup
 from broker.approvals.notices import Notices
+from broker.approvals.open_requests import open_requests
 from broker.approvals.pending import (
     Pending,
     RequestView,
@@ -63,6 +64,7 @@ from broker.store.records import (
     AuditRecord,
     DecisionResult,
     FreezeRecord,
+    Reach,
     RequestRecord,
 )
 
@@ -396,29 +398,10 @@ class ApprovalService:
             record.id, list(states), audit=audit, status="cancelled", decided_at=now, reason=reason
         )
 
-    def cancel_open(
-        self,
-        reason: str,
-        actor: str,
-        agent_subject: str | None = None,
-        service: str | None = None,
-        environment: str | None = None,
-        request_id: str | None = None,
-    ) -> list[RequestRecord]:
-        """Cancel open requests (the kill switch)."""
-        if request_id is not None:
-            found = self.store.get_request(request_id)
-            candidates = [found] if found and found.status in OPEN_STATES else []
-        else:
-            candidates = self.store.list_requests(
-                agent_subject=agent_subject,
-                service=service,
-                environment=environment,
-                statuses=OPEN_STATES,
-                limit=10_000,
-            )
+    def cancel_open(self, reason: str, actor: str, **reach: Unpack[Reach]) -> list[RequestRecord]:
+        """Cancel the open requests ``reach`` names (the kill switch)."""
         cancelled = []
-        for record in candidates:
+        for record in open_requests(self.store, reach, limit=10_000):
             updated = self.cancel(record, OPEN_STATES, actor, reason, self.clock())
             if updated is not None:
                 cancelled.append(updated)

@@ -24,7 +24,7 @@ import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol, Unpack
 
 from botocore.exceptions import BotoCoreError, ClientError
 
@@ -53,7 +53,7 @@ from broker.notify.base import NotificationFailed, Notifier
 from broker.policy.globs import substitute
 from broker.scopes.model import Scope
 from broker.store.base import FreezeStore, IssuedStore, LockStore
-from broker.store.records import AuditRecord, FreezeRecord, IssuedRecord
+from broker.store.records import AuditRecord, FreezeRecord, IssuedRecord, Reach
 
 if TYPE_CHECKING:
     from broker.config import Settings
@@ -101,6 +101,15 @@ class RevokeTarget:
             return f"request {self.request_id}"
         return "everything"
 
+    def reach(self) -> Reach:
+        """The requests and issued credentials the target reaches (everything: all None)."""
+        return Reach(
+            agent_subject=self.agent,
+            service=self.service,
+            environment=self.environment,
+            request_id=self.request_id,
+        )
+
     def freeze(self, reason: str, actor: str, now: float) -> FreezeRecord | None:
         if self.agent is not None:
             return FreezeRecord("agent", self.agent, reason, actor, now)
@@ -135,15 +144,7 @@ class Unfrozen:
 class OpenRequests(Protocol):
     """Cancels the open requests a revocation reaches (the approval service)."""
 
-    def cancel_open(
-        self,
-        reason: str,
-        actor: str,
-        agent_subject: str | None = None,
-        service: str | None = None,
-        environment: str | None = None,
-        request_id: str | None = None,
-    ) -> Sequence[object]: ...
+    def cancel_open(self, reason: str, actor: str, **reach: Unpack[Reach]) -> Sequence[object]: ...
 
 
 class KillSwitchStore(FreezeStore, IssuedStore, LockStore, Protocol):
@@ -193,13 +194,7 @@ class KillSwitch:
             self.store.add_freeze(freeze, frozen)
             self.guard.forget_freezes()
         records = self._settle_in_flight(
-            self.store.active_issued(
-                now,
-                agent_subject=target.agent,
-                service=target.service,
-                environment=target.environment,
-                request_id=target.request_id,
-            ),
+            self.store.active_issued(now, **target.reach()),
             now,
         )
         # AWS's role policies and Vault's tokens and leases are revoked at the same time
@@ -220,12 +215,7 @@ class KillSwitch:
             backends["aws"] = aws.result()
         evicted = self._evict(target)
         cancelled = self.approvals.cancel_open(
-            f"cancelled by the kill switch: {reason}",
-            actor,
-            agent_subject=target.agent,
-            service=target.service,
-            environment=target.environment,
-            request_id=target.request_id,
+            f"cancelled by the kill switch: {reason}", actor, **target.reach()
         )
         report = RevocationReport(
             target=target.describe(),

@@ -14,7 +14,9 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Unpack
 
+from broker.approvals.open_requests import open_requests
 from broker.audit.anchor import Anchorer, anchor_now
 from broker.audit.recorder import AuditRecorder
 from broker.cache import CredentialCache
@@ -22,10 +24,10 @@ from broker.config import Settings
 from broker.guard.guard import Guard
 from broker.guard.revocation import KillSwitch, OpenRequests, RevocationReport, RevokeTarget
 from broker.metrics import Metrics
-from broker.policy.decision import OPEN_STATES
 from broker.scopes.loader import readable_scopes
 from broker.store.base import RequestStore, Store
 from broker.store.opened import open_store
+from broker.store.records import Reach
 
 
 @dataclass(frozen=True)
@@ -37,38 +39,10 @@ class CancelWhenOpen:
     store: RequestStore
     build: Callable[[], OpenRequests]
 
-    def cancel_open(
-        self,
-        reason: str,
-        actor: str,
-        agent_subject: str | None = None,
-        service: str | None = None,
-        environment: str | None = None,
-        request_id: str | None = None,
-    ) -> Sequence[object]:
-        if request_id is not None:
-            found = self.store.get_request(request_id)
-            reached = found is not None and found.status in OPEN_STATES
-        else:
-            reached = bool(
-                self.store.list_requests(
-                    agent_subject=agent_subject,
-                    service=service,
-                    environment=environment,
-                    statuses=OPEN_STATES,
-                    limit=1,
-                )
-            )
-        if not reached:
+    def cancel_open(self, reason: str, actor: str, **reach: Unpack[Reach]) -> Sequence[object]:
+        if not open_requests(self.store, reach, limit=1):
             return []
-        return self.build().cancel_open(
-            reason,
-            actor,
-            agent_subject=agent_subject,
-            service=service,
-            environment=environment,
-            request_id=request_id,
-        )
+        return self.build().cancel_open(reason, actor, **reach)
 
 
 @dataclass(eq=False, repr=False)  # a service: no generated equality or repr

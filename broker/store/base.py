@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Collection, Iterator, Sequence
 from contextlib import AbstractContextManager
-from typing import Any, Protocol
+from typing import Any, Protocol, Unpack
 
 from broker.store.records import (
     ApprovalRecord,
@@ -18,6 +18,7 @@ from broker.store.records import (
     DecisionResult,
     FreezeRecord,
     IssuedRecord,
+    Reach,
     RequestRecord,
 )
 
@@ -137,14 +138,7 @@ class IssuedStore(Protocol):
 
     def mark_orphaned(self, ids: Sequence[int], now: float) -> None: ...
 
-    def active_issued(
-        self,
-        now: float,
-        agent_subject: str | None = None,
-        service: str | None = None,
-        environment: str | None = None,
-        request_id: str | None = None,
-    ) -> list[IssuedRecord]: ...
+    def active_issued(self, now: float, **reach: Unpack[Reach]) -> list[IssuedRecord]: ...
 
     def revoked_request_ids(self, now: float) -> list[str]: ...
 

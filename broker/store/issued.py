@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, Unpack
 
 from sqlalchemy import ColumnElement, Select, and_, select, update
 
 from broker.store import tables as t
 from broker.store.audit_log import Journal
 from broker.store.engine import Database, where_equal
-from broker.store.records import AuditRecord, Completion, IssuedRecord
+from broker.store.records import AuditRecord, Completion, IssuedRecord, Reach
 
 
 class SqlIssued:
@@ -59,24 +59,14 @@ class SqlIssued:
         """Write-aheads whose upstream credential the reconciler revoked."""
         self._mark(ids, t.issued.c.state == "minting", state="orphan", revoked_at=now)
 
-    def active_issued(
-        self,
-        now: float,
-        agent_subject: str | None = None,
-        service: str | None = None,
-        environment: str | None = None,
-        request_id: str | None = None,
-    ) -> list[IssuedRecord]:
-        """Issued credentials not yet expired or revoked, filtered."""
+    def active_issued(self, now: float, **reach: Unpack[Reach]) -> list[IssuedRecord]:
+        """Issued credentials not yet expired or revoked, of those ``reach`` names."""
         query = where_equal(
             select(t.issued).where(
                 and_(t.issued.c.expires_at > now, t.issued.c.revoked_at.is_(None))
             ),
             t.issued,
-            agent_subject=agent_subject,
-            service=service,
-            environment=environment,
-            request_id=request_id,
+            **reach,
         )
         return self._records(query)
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any, Literal, TypedDict
 
 RequestStatus = Literal[
     "pending",  # waiting for approvals
@@ -17,6 +17,16 @@ RequestStatus = Literal[
 ]
 PENDING_STATES: tuple[RequestStatus, ...] = ("pending", "approved")
 IssuedState = Literal["minting", "active", "orphan"]
+
+
+class Reach(TypedDict, total=False):
+    """Whose requests or issued credentials a revocation reaches: those of one agent, one
+    service (optionally one environment) or one request; a key absent or None matches any."""
+
+    agent_subject: str | None
+    service: str | None
+    environment: str | None
+    request_id: str | None
 
 
 @dataclass(frozen=True)
