@@ -7,23 +7,21 @@ Revises: 0001
 from __future__ import annotations
 
 import sqlalchemy as sa
-from alembic import op
+
+from broker.store.migrations.columns import add_columns, drop_columns
 
 revision = "0002_request_intent"
 down_revision = "0001"
-branch_labels = None
-depends_on = None
 
 
 def upgrade() -> None:
-    with op.batch_alter_table("requests") as batch:
-        batch.add_column(sa.Column("intent", sa.Text))
-        batch.add_column(sa.Column("intent_sha256", sa.String(64)))
-        batch.add_column(sa.Column("impact", sa.Text, nullable=False, server_default="{}"))
+    add_columns(
+        "requests",
+        sa.Column("intent", sa.Text),
+        sa.Column("intent_sha256", sa.String(64)),
+        sa.Column("impact", sa.Text, nullable=False, server_default="{}"),
+    )
 
 
 def downgrade() -> None:
-    with op.batch_alter_table("requests") as batch:
-        batch.drop_column("impact")
-        batch.drop_column("intent_sha256")
-        batch.drop_column("intent")
+    drop_columns("requests", "impact", "intent_sha256", "intent")

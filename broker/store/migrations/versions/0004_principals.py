@@ -23,8 +23,6 @@ from alembic import op
 
 revision = "0004_principals"
 down_revision = "0003_request_grant"
-branch_labels = None
-depends_on = None
 
 LOCAL = "local"
 

@@ -9,21 +9,19 @@ from __future__ import annotations
 import sqlalchemy as sa
 from alembic import op
 
+from broker.store.migrations.columns import add_columns, drop_columns
+
 revision = "0005_issued_state"
 down_revision = "0004_principals"
-branch_labels = None
-depends_on = None
 
 
 def upgrade() -> None:
-    with op.batch_alter_table("issued") as batch:
-        batch.add_column(
-            sa.Column("state", sa.String(10), nullable=False, server_default="active")
-        )
+    add_columns(
+        "issued", sa.Column("state", sa.String(10), nullable=False, server_default="active")
+    )
     op.create_index("ix_issued_state", "issued", ["state"])
 
 
 def downgrade() -> None:
     op.drop_index("ix_issued_state", "issued")
-    with op.batch_alter_table("issued") as batch:
-        batch.drop_column("state")
+    drop_columns("issued", "state")

@@ -7,19 +7,16 @@ Revises: 0005_issued_state
 from __future__ import annotations
 
 import sqlalchemy as sa
-from alembic import op
+
+from broker.store.migrations.columns import add_columns, drop_columns
 
 revision = "0006_issued_grant"
 down_revision = "0005_issued_state"
-branch_labels = None
-depends_on = None
 
 
 def upgrade() -> None:
-    with op.batch_alter_table("issued") as batch:
-        batch.add_column(sa.Column("grant_sha256", sa.String(64), nullable=True))
+    add_columns("issued", sa.Column("grant_sha256", sa.String(64), nullable=True))
 
 
 def downgrade() -> None:
-    with op.batch_alter_table("issued") as batch:
-        batch.drop_column("grant_sha256")
+    drop_columns("issued", "grant_sha256")

@@ -11,19 +11,16 @@ Revises: 0006_issued_grant
 from __future__ import annotations
 
 import sqlalchemy as sa
-from alembic import op
+
+from broker.store.migrations.columns import add_columns, drop_columns
 
 revision = "0007_issued_vault_policy"
 down_revision = "0006_issued_grant"
-branch_labels = None
-depends_on = None
 
 
 def upgrade() -> None:
-    with op.batch_alter_table("issued") as batch:
-        batch.add_column(sa.Column("vault_policy", sa.String(128)))
+    add_columns("issued", sa.Column("vault_policy", sa.String(128)))
 
 
 def downgrade() -> None:
-    with op.batch_alter_table("issued") as batch:
-        batch.drop_column("vault_policy")
+    drop_columns("issued", "vault_policy")
