@@ -108,14 +108,34 @@ def direct(stack: BenchStack) -> Outcome:
     return measured(stack, lambda: storm(lambda i: (200, calls[backend_of(i)](i))))
 
 
-def measured(stack: BenchStack, run: Callable[[], Outcome]) -> Outcome:
-    """``run``, with the CPU each party used meanwhile (this process: the clients)."""
+def measured(stack: BenchStack, run: Callable[[], Outcome], store_url: str = "") -> Outcome:
+    """``run``, with the CPU each party used meanwhile (this process: the clients; with a
+    PostgreSQL store, its server processes serving the brokers)."""
     before, own = cpu_of(stack), time.process_time()
+    database = postgres_cpu(store_url)
     outcome = run()
     after = cpu_of(stack)
     outcome.cpu_seconds = {name: after[name] - before[name] for name in before}
     outcome.cpu_seconds["clients"] = time.process_time() - own
+    if store_url.startswith("postgresql"):
+        used = postgres_cpu(store_url)
+        outcome.cpu_seconds["PostgreSQL"] = sum(
+            seconds - database.get(pid, 0.0) for pid, seconds in used.items()
+        )
     return outcome
+
+
+def postgres_cpu(store_url: str) -> dict[int, float]:
+    """CPU seconds used so far by each PostgreSQL server process connected to the store's
+    database (the brokers' pooled connections, alive for the whole storm)."""
+    if not store_url.startswith("postgresql"):
+        return {}
+    name = store_url.rsplit("/", 1)[1]
+    with psycopg.connect(POSTGRES, autocommit=True) as connection:
+        rows = connection.execute(
+            "SELECT pid FROM pg_stat_activity WHERE datname = %s", (name,)
+        ).fetchall()
+    return {int(pid): process_cpu(int(pid)) for (pid,) in rows}
 
 
 def cpu_of(stack: BenchStack) -> dict[str, float]:
@@ -224,7 +244,7 @@ def through_brokers(stack: BenchStack, urls: list[str], label: str, store_url: s
     tokens_before = vault_tokens(stack)
     began = time.time()
     changer.start()
-    outcome = measured(stack, lambda: storm(call))
+    outcome = measured(stack, lambda: storm(call), store_url)
     changer.join()
     sampling.set()
     sampler.join()

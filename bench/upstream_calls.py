@@ -18,7 +18,8 @@ from typing import Any
 
 import hvac
 
-from broker.issuers.aws_sts import session_name, source_identity
+from broker.issuers.aws_sts import session_name
+from broker.issuers.source_identity import source_identity
 from broker.issuers.vault_token import TOKEN_ROLE
 
 AGENT_PREFIX = "bench-agent-"
