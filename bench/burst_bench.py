@@ -7,8 +7,9 @@ client threads. Arms, one after another in one run, on the same upstreams:
 - direct: the same 5,000 upstream calls the broker would make (`bench.upstream_calls`),
   from the same 64 threads on the same schedule, with no broker: what the upstreams
   themselves allow;
-- 2 replicas: two `broker serve` (two workers each) sharing PostgreSQL, the agents
-  alternating between them as behind a load balancer;
+- 2 replicas: two `broker serve` (one worker of 16 threads each; BENCH_REPLICA_WORKERS
+  and BENCH_REPLICA_THREADS change it) sharing PostgreSQL, the agents alternating between
+  them as behind a load balancer;
 - 1 replica: one `broker serve` (two workers) on SQLite, the embedded default.
 
 Checked for the broker arms: every agent served (0 errors), no credential handed to two
@@ -52,6 +53,12 @@ AGENTS = int(os.environ.get("BENCH_AGENTS", "5000"))
 CLIENT_THREADS = 64
 WINDOW_SECONDS = float(os.environ.get("BENCH_WINDOW", "10"))
 TARGET_RATIO = 1.5
+# Each replica one worker of 16 threads: on two cores shared with the upstreams, a second
+# worker per replica added processes competing for them (and a second journal per replica:
+# half the group commit's batching), for 15 % more of the brokers' CPU per agent than one
+# worker with as many threads in all (docs/performance.md).
+REPLICA_WORKERS = int(os.environ.get("BENCH_REPLICA_WORKERS", "1"))
+REPLICA_THREADS = int(os.environ.get("BENCH_REPLICA_THREADS", "16"))
 
 
 @dataclass
@@ -359,7 +366,8 @@ def load() -> str:
 def main() -> None:
     print(
         f"session-start storm: {AGENTS:,} agents within {WINDOW_SECONDS:.0f} s (half AWS, half "
-        f"Vault) from {CLIENT_THREADS} client threads, the scope file changed midway; load "
+        f"Vault) from {CLIENT_THREADS} client threads, the scope file changed midway; "
+        f"replicas of {REPLICA_WORKERS} worker(s) x {REPLICA_THREADS} threads; load "
         f"average before: {load()}",
         flush=True,
     )
@@ -378,7 +386,7 @@ def main() -> None:
         try:
             store = POSTGRES.rsplit("/", 1)[0].replace("postgresql://", "postgresql+psycopg://")
             store = f"{store}/{database}"
-            urls = [stack.start_broker(workers=2, store_url=store) for _ in range(2)]
+            urls = [stack.start_broker(REPLICA_WORKERS, store, REPLICA_THREADS) for _ in range(2)]
             two = through_brokers(stack, urls, "two", store)
             print("\n".join(report("2 replicas, PostgreSQL", two, floor)), flush=True)
             for process in stack.brokers:

@@ -104,12 +104,19 @@ class BenchStack:
         settings = load_settings(self.config)
         return mint_agent_token(load_keys(settings.state_dir), settings.identity.local, agent, ttl)
 
-    def start_broker(self, workers: int = 1, store_url: str | None = None) -> str:
+    def start_broker(
+        self, workers: int = 1, store_url: str | None = None, threads: int | None = None
+    ) -> str:
         """`broker serve` (gunicorn) on a free port; its URL once /readyz answers 200. Its
-        threads per worker are the config's (``bench_stack(threads=...)``)."""
+        threads per worker are the config's (``bench_stack(threads=...)``) unless given."""
         port = free_port()
         env = {"BROKER_STORE_URL": store_url} if store_url else {}
-        args = ["-m", "broker.cli", "serve", "--config", str(self.config)]
+        config = self.config
+        if threads is not None:
+            settings = yaml.safe_load(self.config.read_text())
+            config = self.directory / f"broker-{threads}-threads.yaml"
+            config.write_text(yaml.safe_dump({**settings, "threads": threads}))
+        args = ["-m", "broker.cli", "serve", "--config", str(config)]
         args += ["--workers", str(workers), "--bind", f"127.0.0.1:{port}"]
         url, process = self._start(args, port, env, "/readyz", 200)
         self.brokers.append(process)
