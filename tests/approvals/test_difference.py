@@ -41,9 +41,7 @@ def test_the_permission_difference_lists_only_what_read_lacks(broker: Broker) ->
         identity,
         services.iam,
     ).grant
-    delete = replace(
-        write, tier="delete", grant=grant.canonical_json(), grant_sha256=grant.sha256
-    )
+    delete = replace(write, tier="delete", grant=grant.canonical_json(), grant_sha256=grant.sha256)
     assert permission_difference(delete, scope, broker.services.iam) == (
         f"adds s3:DeleteObject on {objects} in us-east-1",
         f"adds s3:PutObject on {objects} in us-east-1",

@@ -131,9 +131,7 @@ def test_a_tier_narrowed_after_approval_issues_the_intersection(
     s3.put_object(Bucket=f"{backends.name}-prod-data", Key="reports/r2.csv", Body=b"x")
     dynamodb = backends.moto.agent_client(credentials, "dynamodb")
     assert denied(
-        lambda: dynamodb.put_item(
-            TableName=f"{backends.name}-prod-orders", Item={"id": {"S": "1"}}
-        )
+        lambda: dynamodb.put_item(TableName=f"{backends.name}-prod-orders", Item={"id": {"S": "1"}})
     )
     [collected] = [
         r for r in real.services.store.audit_records(request_id=request_id) if r.action == "collect"

@@ -57,9 +57,7 @@ def collected(broker: Broker, request_id: str) -> dict[str, str]:
     return issued
 
 
-def test_a_vault_intent_yields_a_token_for_its_paths_only(
-    real: Broker, backends: Backends
-) -> None:
+def test_a_vault_intent_yields_a_token_for_its_paths_only(real: Broker, backends: Backends) -> None:
     root = backends.vault_client
     base = f"{backends.name}/prod"
     for name in ("api-key", "db-password"):

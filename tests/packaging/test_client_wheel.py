@@ -26,8 +26,19 @@ ROOT = Path(__file__).resolve().parents[2]
 # What a wheel is not built from: VCS data, environments, caches, and the trees that ship
 # in neither wheel (the server's wheel holds broker/ only, the client's src/ only).
 _NOT_SOURCES = shutil.ignore_patterns(
-    ".git", ".venv", "build", "*.egg-info", "__pycache__", "node_modules", ".*_cache",
-    ".broker", "tests", "bench", "docs", "deploy", "clients",
+    ".git",
+    ".venv",
+    "build",
+    "*.egg-info",
+    "__pycache__",
+    "node_modules",
+    ".*_cache",
+    ".broker",
+    "tests",
+    "bench",
+    "docs",
+    "deploy",
+    "clients",
 )
 SERVER_ONLY = ("flask", "sqlalchemy", "alembic", "psycopg", "gunicorn", "policy-sentry", "mcp")
 

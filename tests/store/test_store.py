@@ -375,4 +375,3 @@ def test_a_write_ahead_is_completed_or_found_stale(store: SqlStore) -> None:
     assert done.record.state == "active" and done.record.vault_accessor == "acc"
     assert [f.target for f in done.freezes] == ["agent:x"]  # read in the same transaction
     assert store.stale_intents(1000.0) == []
-
