@@ -330,6 +330,8 @@ class Settings(Declared):
         float, Duration(1, 3600), section("limits", "reconcile_interval")
     ] = 60.0
     audit_stream: Annotated[str | None, Text(), section("audit", "stream")] = None  # "-": stdout
+    # Without Slack, alerts of every process (server and CLI) are also appended here.
+    alert_log: Annotated[Path | None, FilePath, section("alerts", "log")] = None
     # Where the chain's head is anchored (S3 with Object Lock); none: no anchor.
     audit_anchor: Annotated[AnchorSettings | None, section("audit", "anchor")] = None
     # A bearer token GET /metrics requires (BROKER_METRICS_TOKEN only); none: open.

@@ -231,7 +231,7 @@ def build_services(
     scopes = ScopeHolder(settings.scopes_dir, context_for(iam, settings))
     audit = AuditRecorder(store, clock)
     if notifier is None:
-        notifier = build_notifier(settings) if build_notifier else LogNotifier()
+        notifier = build_notifier(settings) if build_notifier else LogNotifier(settings.alert_log)
     if issuers is None:
         issuers = build_issuers(settings, metrics) if build_issuers else {}
     cache = CredentialCache(settings.cache_margin_seconds, settings.cache_margin_ratio, clock=clock)

@@ -92,7 +92,7 @@ def build_notifier(settings: Settings) -> Notifier:
     from broker.notify.slack import SlackNotifier
 
     if not SlackNotifier.configured(settings):
-        return LogNotifier()
+        return LogNotifier(settings.alert_log)
     secret = load_keys(settings.state_dir).link_secret
     signer = LinkSigner(secret, settings.public_url, settings.approvals.link_ttl_seconds)
     return SlackNotifier(settings, signer)

@@ -1,28 +1,25 @@
 """Alerts in the `broker dev` terminal: without Slack, the broker's alerts (kill switch,
-circuit breaker) go to its log as JSON lines; the dev stack follows that log and prints
-each alert where the newcomer is looking."""
+circuit breaker) are appended to the config's ``alerts.log`` file by whichever process
+raised them (the server, or `broker revoke` in another shell); the dev stack follows that
+file and prints each alert where the newcomer is looking."""
 
 from __future__ import annotations
 
 import json
 from pathlib import Path
 
-ALERT_LOGGER = "broker.notify.base"
-ALERT_PREFIX = "ALERT: "
+ALERT_LOG = Path("logs") / "alerts.log"  # under the dev state directory
 
 
 def alert_lines(line: str) -> list[str]:
-    """The terminal lines for one log line: the alert and its evidence, or nothing."""
+    """The terminal lines for one line of the alert log: the alert and its evidence."""
     try:
         entry = json.loads(line)
     except ValueError:
         return []
-    if not isinstance(entry, dict) or entry.get("logger") != ALERT_LOGGER:
+    if not isinstance(entry, dict) or not isinstance(entry.get("alert"), str):
         return []
-    message = str(entry.get("message", ""))
-    if not message.startswith(ALERT_PREFIX):
-        return []
-    shown = [f"ALERT {entry.get('time', '')}: {message.removeprefix(ALERT_PREFIX)}"]
+    shown = [f"ALERT {entry.get('time', '')}: {entry['alert']}"]
     evidence = entry.get("evidence")
     if isinstance(evidence, list):
         shown.extend(f"    {item}" for item in evidence[:10])

@@ -28,7 +28,7 @@ import yaml
 from broker.apply.command import apply_scopes
 from broker.apply.upstreams import HvacVaultManager
 from broker.config import Settings, load_settings
-from broker.devstack.alerts import LogFollower
+from broker.devstack.alerts import ALERT_LOG, LogFollower
 from broker.devstack.banner import (
     Endpoints,
     demo_requests,
@@ -171,6 +171,8 @@ def write_config(
         "vault": {"url": bao.url},
         # moto's Object Lock keeps the anchors as S3 would (docs/audit.md, "The anchor").
         "audit": {"anchor": {"bucket": DEV_ANCHOR_BUCKET, "interval": "1m", "retention_days": 1}},
+        # Alerts of the server and of `broker revoke` alike, shown in the dev terminal.
+        "alerts": {"log": str((state_dir / ALERT_LOG).resolve())},
     }
     path = state_dir / "broker.yaml"
     path.unlink(missing_ok=True)
@@ -299,7 +301,7 @@ def run_dev(scopes: Path, state_dir: Path, port: int, echo: Callable[[str], None
     _private(state_dir)
     with single_instance(state_dir) as lock:
         stack = start_stack(scopes, state_dir, port, echo)
-        alerts = LogFollower(stack.broker.log_path)
+        alerts = LogFollower(state_dir / ALERT_LOG)
         lock.seek(0)
         lock.truncate()
         lock.write(f"pid {os.getpid()} at {stack.url}\n")

@@ -7,9 +7,13 @@ works; the kill switch still revokes).
 
 from __future__ import annotations
 
+import json
 import logging
+import os
+import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Protocol
 
 from broker.approvals.intent_view import IntentView
@@ -67,7 +71,13 @@ class Notifier(Protocol):
 
 
 class LogNotifier:
-    """The notifier when no Slack is configured: approvers use the page; alerts go to logs."""
+    """The notifier when no Slack is configured: approvers use the page; alerts go to logs,
+    and to ``alert_log`` when given. The server logs to its own stream, but ``broker
+    revoke`` runs elsewhere: a file every process appends to puts the kill switch's alert
+    where the server's are (``broker dev`` shows that file in its terminal)."""
+
+    def __init__(self, alert_log: Path | None = None) -> None:
+        self.alert_log = alert_log
 
     def request_opened(self, notice: ApprovalNotice) -> Mapping[str, Any]:
         log.info(
@@ -83,3 +93,26 @@ class LogNotifier:
 
     def alert(self, text: str, evidence: Sequence[str] = ()) -> None:
         log.warning("ALERT: %s", text, extra={"evidence": list(evidence)})
+        if self.alert_log is not None:
+            append_alert(self.alert_log, text, evidence)
+
+
+def append_alert(path: Path, text: str, evidence: Sequence[str]) -> None:
+    """One JSON line per alert, in one append (whole lines, whichever process writes), the
+    file private to the broker's user. A file that cannot be written fails the notification
+    like an unreachable Slack would: recorded, and survived."""
+    line = json.dumps(
+        {
+            "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+            "alert": text,
+            "evidence": list(evidence),
+        }
+    )
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+        try:
+            os.write(fd, (line + "\n").encode())
+        finally:
+            os.close(fd)
+    except OSError as e:
+        raise NotificationFailed(f"alert log {path}: {e.strerror}") from None

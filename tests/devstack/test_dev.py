@@ -367,6 +367,10 @@ def test_dev_stack_enforces_narrowing_and_the_kill_switch(tmp_path: Path) -> Non
         # The kill switch ends the payments sessions; after `broker unfreeze`, new ones work.
         reason = ["--reason", "dev stack test"]
         _cli(state, "revoke", "--service", "payments", "--environment", "prod", *reason)
+        # Its alert, raised by the command in another shell, shows in this terminal too.
+        alert.clear()
+        read_until(process, "ALERT", timeout=20, seen=alert)
+        assert "Kill switch: service payments/prod revoked by cli:" in alert[-1], alert
         # The kill switch anchored the audit chain in moto's Object Lock bucket.
         verified = _cli(state, "audit", "verify", "--config", config)
         assert "the hash chain is intact" in verified and "anchored record(s) match" in verified
