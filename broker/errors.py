@@ -12,6 +12,7 @@ the library, with ``raise ... from e``.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import PurePath
 
 
 class BrokerError(Exception):
@@ -40,6 +41,11 @@ class Problem:
 
     def __str__(self) -> str:
         return f"{self.path}:{self.line}:{self.column}: {self.reason}"
+
+    def in_file(self) -> str:
+        """The same, naming the file alone: what callers are shown (not the server's
+        directories; operators get the full path from the log and `broker scopes validate`)."""
+        return f"{PurePath(self.path).name}:{self.line}:{self.column}: {self.reason}"
 
 
 class InvalidFileError(BrokerError):
@@ -130,20 +136,20 @@ class Conflict(BrokerError):
 
 class ScopeInvalid(Conflict):
     """The scope's file is broken on disk: the scope is not served (not even its last good
-    version) until the file is fixed.
-
-    A plain refusal: where and why the file is broken (server paths, lines, its words) is
-    for operators, in the log, the audit's ``scope_reload`` record, the approvers' alert and
-    ``broker scopes validate``, never in an answer to a caller.
-    """
+    version) until the file is fixed. ``problems`` say where (``file:line:column: reason``,
+    the file by its name only)."""
 
     code = "scope_invalid"
 
-    def __init__(self, service: str) -> None:
+    def __init__(self, service: str, problems: list[str]) -> None:
+        first = problems[0] if problems else "its file has problems"
         super().__init__(
-            f"scope {service} is invalid and not served until its file is fixed; "
-            "an operator can see why with `broker scopes validate`"
+            f"scope {service} is invalid and not served until its file is fixed: {first}"
         )
+        self.problems = problems[:10]
+
+    def body(self) -> dict[str, object]:
+        return {"problems": self.problems}
 
 
 class RequestNotReady(Conflict):

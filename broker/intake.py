@@ -182,7 +182,7 @@ def resolve(
     scope = scopes.get(request.service)
     broken = scopes.invalid.get(request.service)
     if scope is None and broken:
-        raise ScopeInvalid(request.service)
+        raise ScopeInvalid(request.service, [p.in_file() for p in broken])
     if scope is None:
         # Suggest only among scopes this agent may request: no others are revealed.
         mine = [s.service for s in scopes.scopes.values() if may_request(s, identity)]

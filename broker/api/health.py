@@ -23,14 +23,17 @@ def readyz() -> tuple[Response, int]:
     """Ready to serve: scopes loaded, store and upstreams reachable.
 
     200 with every check "ok"; 503 with the failing checks named otherwise. Either way
-    ``invalid_scopes`` names the scopes whose file is broken on disk, with how many problems
-    (where is for operators: ``broker scopes validate``, the log; this endpoint is open to
-    anyone): they are not served (409 scope_invalid) while the others are.
+    ``invalid_scopes`` lists the scopes whose file is broken on disk, with where (the file
+    by its name: this endpoint is open): they are not served (409 scope_invalid) while the
+    others are.
     """
     svc = services()
     checks = svc.readiness()
     ready = all(value == "ok" for value in checks.values())
-    invalid = {service: len(problems) for service, problems in svc.scopes.current.invalid.items()}
+    invalid = {
+        service: [p.in_file() for p in problems[:10]]
+        for service, problems in svc.scopes.current.invalid.items()
+    }
     body = jsonify(status="ready" if ready else "not ready", checks=checks, invalid_scopes=invalid)
     return body, 200 if ready else 503
 

@@ -226,7 +226,7 @@ class ApprovalService:
         self._refuse_second_ballot(record, approver.name, decision, via)
         broken = self.scopes.current.invalid.get(record.service)
         if broken:  # its scope is out of service: nobody approves under a broken file
-            invalid = ScopeInvalid(record.service)
+            invalid = ScopeInvalid(record.service, [p.in_file() for p in broken])
             self._refuse(Refuse("conflict", invalid.message), approver.name, record, decision, via)
         in_force = self.rule_in_force(record)
         as_agents = agent_names_of(signed_in, self.settings.identity.oidc)

@@ -1,10 +1,10 @@
 """A scope broken on disk while served: not served at all until fixed (fail closed).
 
 Its last good version may grant more than the fix will: its requests answer 409
-``scope_invalid`` (a plain refusal: no server paths or file details reach agents; the log,
-the audit, the approvers' alert and `broker scopes validate` keep them), approvals under it are
-refused, ``/readyz`` lists it, the approvers are alerted once, and the other scopes go on.
-A good reload is logged with what changed.
+``scope_invalid`` with file:line (the file by its name: no server directories reach callers;
+the log, the audit, the approvers' alert and `broker scopes validate` keep the full path),
+approvals under it are refused, ``/readyz`` lists it, the approvers are alerted once, and
+the other scopes go on. A good reload is logged with what changed.
 """
 
 from __future__ import annotations
@@ -64,14 +64,12 @@ def test_a_scope_broken_on_disk_is_not_served(
         refused = broker.post("/v1/credentials", READ_PAYMENTS)
         body = refused.get_json()
         assert refused.status_code == 409 and body["error"] == "scope_invalid"
-        assert body["message"] == (
-            "scope payments is invalid and not served until its file is fixed; "
-            "an operator can see why with `broker scopes validate`"
-        )
-        assert "problems" not in body
-        # Nothing of the server's files reaches the agent: no directory, file, line or word.
-        for secretish in (str(path.parent), path.name, "tll", f":{problem.line}:"):
-            assert secretish not in refused.get_data(as_text=True)
+        where = f"payments.yaml:{problem.line}:{problem.column}: {problem.reason}"
+        assert where in body["problems"]
+        assert body["message"].startswith("scope payments is invalid and not served until")
+        assert body["message"].endswith(body["problems"][0])
+        # The file by its name, line and column: nothing of the server's directories.
+        assert str(path.parent) not in refused.get_data(as_text=True)
         # Nobody approves under a broken file, and nothing already cached is handed out.
         with pytest.raises(Conflict, match="scope payments is invalid"):
             broker.services.approvals.decide(pending, "alice", "approve", "link")
@@ -82,7 +80,10 @@ def test_a_scope_broken_on_disk_is_not_served(
         )
 
         ready = broker.client.get("/readyz").get_json()
-        assert ready["invalid_scopes"] == {"payments": 2}  # how many problems, not where
+        assert (
+            len(ready["invalid_scopes"]["payments"]) == 2
+            and where in ready["invalid_scopes"]["payments"]
+        )
         assert str(path.parent) not in broker.client.get("/readyz").get_data(as_text=True)
         alerts = [
             c for c in fake_slack.api("chat.postMessage") if c.body["channel"] == DEFAULT_CHANNEL
