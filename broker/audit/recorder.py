@@ -23,7 +23,7 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
-from broker.audit.redact import secret_fields
+from broker.audit.redact import JSON_SCALARS, secret_fields
 from broker.store import tables as t
 from broker.store.base import AuditStore
 from broker.store.records import AuditRecord, IssuedRecord, RequestRecord
@@ -70,9 +70,6 @@ def _clip(value: str | None, limit: int) -> str | None:
     return value[: limit - 1] + "\u2026"
 
 
-_SCALARS = (str, int, float, bool, type(None))
-
-
 class _NotPlain(Exception):
     """A value JSON would change (a type of its own, a key not text): encoded and decoded."""
 
@@ -80,7 +77,7 @@ class _NotPlain(Exception):
 def _plain(value: Any) -> Any:
     """``value`` as JSON returns it, for the plain values nearly every record carries."""
     kind = type(value)
-    if kind in _SCALARS:
+    if kind in JSON_SCALARS:
         return value
     if kind is list or kind is tuple:
         return [_plain(item) for item in value]

@@ -29,7 +29,7 @@ SECRET_NAMES = frozenset(
         "cookie",
     }
 )
-_PLAIN = frozenset({str, int, float, bool, type(None)})
+JSON_SCALARS = frozenset({str, int, float, bool, type(None)})  # JSON keeps them as they are
 SECRET_SUFFIXES = ("_secret", "_token", "_password", "_private_key", "_secret_key")
 REDACTED = "[redacted]"
 
@@ -43,7 +43,7 @@ def is_secret_name(name: str) -> bool:
 def secret_fields(value: Any, path: str = "") -> list[str]:
     """The dotted paths of every secret-named key in nested mappings and lists."""
     found: list[str] = []
-    if type(value) in _PLAIN:
+    if type(value) in JSON_SCALARS:
         return found  # most values: no ABC checks needed
     if isinstance(value, Mapping):
         for key, item in value.items():

@@ -215,11 +215,7 @@ class Journal:
                 freezes_cursor.execute(sql.freezes_since, {"since": since})
             head_cursor = self._send_head(connection.cursor()) if audits else None
             issued_out = [
-                None
-                if issued is None
-                else self._completed(connection.cursor(), cursor, issued)
-                if issued.id is not None
-                else self._inserted(cursor, issued)
+                self._read_back(connection, cursor, issued)
                 for cursor, (issued, _) in zip(sent, items, strict=True)
             ]
             freezes: tuple[FreezeRecord, ...] = ()
@@ -243,6 +239,17 @@ class Journal:
         ]
         self.announce([w.audit for w in written if w.audit is not None])
         return written
+
+    def _read_back(
+        self, connection: Any, cursor: Any, issued: IssuedRecord | None
+    ) -> IssuedRecord | None:
+        """The answer to what :meth:`_write_batch` sent for ``issued``: a completion's or an
+        insert's (None: the item carried only an audit record)."""
+        if issued is None:
+            return None
+        if issued.id is not None:
+            return self._completed(connection.cursor(), cursor, issued)
+        return self._inserted(cursor, issued)
 
     def _send_complete(self, cursor: Any, issued: IssuedRecord) -> Any:
         """Complete a write-ahead with the credential's ids and expiry (read by
