@@ -5,6 +5,7 @@ each, with its evidence; a follower sees only what was written since, whole line
 from __future__ import annotations
 
 import json
+import logging
 import stat
 from pathlib import Path
 
@@ -72,6 +73,11 @@ def test_an_alert_log_that_cannot_be_written_fails_the_notification(tmp_path: Pa
         LogNotifier(tmp_path / "missing" / "alerts.log").alert("Kill switch: everything")
 
 
-def test_without_an_alert_log_alerts_only_go_to_the_log(tmp_path: Path) -> None:
-    LogNotifier().alert("Kill switch: everything")
-    assert list(tmp_path.iterdir()) == []
+def test_every_alert_is_logged_with_or_without_an_alert_log(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    with caplog.at_level(logging.WARNING, logger="broker.notify.base"):
+        LogNotifier().alert("Kill switch: everything")
+        LogNotifier(tmp_path / "alerts.log").alert("Kill switch: agent agent:x")
+    logged = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert logged == ["ALERT: Kill switch: everything", "ALERT: Kill switch: agent agent:x"]
